@@ -1,0 +1,52 @@
+# Every target creates and reuses the virtual environment in .venv; nothing is installed globally.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+SPEC := spec/registry-blob.yaml
+GEN_CONFIG := spec/generator-config.yaml
+GEN_PACKAGE := generated/acr_blob_api
+# The generator runs ruff from PATH: make it the venv's pinned one.
+GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
+	--config $(GEN_CONFIG) --meta none --fail-on-warning
+
+.PHONY: venv generate check-generated validate-spec test lint demo clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,generate]'
+	touch $@
+
+venv: $(STAMP)
+
+validate-spec: $(STAMP)
+	$(BIN)/openapi-spec-validator $(SPEC)
+
+generate: validate-spec
+	rm -rf $(GEN_PACKAGE)
+	$(GEN) --output-path $(GEN_PACKAGE)
+
+check-generated: validate-spec
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(GEN) --output-path "$$tmp/acr_blob_api" >/dev/null || exit 1; \
+	diff -r -x __pycache__ "$$tmp/acr_blob_api" $(GEN_PACKAGE) >/dev/null || \
+	{ echo "generated/ is stale against spec/: run 'make generate' and commit the result" >&2; exit 1; }
+	@echo "generated/ matches spec/"
+
+test: check-generated
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check overlay tools tests
+	$(BIN)/ruff format --check overlay tools tests
+	$(BIN)/mypy --strict overlay/acr_blob tools
+
+demo: $(STAMP)
+	$(BIN)/python -m tools.demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

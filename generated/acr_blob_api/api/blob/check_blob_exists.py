@@ -1,0 +1,121 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response
+
+
+def _get_kwargs(
+    name: str,
+    digest: str,
+) -> dict[str, Any]:
+
+    _kwargs: dict[str, Any] = {
+        "method": "head",
+        "url": "/v2/{name}/blobs/{digest}".format(
+            name=quote(str(name), safe=""),
+            digest=quote(str(digest), safe=""),
+        ),
+    }
+
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Any:
+    if response.status_code == 200:
+        return None
+
+    if response.status_code == 307:
+        return None
+
+    if response.status_code == 401:
+        return None
+
+    if response.status_code == 404:
+        return None
+
+    return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Any]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    name: str,
+    digest: str,
+    *,
+    client: AuthenticatedClient | Client,
+) -> Response[Any]:
+    """Get a blob's size and digest without its body.
+
+     Same status codes and headers as `GetBlob`, without a body: 200 (or 307 to storage) when the blob
+    exists, 404 with no body when it does not.
+
+    Args:
+        name (str):
+        digest (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Any]
+    """
+
+    kwargs = _get_kwargs(
+        name=name,
+        digest=digest,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio_detailed(
+    name: str,
+    digest: str,
+    *,
+    client: AuthenticatedClient | Client,
+) -> Response[Any]:
+    """Get a blob's size and digest without its body.
+
+     Same status codes and headers as `GetBlob`, without a body: 200 (or 307 to storage) when the blob
+    exists, 404 with no body when it does not.
+
+    Args:
+        name (str):
+        digest (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Any]
+    """
+
+    kwargs = _get_kwargs(
+        name=name,
+        digest=digest,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
