@@ -1,0 +1,86 @@
+"""Client settings shared by the sync and async clients, turned into the generated ``Client``."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, TypeAlias
+
+import httpx
+
+from acr_blob_api import Client
+
+from .errors import InvalidEndpointError
+
+__all__ = ["DEFAULT_TIMEOUT", "Credential", "TimeoutTypes", "VerifyTypes"]
+
+__version__ = "0.1.0"
+
+Credential: TypeAlias = tuple[str, str] | httpx.Auth | None
+"""``None`` (anonymous), ``(username, password)`` for Basic, or any ``httpx.Auth`` flow."""
+TimeoutTypes: TypeAlias = float | httpx.Timeout | None
+VerifyTypes: TypeAlias = bool | str | ssl.SSLContext
+
+# A read timeout bounds the silence between two reads, not the whole download.
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+_HEADERS = {
+    "User-Agent": f"acr-blob/{__version__}",
+    # The digest covers the bytes as stored: a proxy must not compress them on the way.
+    "Accept-Encoding": "identity",
+}
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """``myregistry.azurecr.io`` -> ``https://myregistry.azurecr.io``; http(s) URLs kept."""
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise InvalidEndpointError(f"invalid registry endpoint {endpoint!r}")
+    text = endpoint.strip().rstrip("/")
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as error:
+        raise InvalidEndpointError(f"invalid registry endpoint {endpoint!r}: {error}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidEndpointError(
+            f"invalid registry endpoint {endpoint!r}: expected https://HOST[:PORT] or HOST"
+        )
+    if url.path not in ("", "/") or url.query or url.userinfo:
+        raise InvalidEndpointError(
+            f"invalid registry endpoint {endpoint!r}: give the host only, without path, "
+            "query or credentials"
+        )
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+def to_auth(credential: Credential) -> httpx.Auth | None:
+    if credential is None or isinstance(credential, httpx.Auth):
+        return credential
+    if (
+        isinstance(credential, tuple)
+        and len(credential) == 2
+        and all(isinstance(part, str) for part in credential)
+    ):
+        return httpx.BasicAuth(*credential)
+    raise TypeError("credential must be None, a (username, password) tuple or an httpx.Auth")
+
+
+def api_client(
+    endpoint: str,
+    credential: Credential,
+    *,
+    timeout: TimeoutTypes,
+    verify: VerifyTypes,
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
+) -> Client:
+    """The generated client configured for blob downloads: redirects are followed by the overlay."""
+    httpx_args: dict[str, Any] = {"auth": to_auth(credential)}
+    if transport is not None:
+        httpx_args["transport"] = transport
+    return Client(
+        base_url=normalize_endpoint(endpoint),
+        headers=dict(_HEADERS),
+        timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+        verify_ssl=verify,
+        follow_redirects=False,
+        httpx_args=httpx_args,
+    )
