@@ -10,7 +10,7 @@ GEN_PACKAGE := generated/acr_blob_api
 GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
 	--config $(GEN_CONFIG) --meta none --fail-on-warning
 
-.PHONY: venv generate check-generated validate-spec test lint demo clean
+.PHONY: venv system-deps generate check-generated validate-spec test lint demo clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# The real registry server the tests and the demo run (Debian's docker-registry).
+system-deps:
+	@tools/system-deps.sh
 
 validate-spec: $(STAMP)
 	$(BIN)/openapi-spec-validator $(SPEC)
@@ -36,7 +40,7 @@ check-generated: validate-spec
 	{ echo "generated/ is stale against spec/: run 'make generate' and commit the result" >&2; exit 1; }
 	@echo "generated/ matches spec/"
 
-test: check-generated
+test: system-deps check-generated
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -44,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check overlay tools tests
 	$(BIN)/mypy --strict overlay/acr_blob tools
 
-demo: $(STAMP)
+demo: system-deps $(STAMP)
 	$(BIN)/python -m tools.demo
 
 clean:

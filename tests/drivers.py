@@ -1,0 +1,104 @@
+"""Drives BlobClient and AsyncBlobClient through one synchronous surface, so that every case
+runs against both with the same assertions."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from acr_blob import AsyncBlobClient, BlobClient, BlobProperties
+
+MODES = ["sync", "async"]
+
+
+class Driver:
+    """One client configuration; each call opens a client, does one thing and closes it."""
+
+    def __init__(self, mode: str, endpoint: str, **client_args: Any) -> None:
+        self.mode = mode
+        self.endpoint = endpoint
+        self.client_args = client_args
+
+    def _transport(self) -> dict[str, Any]:
+        # A MockTransport serves both flavours; the test passes it once as `handler`.
+        handler = self.client_args.get("handler")
+        args = {k: v for k, v in self.client_args.items() if k != "handler"}
+        if handler is not None:
+            args["transport"] = httpx.MockTransport(handler)
+        return args
+
+    def iterate(self, repository: str, digest: str) -> bytes:
+        return self._run("iterate", repository, digest)
+
+    def readall(self, repository: str, digest: str) -> bytes:
+        return self._run("readall", repository, digest)
+
+    def to_file(self, repository: str, digest: str, path: Path) -> BlobProperties:
+        return self._run("to_file", repository, digest, path)
+
+    def properties(self, repository: str, digest: str) -> BlobProperties:
+        return self._run("properties", repository, digest)
+
+    def exists(self, repository: str, digest: str) -> bool:
+        return self._run("exists", repository, digest)
+
+    def open_size(self, repository: str, digest: str) -> int | None:
+        """Open a download, read nothing, return its announced size."""
+        return self._run("open_size", repository, digest)
+
+    def _run(self, action: str, *args: Any) -> Any:
+        if self.mode == "sync":
+            with BlobClient(self.endpoint, **self._transport()) as client:
+                return _sync_action(client, action, *args)
+        return asyncio.run(self._async_run(action, *args))
+
+    async def _async_run(self, action: str, *args: Any) -> Any:
+        async with AsyncBlobClient(self.endpoint, **self._transport()) as client:
+            return await _async_action(client, action, *args)
+
+
+def _sync_action(client: BlobClient, action: str, *args: Any) -> Any:
+    if action == "iterate":
+        chunks = []
+        with client.download_blob(*args) as download:
+            for chunk in download:
+                chunks.append(chunk)
+        return b"".join(chunks)
+    if action == "readall":
+        with client.download_blob(*args) as download:
+            return download.readall()
+    if action == "to_file":
+        return client.download_blob_to_file(*args)
+    if action == "properties":
+        return client.get_blob_properties(*args)
+    if action == "exists":
+        return client.blob_exists(*args)
+    if action == "open_size":
+        with client.download_blob(*args) as download:
+            return download.size
+    raise AssertionError(action)
+
+
+async def _async_action(client: AsyncBlobClient, action: str, *args: Any) -> Any:
+    if action == "iterate":
+        chunks = []
+        async with await client.download_blob(*args) as download:
+            async for chunk in download:
+                chunks.append(chunk)
+        return b"".join(chunks)
+    if action == "readall":
+        async with await client.download_blob(*args) as download:
+            return await download.readall()
+    if action == "to_file":
+        return await client.download_blob_to_file(*args)
+    if action == "properties":
+        return await client.get_blob_properties(*args)
+    if action == "exists":
+        return await client.blob_exists(*args)
+    if action == "open_size":
+        async with await client.download_blob(*args) as download:
+            return download.size
+    raise AssertionError(action)
