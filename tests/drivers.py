@@ -24,10 +24,19 @@ class Driver:
 
     def _transport(self) -> dict[str, Any]:
         # A MockTransport serves both flavours; the test passes it once as `handler`.
-        handler = self.client_args.get("handler")
-        args = {k: v for k, v in self.client_args.items() if k != "handler"}
+        # `record` is a list that receives every request sent on the wire by a real transport.
+        args = dict(self.client_args)
+        handler = args.pop("handler", None)
+        record = args.pop("record", None)
         if handler is not None:
             args["transport"] = httpx.MockTransport(handler)
+        elif record is not None:
+            verify = args.get("verify", True)
+            args["transport"] = (
+                _RecordingTransport(record, verify=verify)
+                if self.mode == "sync"
+                else _AsyncRecordingTransport(record, verify=verify)
+            )
         return args
 
     def iterate(self, repository: str, digest: str) -> bytes:
@@ -58,6 +67,26 @@ class Driver:
     async def _async_run(self, action: str, *args: Any) -> Any:
         async with AsyncBlobClient(self.endpoint, **self._transport()) as client:
             return await _async_action(client, action, *args)
+
+
+class _RecordingTransport(httpx.HTTPTransport):
+    def __init__(self, record: list[httpx.Request], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.record = record
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.record.append(request)
+        return super().handle_request(request)
+
+
+class _AsyncRecordingTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, record: list[httpx.Request], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.record = record
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.record.append(request)
+        return await super().handle_async_request(request)
 
 
 def _sync_action(client: BlobClient, action: str, *args: Any) -> Any:

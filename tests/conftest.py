@@ -1,0 +1,177 @@
+"""Real registries on loopback for the tests, started on first use and stopped at session end.
+
+Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca_cert, .root,
+.proxy, .push(), .push_random(), .blob_url()):
+  registry_binary_path  docker-registry's path; skips (fails under CI) when it is missing
+  registry            anonymous, filesystem storage (.root is the storage folder)
+  basic_registry      filesystem storage, Basic auth; .auth == BASIC_AUTH
+  s3_registry         anonymous, S3 storage on moto; blob GET/HEAD answer 307 to .proxy
+  s3_basic_registry   as s3_registry, with Basic auth (.auth): for "credentials never reach
+                      storage" tests, read .proxy.presigned_requests
+  tls_s3_registry     https (self-signed, trust .ca_cert or pass .verify), Basic auth, S3
+                      storage over plain http: redirects go from https to http
+  moto_server         the one moto S3 server the S3 registries share (separate prefixes)
+  repository          a repository name unique to the test
+  blob_factory        push random bytes: blob_factory(deployment, size) -> (digest, data)
+  blob_file_factory   same through a file, streamed: -> (digest, path), for large blobs
+
+The S3 fixtures reset their proxy (request log, failure mode) before every test. The proxy
+also carries the registry's own header-signed storage requests: filter on `.presigned`.
+Tests marked `slow` run only with --run-slow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tools.testbed import (
+    BlobFactory,
+    BlobFileFactory,
+    Deployment,
+    MotoServer,
+    PushedBlob,
+    PushedFile,
+    TestbedUnavailable,
+    open_filesystem_registry,
+    open_s3_registry,
+    registry_binary,
+)
+
+BASIC_AUTH = ("alice", "s3cret-pass")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """A missing tool skips on a developer's machine but must not pass silently in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def registry_binary_path() -> str:
+    """Requested first by every registry fixture, so that a missing binary starts nothing."""
+    try:
+        return registry_binary()
+    except TestbedUnavailable as exc:
+        # Outside the except block, so that a CI failure does not drag the traceback along.
+        missing = str(exc)
+    skip_or_fail(missing)
+
+
+@pytest.fixture(scope="session")
+def registry(registry_binary_path: str) -> Iterator[Deployment]:
+    with open_filesystem_registry() as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def basic_registry(registry_binary_path: str) -> Iterator[Deployment]:
+    with open_filesystem_registry(auth=BASIC_AUTH) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    try:
+        server = MotoServer()
+    except TestbedUnavailable as exc:
+        # Outside the except block, so that a CI failure does not drag the traceback along.
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        skip_or_fail(missing)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _s3_registry(registry_binary_path: str, moto_server: MotoServer) -> Iterator[Deployment]:
+    with open_s3_registry(moto_server) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def _s3_basic_registry(registry_binary_path: str, moto_server: MotoServer) -> Iterator[Deployment]:
+    with open_s3_registry(moto_server, auth=BASIC_AUTH) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def _tls_s3_registry(registry_binary_path: str, moto_server: MotoServer) -> Iterator[Deployment]:
+    with open_s3_registry(moto_server, auth=BASIC_AUTH, tls=True) as deployment:
+        yield deployment
+
+
+def _fresh(deployment: Deployment) -> Deployment:
+    # A failure mode left on by a failed test would otherwise break every later test.
+    if deployment.proxy is not None:
+        deployment.proxy.reset()
+    return deployment
+
+
+@pytest.fixture
+def s3_registry(_s3_registry: Deployment) -> Deployment:
+    return _fresh(_s3_registry)
+
+
+@pytest.fixture
+def s3_basic_registry(_s3_basic_registry: Deployment) -> Deployment:
+    return _fresh(_s3_basic_registry)
+
+
+@pytest.fixture
+def tls_s3_registry(_tls_s3_registry: Deployment) -> Deployment:
+    return _fresh(_tls_s3_registry)
+
+
+_repository_counter = itertools.count()
+
+
+@pytest.fixture
+def repository(request: pytest.FixtureRequest) -> str:
+    # Lowercase alphanumerics and dashes satisfy the registry's repository-name grammar.
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60] or "test"
+    return f"testbed/{name}-{next(_repository_counter)}"
+
+
+@pytest.fixture
+def blob_factory(repository: str) -> BlobFactory:
+    default_repository = repository
+
+    def push(deployment: Deployment, size: int, repository: str | None = None) -> PushedBlob:
+        return deployment.push_random(repository or default_repository, size)
+
+    return push
+
+
+@pytest.fixture
+def blob_file_factory(repository: str, tmp_path: Path) -> BlobFileFactory:
+    default_repository = repository
+    counter = itertools.count()
+
+    def push(deployment: Deployment, size: int, repository: str | None = None) -> PushedFile:
+        path = tmp_path / f"blob-{next(counter)}.bin"
+        return deployment.push_random_file(repository or default_repository, size, path)
+
+    return push

@@ -1,0 +1,56 @@
+"""Real registries, object storage and a recording storage proxy on loopback, for tests and demos.
+
+Everything binds to 127.0.0.1 (the storage proxy to 127.0.0.2, a second loopback address, so
+that a redirect crosses hosts), on free ports, in temporary folders, and is stopped by the code
+that started it.
+"""
+
+from tools.testbed.deployments import (
+    BlobFactory,
+    BlobFileFactory,
+    Deployment,
+    PushedBlob,
+    PushedFile,
+    open_filesystem_registry,
+    open_s3_registry,
+)
+from tools.testbed.motoserver import MotoServer
+from tools.testbed.process import TestbedError, TestbedUnavailable, free_port
+from tools.testbed.proxy import RecordedRequest, StorageProxy, s3_error_xml
+from tools.testbed.push import push_blob, push_blob_file
+from tools.testbed.registry import RegistryServer, registry_binary, write_htpasswd
+from tools.testbed.storage import (
+    blob_data_path,
+    flip_byte,
+    layer_link_path,
+    put_blob_in_storage,
+)
+from tools.testbed.tls import client_ssl_context, make_tls_cert
+
+__all__ = [
+    "BlobFactory",
+    "BlobFileFactory",
+    "Deployment",
+    "MotoServer",
+    "PushedBlob",
+    "PushedFile",
+    "RecordedRequest",
+    "RegistryServer",
+    "StorageProxy",
+    "TestbedError",
+    "TestbedUnavailable",
+    "blob_data_path",
+    "client_ssl_context",
+    "flip_byte",
+    "free_port",
+    "layer_link_path",
+    "make_tls_cert",
+    "open_filesystem_registry",
+    "open_s3_registry",
+    "push_blob",
+    "push_blob_file",
+    "put_blob_in_storage",
+    "registry_binary",
+    "s3_error_xml",
+    "write_htpasswd",
+]

@@ -1,0 +1,152 @@
+"""Ready-made combinations of the pieces: a registry as a client sees it, and how to start one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from tools.testbed.motoserver import MotoServer
+from tools.testbed.proxy import StorageProxy
+from tools.testbed.push import push_blob, push_blob_file
+from tools.testbed.registry import RegistryServer
+from tools.testbed.tls import client_ssl_context, make_tls_cert
+
+
+class PushedBlob(NamedTuple):
+    digest: str
+    data: bytes
+
+
+class PushedFile(NamedTuple):
+    digest: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A running registry plus what a test needs to talk to it and to its storage.
+
+    `auth` is the Basic credentials the registry demands (None: anonymous). `proxy` is the
+    StorageProxy that the registry's redirects point at (None: filesystem storage, no
+    redirects). `ca_cert` is the self-signed certificate to trust for an https registry.
+    """
+
+    server: RegistryServer
+    auth: tuple[str, str] | None = None
+    proxy: StorageProxy | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def root(self) -> Path | None:
+        return self.server.root
+
+    @property
+    def ca_cert(self) -> Path | None:
+        return self.server.ca_cert
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """For httpx's `verify=`."""
+        return client_ssl_context(self.ca_cert)
+
+    def blob_url(self, repository: str, digest: str) -> str:
+        return f"{self.url}/v2/{repository}/blobs/{digest}"
+
+    def push(self, repository: str, data: bytes, *, algorithm: str = "sha256") -> str:
+        return push_blob(
+            self.url, repository, data, auth=self.auth, verify=self.verify, algorithm=algorithm
+        )
+
+    def push_file(self, repository: str, path: Path, *, algorithm: str = "sha256") -> str:
+        return push_blob_file(
+            self.url, repository, path, auth=self.auth, verify=self.verify, algorithm=algorithm
+        )
+
+    def push_random(self, repository: str, size: int) -> PushedBlob:
+        data = os.urandom(size)
+        return PushedBlob(self.push(repository, data), data)
+
+    def push_random_file(self, repository: str, size: int, path: Path) -> PushedFile:
+        """Write `size` random bytes to `path` and push them, never holding them all in memory."""
+        with path.open("wb") as f:
+            remaining = size
+            while remaining > 0:
+                piece = os.urandom(min(1 << 20, remaining))
+                f.write(piece)
+                remaining -= len(piece)
+        return PushedFile(self.push_file(repository, path), path)
+
+
+class BlobFactory(Protocol):
+    """The type of the tests' `blob_factory` fixture (the repository defaults to the test's)."""
+
+    def __call__(
+        self, deployment: Deployment, size: int, repository: str | None = None
+    ) -> PushedBlob: ...
+
+
+class BlobFileFactory(Protocol):
+    """The type of the tests' `blob_file_factory` fixture."""
+
+    def __call__(
+        self, deployment: Deployment, size: int, repository: str | None = None
+    ) -> PushedFile: ...
+
+
+@contextlib.contextmanager
+def _tls_files(tls: bool) -> Iterator[tuple[Path, Path] | None]:
+    if not tls:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="acr-blob-tls-") as directory:
+        yield make_tls_cert(Path(directory))
+
+
+@contextlib.contextmanager
+def open_filesystem_registry(
+    *, auth: tuple[str, str] | None = None, tls: bool = False
+) -> Iterator[Deployment]:
+    """A registry that serves blobs itself from a folder (`Deployment.root`)."""
+    with contextlib.ExitStack() as stack:
+        cert_and_key = stack.enter_context(_tls_files(tls))
+        server = stack.enter_context(RegistryServer(htpasswd=auth, tls=cert_and_key))
+        yield Deployment(server, auth=auth)
+
+
+@contextlib.contextmanager
+def open_s3_registry(
+    moto: MotoServer,
+    *,
+    auth: tuple[str, str] | None = None,
+    tls: bool = False,
+    proxy_host: str = "127.0.0.2",
+) -> Iterator[Deployment]:
+    """A registry on moto whose blob GETs answer 307 to presigned URLs on a StorageProxy.
+
+    With `tls` the registry itself is https (self-signed) while storage stays plain http,
+    so its redirects go from https to http.
+    """
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(StorageProxy(moto.url, host=proxy_host))
+        cert_and_key = stack.enter_context(_tls_files(tls))
+        server = stack.enter_context(
+            RegistryServer(htpasswd=auth, s3=moto, s3_endpoint=proxy.url, tls=cert_and_key)
+        )
+        yield Deployment(server, auth=auth, proxy=proxy)

@@ -1,0 +1,176 @@
+"""One `docker-registry serve` process (distribution 2.8) with its own config and temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import bcrypt
+import httpx
+
+from tools.testbed.motoserver import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
+from tools.testbed.process import ManagedProcess, TestbedUnavailable, free_port
+from tools.testbed.tls import client_ssl_context
+
+# The S3 driver panics at start with AWS_CA_BUNDLE set on these machines; the proxy variables
+# are dropped so that nothing the registry does can leave loopback.
+_DROPPED_ENV = {
+    "AWS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+}
+
+
+def registry_binary() -> str:
+    path = shutil.which("docker-registry")
+    if path is None:
+        raise TestbedUnavailable(
+            "docker-registry is not installed (Debian: apt-get install docker-registry)"
+        )
+    return path
+
+
+def write_htpasswd(path: Path, user: str, password: str) -> None:
+    # Cost 4 (the minimum): the registry checks the hash on every request, and the default
+    # cost 12 would add about a quarter of a second to each one.
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(f"{user}:{hashed}\n")
+    path.chmod(0o600)
+
+
+class RegistryServer:
+    """A registry on `host`:free port; filesystem storage unless `s3` is given.
+
+    `s3_endpoint` replaces moto's URL as the S3 driver's endpoint. The driver uses that one
+    endpoint both for its own (header-signed) requests and for the presigned URLs it redirects
+    clients to, so a StorageProxy put there sees both kinds of traffic.
+    """
+
+    def __init__(
+        self,
+        *,
+        htpasswd: tuple[str, str] | None = None,
+        s3: MotoServer | None = None,
+        s3_endpoint: str | None = None,
+        tls: tuple[Path, Path] | None = None,
+        host: str = "127.0.0.1",
+        redirect: bool = True,
+    ) -> None:
+        self.binary = registry_binary()
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
+        self.htpasswd = htpasswd
+        self.s3 = s3
+        self.s3_endpoint = s3_endpoint or (s3.url if s3 else None)
+        # Each registry gets its own prefix so that registries can share one bucket.
+        self.s3_rootdirectory = f"/testbed-{secrets.token_hex(4)}" if s3 else None
+        self.tls = tls
+        self.redirect = redirect
+        # Both set by start(): nothing is left on disk by a server that never started.
+        self.workdir: Path | None = None
+        self.root: Path | None = None
+        self._process: ManagedProcess | None = None
+
+    @property
+    def ca_cert(self) -> Path | None:
+        return self.tls[0] if self.tls else None
+
+    def config(self, workdir: Path) -> dict[str, Any]:
+        storage: dict[str, Any] = {
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        }
+        if self.s3 is not None:
+            storage["s3"] = {
+                "accesskey": ACCESS_KEY,
+                "secretkey": SECRET_KEY,
+                "region": REGION,
+                "regionendpoint": self.s3_endpoint,
+                "bucket": self.s3.bucket,
+                "rootdirectory": self.s3_rootdirectory,
+                "secure": self.s3_endpoint is not None and self.s3_endpoint.startswith("https:"),
+                "v4auth": True,
+            }
+            storage["redirect"] = {"disable": not self.redirect}
+        else:
+            storage["filesystem"] = {"rootdirectory": str(workdir / "storage")}
+        http: dict[str, Any] = {"addr": f"{self.host}:{self.port}", "secret": "acr-blob-testbed"}
+        if self.tls is not None:
+            http["tls"] = {"certificate": str(self.tls[0]), "key": str(self.tls[1])}
+        config: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "warn"},
+            "storage": storage,
+            "http": http,
+        }
+        if self.htpasswd is not None:
+            # A realm that is a loopback URL: some clients resolve a bare word as a host name.
+            config["auth"] = {"htpasswd": {"realm": self.url, "path": str(workdir / "htpasswd")}}
+        return config
+
+    def start(self) -> Self:
+        workdir = self.workdir = Path(tempfile.mkdtemp(prefix="acr-blob-registry-"))
+        try:
+            if self.s3 is None:
+                self.root = workdir / "storage"
+            if self.htpasswd is not None:
+                write_htpasswd(workdir / "htpasswd", *self.htpasswd)
+            config_path = workdir / "config.yml"
+            # JSON is YAML: no YAML library needed to write the config.
+            config_path.write_text(json.dumps(self.config(workdir), indent=2))
+            env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+            self._process = ManagedProcess(
+                [self.binary, "serve", str(config_path)],
+                log_path=workdir / "registry.log",
+                cwd=workdir,
+                env=env,
+            )
+            with httpx.Client(
+                trust_env=False, verify=client_ssl_context(self.ca_cert), timeout=1.0
+            ) as client:
+                self._process.wait_ready(
+                    lambda: self._answers(client), what=f"docker-registry at {self.url}"
+                )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _answers(self, client: httpx.Client) -> bool:
+        try:
+            status = client.get(self.url + "/v2/").status_code
+        except httpx.TransportError:
+            return False
+        return status in (200, 401)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self._process.log_tail(lines) if self._process else ""
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
