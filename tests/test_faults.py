@@ -6,6 +6,7 @@ Served by httpx.MockTransport; every case runs against the sync and the async cl
 from __future__ import annotations
 
 import asyncio
+import logging
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -222,7 +223,11 @@ def test_https_to_http_redirect_is_refused_before_it_is_sent(mode: str) -> None:
     assert "sig=x" not in str(caught.value)
 
 
-def test_credentials_stay_on_the_registry_origin(mode: str) -> None:
+def test_credentials_stay_on_the_registry_origin(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="acr_blob")
+
     def respond(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/moved"):
             return httpx.Response(307, headers={"Location": SIGNED})
@@ -241,6 +246,11 @@ def test_credentials_stay_on_the_registry_origin(mode: str) -> None:
     assert third.url.host == "storage.test"
     assert "Authorization" not in third.headers
     assert "Cookie" not in third.headers
+    # Our log names every hop, without the signature or the credentials.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "acr_blob")
+    assert "storage.test/bucket/blob?<redacted>" in logged
+    assert SIGNATURE not in logged
+    assert first.headers["Authorization"].split()[1] not in logged
 
 
 def test_storage_xml_error_is_a_storage_error_without_the_signature(mode: str) -> None:

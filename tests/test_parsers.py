@@ -58,6 +58,7 @@ def test_excerpt_hides_query_values_and_auth_credentials(secret: str, noise: byt
         f"failed for https://s/x?sig={secret}&sv=1".encode(),
         f"<Message>https://s/x?X-Amz-Signature={secret}</Message>".encode(),
         f"header was Bearer {secret}".encode(),
+        f"<ArgumentValue>Basic {secret}</ArgumentValue>".encode(),
     ):
         assert secret not in excerpt(noise.replace(b"\x00", b"") + b" " + body)
 

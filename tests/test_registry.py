@@ -278,3 +278,9 @@ def test_connection_closed_before_content_length(
         client.to_file("short/body", digest, tmp_path / "blob")
     assert "400" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ca_bundle_path_as_verify(mode: str, tls_s3_registry: Deployment, repository: str) -> None:
+    assert tls_s3_registry.ca_cert is not None
+    client = driver_for(mode, tls_s3_registry, verify=str(tls_s3_registry.ca_cert))
+    assert client.exists(repository, MISSING) is False

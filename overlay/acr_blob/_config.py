@@ -19,6 +19,7 @@ Credential: TypeAlias = tuple[str, str] | httpx.Auth | None
 """``None`` (anonymous), ``(username, password)`` for Basic, or any ``httpx.Auth`` flow."""
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 VerifyTypes: TypeAlias = bool | str | ssl.SSLContext
+"""``True`` (system CAs), ``False``, a CA bundle path, or an ``ssl.SSLContext``."""
 
 # A read timeout bounds the silence between two reads, not the whole download.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -73,6 +74,9 @@ def api_client(
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
 ) -> Client:
     """The generated client configured for blob downloads: redirects are followed by the overlay."""
+    if isinstance(verify, str):
+        # httpx 0.28 deprecates a CA path for `verify`; a context built from it is the same trust.
+        verify = ssl.create_default_context(cafile=verify)
     httpx_args: dict[str, Any] = {"auth": to_auth(credential)}
     if transport is not None:
         httpx_args["transport"] = transport
