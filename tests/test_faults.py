@@ -6,8 +6,8 @@ Served by httpx.MockTransport; every case runs against the sync and the async cl
 from __future__ import annotations
 
 import asyncio
-import logging
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
