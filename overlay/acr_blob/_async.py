@@ -17,6 +17,7 @@ import httpx
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
 from ._config import DEFAULT_TIMEOUT, Credential, TimeoutTypes, VerifyTypes, api_client
+from ._download import DownloadBase
 from ._files import PartialFile
 from ._protocol import (
     ERROR_BODY_LIMIT,
@@ -27,15 +28,14 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
-from ._verify import BodyVerifier
-from .errors import BlobError, BlobNotFoundError, TransportError
+from .errors import BlobNotFoundError, TransportError
 from .models import BlobProperties
 from .references import Digest, parse_digest, validate_repository
 
 __all__ = ["AsyncBlobClient", "AsyncBlobDownload"]
 
 
-class AsyncBlobDownload:
+class AsyncBlobDownload(DownloadBase):
     """A blob whose headers have arrived; ``async for`` it for the bytes, verified as they pass.
 
     Verification works as in :class:`~acr_blob.BlobDownload`: the iteration raises instead of
@@ -48,26 +48,8 @@ class AsyncBlobDownload:
                 sink.write(chunk)
     """
 
-    def __init__(self, response: httpx.Response, digest: Digest) -> None:
-        self._response = response
-        self.properties = properties_from(response, digest)
-        self._verifier = BodyVerifier(digest, self.properties.size)
-        self._started = False
-
-    @property
-    def size(self) -> int | None:
-        """The size announced by ``Content-Length``, or ``None`` when the server sent none."""
-        return self.properties.size
-
-    @property
-    def digest(self) -> str:
-        """The requested digest, which the content is verified against."""
-        return self.properties.digest
-
     def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._started:
-            raise BlobError("this download has already been read or closed")
-        self._started = True
+        self._start()
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
@@ -77,9 +59,7 @@ class AsyncBlobDownload:
                 yield chunk
             self._verifier.finish()
         except httpx.TransportError as error:
-            raise TransportError(
-                f"download broke after {self._verifier.received} bytes: {error!r}"
-            ) from error
+            raise self._broken(error) from error
         finally:
             await self._response.aclose()
 
@@ -108,9 +88,6 @@ class AsyncBlobDownload:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"AsyncBlobDownload(digest={self.digest!r}, size={self.size!r})"
 
 
 class AsyncBlobClient:

@@ -12,6 +12,7 @@ import httpx
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
 from ._config import DEFAULT_TIMEOUT, Credential, TimeoutTypes, VerifyTypes, api_client
+from ._download import DownloadBase
 from ._files import PartialFile
 from ._protocol import (
     ERROR_BODY_LIMIT,
@@ -22,15 +23,14 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
-from ._verify import BodyVerifier
-from .errors import BlobError, BlobNotFoundError, TransportError
+from .errors import BlobNotFoundError, TransportError
 from .models import BlobProperties
 from .references import Digest, parse_digest, validate_repository
 
 __all__ = ["BlobClient", "BlobDownload"]
 
 
-class BlobDownload:
+class BlobDownload(DownloadBase):
     """A blob whose headers have arrived; iterate it for the bytes, verified as they pass.
 
     The last chunk is followed by the verification: when the body hashes to anything but the
@@ -45,26 +45,8 @@ class BlobDownload:
                 sink.write(chunk)
     """
 
-    def __init__(self, response: httpx.Response, digest: Digest) -> None:
-        self._response = response
-        self.properties = properties_from(response, digest)
-        self._verifier = BodyVerifier(digest, self.properties.size)
-        self._started = False
-
-    @property
-    def size(self) -> int | None:
-        """The size announced by ``Content-Length``, or ``None`` when the server sent none."""
-        return self.properties.size
-
-    @property
-    def digest(self) -> str:
-        """The requested digest, which the content is verified against."""
-        return self.properties.digest
-
     def __iter__(self) -> Iterator[bytes]:
-        if self._started:
-            raise BlobError("this download has already been read or closed")
-        self._started = True
+        self._start()
         return self._chunks()
 
     def _chunks(self) -> Iterator[bytes]:
@@ -75,9 +57,7 @@ class BlobDownload:
                 yield chunk
             self._verifier.finish()
         except httpx.TransportError as error:
-            raise TransportError(
-                f"download broke after {self._verifier.received} bytes: {error!r}"
-            ) from error
+            raise self._broken(error) from error
         finally:
             self._response.close()
 
@@ -106,9 +86,6 @@ class BlobDownload:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"BlobDownload(digest={self.digest!r}, size={self.size!r})"
 
 
 class BlobClient:
