@@ -1,0 +1,61 @@
+"""The kinds of credential a registry client can hold.
+
+``BlobClient(credential=...)`` takes ``None`` (anonymous), a ``(username, password)`` tuple (the
+same as :class:`BasicCredential`), a :class:`BasicCredential`, a :class:`RefreshTokenCredential`
+(a Docker "identity token" or an ACR refresh token), or any object with the azure-core
+``get_token(*scopes)`` shape (an Azure AD credential, exchanged for ACR tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+__all__ = ["AccessTokenLike", "BasicCredential", "RefreshTokenCredential", "TokenCredential"]
+
+
+@attrs.frozen(repr=False)
+class BasicCredential:
+    """A user name and password (or ACR token name and password).
+
+    Example::
+
+        BlobClient("myregistry.azurecr.io", BasicCredential("user", "password"))
+    """
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"BasicCredential(username={self.username!r}, password=<redacted>)"
+
+
+@attrs.frozen(repr=False)
+class RefreshTokenCredential:
+    """An OAuth2 refresh token: Docker's ``identitytoken``, or an ACR refresh token.
+
+    It is sent to the token server (``POST``, ``grant_type=refresh_token``), never to the registry.
+    """
+
+    refresh_token: str
+
+    def __repr__(self) -> str:
+        return "RefreshTokenCredential(<redacted>)"
+
+
+class AccessTokenLike(Protocol):
+    """What azure-core's ``get_token`` returns: ``token`` and ``expires_on`` (Unix seconds)."""
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_on(self) -> int: ...
+
+
+@runtime_checkable
+class TokenCredential(Protocol):
+    """The azure-core credential shape (``azure.identity.DefaultAzureCredential`` and friends)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
