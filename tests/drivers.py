@@ -69,13 +69,18 @@ class Driver:
             return await _async_action(client, action, *args)
 
 
+def _snapshot(request: httpx.Request) -> httpx.Request:
+    # Auth flows set headers on the request object they send again: keep what went out.
+    return httpx.Request(request.method, request.url, headers=request.headers)
+
+
 class _RecordingTransport(httpx.HTTPTransport):
     def __init__(self, record: list[httpx.Request], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.record = record
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.record.append(request)
+        self.record.append(_snapshot(request))
         return super().handle_request(request)
 
 
@@ -85,7 +90,7 @@ class _AsyncRecordingTransport(httpx.AsyncHTTPTransport):
         self.record = record
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.record.append(request)
+        self.record.append(_snapshot(request))
         return await super().handle_async_request(request)
 
 

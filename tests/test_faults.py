@@ -54,7 +54,8 @@ class Recorder:
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+        # A snapshot: auth flows set headers on the request object they send again.
+        self.requests.append(httpx.Request(request.method, request.url, headers=request.headers))
         return self.respond(request)
 
 
@@ -229,6 +230,8 @@ def test_credentials_stay_on_the_registry_origin(
     caplog.set_level(logging.DEBUG, logger="acr_blob")
 
     def respond(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "registry.test" and "Authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="test"'})
         if request.url.path.endswith("/moved"):
             return httpx.Response(307, headers={"Location": SIGNED})
         if request.url.host == "registry.test":
@@ -239,7 +242,9 @@ def test_credentials_stay_on_the_registry_origin(
     recorder = Recorder(respond)
     got = driver(mode, recorder, credential=("alice", PASSWORD)).iterate(REPO, DIGEST)
     assert got == DATA
-    first, second, third = recorder.requests
+    challenged, first, second, third = recorder.requests
+    # The Basic challenge decides; then the registry's origin gets Basic, storage nothing.
+    assert "Authorization" not in challenged.headers
     assert first.headers["Authorization"].startswith("Basic ")
     assert second.url.path == "/v2/elsewhere/moved"
     assert second.headers["Authorization"] == first.headers["Authorization"]

@@ -145,8 +145,10 @@ def test_redirect_to_storage_never_carries_credentials(
         assert (tmp_path / "blob").read_bytes() == data
     else:
         assert client.properties(repository, digest).size == len(data)
-    # The registry got the credentials; the 307 led to another host (127.0.0.2), which did not.
-    first, second = sent
+    # The registry challenged, then got the credentials; the 307 led to another host
+    # (127.0.0.2), which did not.
+    challenged, first, second = sent
+    assert "Authorization" not in challenged.headers
     assert first.url.host == "127.0.0.1" and "Authorization" in first.headers
     assert second.url.host == "127.0.0.2" and "X-Amz-Signature" in str(second.url)
     presigned = proxy.presigned_requests

@@ -107,10 +107,16 @@ class AsyncBlobClient:
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         max_redirects: int = 10,
+        allow_insecure: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api = api_client(
-            endpoint, credential, timeout=timeout, verify=verify, transport=transport
+            endpoint,
+            credential,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            allow_insecure=allow_insecure,
         )
         self._http = self._api.get_async_httpx_client()
         self._max_redirects = max_redirects

@@ -9,14 +9,20 @@ import httpx
 
 from acr_blob_api import Client
 
-from .errors import InvalidEndpointError
+from ._protocol import is_loopback
+from .auth import RegistryAuth
+from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+from .errors import InsecureCredentialError, InvalidEndpointError
 
 __all__ = ["DEFAULT_TIMEOUT", "Credential", "TimeoutTypes", "VerifyTypes"]
 
 __version__ = "0.1.0"
 
-Credential: TypeAlias = tuple[str, str] | httpx.Auth | None
-"""``None`` (anonymous), ``(username, password)`` for Basic, or any ``httpx.Auth`` flow."""
+Credential: TypeAlias = (
+    tuple[str, str] | BasicCredential | RefreshTokenCredential | TokenCredential | httpx.Auth | None
+)
+"""``None`` (anonymous), ``(username, password)``, a credential of :mod:`acr_blob.credentials`,
+or any ``httpx.Auth`` (a :class:`~acr_blob.auth.RegistryAuth` with options, for example)."""
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 VerifyTypes: TypeAlias = bool | str | ssl.SSLContext
 """``True`` (system CAs), ``False``, a CA bundle path, or an ``ssl.SSLContext``."""
@@ -53,16 +59,21 @@ def normalize_endpoint(endpoint: str) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
-def to_auth(credential: Credential) -> httpx.Auth | None:
-    if credential is None or isinstance(credential, httpx.Auth):
+def to_auth(credential: Credential, *, allow_insecure: bool = False) -> httpx.Auth:
+    """Every credential kind as an httpx.Auth; anonymous clients still answer token challenges."""
+    if isinstance(credential, httpx.Auth):
         return credential
-    if (
-        isinstance(credential, tuple)
-        and len(credential) == 2
-        and all(isinstance(part, str) for part in credential)
+    if isinstance(credential, tuple):
+        if len(credential) == 2 and all(isinstance(part, str) for part in credential):
+            return RegistryAuth(BasicCredential(*credential), allow_insecure=allow_insecure)
+    elif credential is None or isinstance(
+        credential, BasicCredential | RefreshTokenCredential | TokenCredential
     ):
-        return httpx.BasicAuth(*credential)
-    raise TypeError("credential must be None, a (username, password) tuple or an httpx.Auth")
+        return RegistryAuth(credential, allow_insecure=allow_insecure)
+    raise TypeError(
+        "credential must be None, a (username, password) tuple, a BasicCredential, a "
+        "RefreshTokenCredential, an object with get_token(*scopes), or an httpx.Auth"
+    )
 
 
 def api_client(
@@ -72,16 +83,29 @@ def api_client(
     timeout: TimeoutTypes,
     verify: VerifyTypes,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
+    allow_insecure: bool = False,
 ) -> Client:
     """The generated client configured for blob downloads: redirects are followed by the overlay."""
+    base_url = normalize_endpoint(endpoint)
+    host = httpx.URL(base_url).host
+    if (
+        credential is not None
+        and base_url.startswith("http://")
+        and not is_loopback(host)
+        and not allow_insecure
+    ):
+        raise InsecureCredentialError(
+            f"refusing to send credentials to {base_url} over plain http; use https, or pass "
+            "allow_insecure=True"
+        )
     if isinstance(verify, str):
         # httpx 0.28 deprecates a CA path for `verify`; a context built from it is the same trust.
         verify = ssl.create_default_context(cafile=verify)
-    httpx_args: dict[str, Any] = {"auth": to_auth(credential)}
+    httpx_args: dict[str, Any] = {"auth": to_auth(credential, allow_insecure=allow_insecure)}
     if transport is not None:
         httpx_args["transport"] = transport
     return Client(
-        base_url=normalize_endpoint(endpoint),
+        base_url=base_url,
         headers=dict(_HEADERS),
         timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
         verify_ssl=verify,

@@ -6,6 +6,7 @@ It builds requests with the generated request builders, decides what to do with 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -17,6 +18,7 @@ import httpx
 
 from acr_blob_api.models import AcrErrors
 
+from .challenges import parse_challenges
 from .errors import (
     AuthenticationError,
     BlobError,
@@ -61,6 +63,16 @@ def blob_request_kwargs(
     kwargs = build(validate_repository(repository), str(checked_digest), **params)
     kwargs["url"] = unquote(kwargs["url"])
     return kwargs, checked_digest
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (where clear-text credentials cannot be overheard)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -162,7 +174,7 @@ def excerpt(body: bytes) -> str:
     return text[:_EXCERPT_LENGTH]
 
 
-def _registry_errors(body: bytes) -> list[Any]:
+def registry_errors(body: bytes) -> list[Any]:
     try:
         document = json.loads(body)
         if not isinstance(document, dict):
@@ -186,4 +198,10 @@ def error_for(response: httpx.Response, body: bytes, follower: RedirectFollower)
         cls = BlobNotFoundError
     elif status in (401, 403):
         cls = AuthenticationError
-    return cls(status, _registry_errors(body), excerpt=excerpt(body), url=url)
+    if cls is AuthenticationError:
+        challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
+        scope = next((c.get("scope") for c in challenges if c.get("scope")), None)
+        return AuthenticationError(
+            status, registry_errors(body), excerpt=excerpt(body), url=url, scope=scope
+        )
+    return cls(status, registry_errors(body), excerpt=excerpt(body), url=url)

@@ -92,8 +92,11 @@ class BlobClient:
     """Downloads blobs from one registry; a context manager that closes its connections.
 
     ``endpoint`` is the registry, ``https://myregistry.azurecr.io`` or just its host name.
-    ``credential`` is ``None`` (anonymous), a ``(username, password)`` tuple for Basic, or any
-    ``httpx.Auth``; it is sent to the registry only, never to the storage it redirects to.
+    ``credential`` is ``None`` (anonymous), a ``(username, password)`` tuple, a credential from
+    :mod:`acr_blob.credentials` (an Azure AD credential too), or any ``httpx.Auth``. The
+    registry's challenge decides how it is used (Basic, or a Bearer token from its token server,
+    cached per scope); it never reaches the storage the registry redirects to, and never travels
+    over plain http beyond loopback unless ``allow_insecure`` is set.
 
     Example::
 
@@ -109,10 +112,16 @@ class BlobClient:
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         verify: VerifyTypes = True,
         max_redirects: int = 10,
+        allow_insecure: bool = False,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._api = api_client(
-            endpoint, credential, timeout=timeout, verify=verify, transport=transport
+            endpoint,
+            credential,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            allow_insecure=allow_insecure,
         )
         self._http = self._api.get_httpx_client()
         self._max_redirects = max_redirects

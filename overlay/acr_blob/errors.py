@@ -18,6 +18,7 @@ __all__ = [
     "BlobNotFoundError",
     "BlobSizeError",
     "DigestMismatchError",
+    "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
     "InvalidEndpointError",
@@ -156,7 +157,41 @@ class BlobNotFoundError(RegistryError):
 
 
 class AuthenticationError(RegistryError):
-    """401 or 403: credentials are missing, wrong, or not allowed to pull this repository."""
+    """401 or 403: credentials are missing, wrong, or not allowed to pull this repository.
+
+    Raised for the registry's refusal and for the token server's. ``codes`` holds the error codes
+    (``UNAUTHORIZED``, ``DENIED``, ...), ``scope`` the refused scope when a challenge named one
+    (``repository:prod/bash:pull``).
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        errors: Sequence[AcrErrorInfo] = (),
+        *,
+        excerpt: str = "",
+        url: str = "",
+        scope: str | None = None,
+    ) -> None:
+        self.scope = scope
+        super().__init__(status_code, errors, excerpt=excerpt, url=url)
+
+    def _describe(self) -> str:
+        text = super()._describe()
+        return f"{text} (scope {self.scope})" if self.scope else text
+
+    def __repr__(self) -> str:
+        return (
+            f"AuthenticationError(status_code={self.status_code}, codes={self.codes!r}, "
+            f"scope={self.scope!r})"
+        )
+
+
+class InsecureCredentialError(BlobError, ValueError):
+    """Credentials would travel in clear text (plain http beyond loopback); nothing was sent.
+
+    Pass ``allow_insecure=True`` to the client to permit it anyway.
+    """
 
 
 class StorageError(BlobError):

@@ -1,9 +1,17 @@
 """Contains all the data models used in inputs/outputs"""
 
+from .acr_access_token import AcrAccessToken
+from .acr_access_token_request import AcrAccessTokenRequest
 from .acr_error_info import AcrErrorInfo
 from .acr_errors import AcrErrors
+from .acr_refresh_token import AcrRefreshToken
+from .acr_refresh_token_request import AcrRefreshTokenRequest
 
 __all__ = (
+    "AcrAccessToken",
+    "AcrAccessTokenRequest",
     "AcrErrorInfo",
     "AcrErrors",
+    "AcrRefreshToken",
+    "AcrRefreshTokenRequest",
 )

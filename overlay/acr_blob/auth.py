@@ -1,0 +1,391 @@
+"""Registry authentication as an ``httpx.Auth`` flow: Basic, the Docker token protocol, ACR's
+OAuth2 exchange, with one token cache per client.
+
+The challenge decides: a 401 with ``Basic`` gets the Basic credential; a 401 with
+``Bearer realm=..,service=..,scope=..`` gets a token for that (realm, service, scope), fetched
+once and shared by every request, thread and task of the client until it nears expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any, TypeAlias
+
+import attrs
+import httpx
+from dateutil.parser import isoparse
+
+from acr_blob_api.api.authentication import (
+    exchange_aad_access_token_for_acr_refresh_token,
+    exchange_acr_refresh_token_for_acr_access_token,
+    get_acr_access_token,
+)
+from acr_blob_api.models import (
+    AcrAccessToken,
+    AcrAccessTokenRequest,
+    AcrRefreshToken,
+    AcrRefreshTokenRequest,
+)
+
+from ._protocol import is_loopback, origin, redact_url, registry_errors
+from .challenges import parse_challenges
+from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+from .errors import AuthenticationError, InsecureCredentialError
+
+__all__ = ["ACR_AAD_SCOPE", "RegistryAuth"]
+
+ACR_AAD_SCOPE = "https://containerregistry.azure.net/.default"
+"""The Azure AD scope of Azure Container Registry (public cloud)."""
+CLIENT_ID = "acr-blob"
+DEFAULT_LIFETIME = 60.0
+# ACR refresh tokens live about three hours; without an `exp` claim assume less.
+REFRESH_TOKEN_LIFETIME = 60.0 * 60
+
+RegistryCredential: TypeAlias = BasicCredential | RefreshTokenCredential | TokenCredential | None
+TokenKey: TypeAlias = tuple[str, str, str]
+"""(realm, service, scope)."""
+_BASIC = "basic"
+
+
+@attrs.define
+class _Entry:
+    value: str
+    refresh_at: float
+
+
+class _TokenCache:
+    """Tokens by key, each until shortly before its expiry (monotonic clock)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: dict[Any, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.value if entry and self._clock() < entry.refresh_at else None
+
+    def put(self, key: Any, value: str, lifetime: float) -> None:
+        # Renew a tenth of the lifetime early (at most 30 s) so a token never expires in flight.
+        margin = min(30.0, lifetime / 10)
+        with self._lock:
+            self._entries[key] = _Entry(value, self._clock() + max(lifetime - margin, 0.0))
+
+    def drop(self, key: Any, value: str) -> None:
+        with self._lock:
+            if (entry := self._entries.get(key)) and entry.value == value:
+                del self._entries[key]
+
+
+def _jwt_lifetime(token: str) -> float | None:
+    """Seconds until the JWT's ``exp``, read without verifying (the server verifies)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"]) - time.time()
+    except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
+        return None
+
+
+def _repository(request: httpx.Request) -> str:
+    """``/v2/<name>/blobs/...`` -> ``<name>``: the unit a registry grants tokens for."""
+    path = request.url.path
+    for marker in ("/blobs/", "/manifests/", "/tags/"):
+        if path.startswith("/v2/") and marker in path:
+            return path[4 : path.index(marker)]
+    return ""
+
+
+class RegistryAuth(httpx.Auth):
+    """Answers registry challenges with ``credential``; pass it as a client's ``credential``.
+
+    ``credential`` is ``None`` (anonymous: tokens for public pulls), a :class:`BasicCredential`
+    (Basic, or the token server's Basic login), a :class:`RefreshTokenCredential` (OAuth2
+    ``grant_type=refresh_token``), or an Azure AD credential with ``get_token(*scopes)``
+    (exchanged at ``/oauth2/exchange`` for an ACR refresh token). With ``oauth2_password`` a
+    Basic credential is sent as the OAuth2 ``grant_type=password`` form instead.
+    ``allow_insecure`` permits credentials to a token server on plain http beyond loopback.
+
+    Example::
+
+        auth = RegistryAuth(BasicCredential("user", "password"))
+        client = BlobClient("registry.example.com", auth)
+    """
+
+    def __init__(
+        self,
+        credential: RegistryCredential = None,
+        *,
+        allow_insecure: bool = False,
+        oauth2_password: bool = False,
+        aad_scope: str = ACR_AAD_SCOPE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.credential = credential
+        self._allow_insecure = allow_insecure
+        self._oauth2_password = oauth2_password
+        self._aad_scope = aad_scope
+        self._tokens = _TokenCache(clock)
+        self._refresh_tokens = _TokenCache(clock)
+        self._token_keys: dict[tuple[Any, str], TokenKey] = {}
+        self._basic_origins: set[Any] = set()
+        self._guard = threading.Lock()
+        self._thread_locks: dict[TokenKey, threading.Lock] = {}
+        self._task_locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[TokenKey, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth({type(self.credential).__name__})"
+
+    # The two flows differ only in how they lock and read; the decisions are shared below.
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        sent = self._authorize(request)
+        response = yield request
+        action = self._answer(request, response, sent)
+        if action is None:
+            return
+        if isinstance(action, tuple):
+            key = action
+            with self._thread_lock(key):
+                token = self._tokens.get(key)
+                if token is None or token == sent:
+                    fetch = self._fetch(key)
+                    reply: httpx.Response | None = None
+                    try:
+                        while True:
+                            reply = yield fetch.send(reply)
+                            reply.read()
+                    except StopIteration as done:
+                        token = done.value
+            self._bearer(request, token)
+        yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        sent = self._authorize(request)
+        response = yield request
+        action = self._answer(request, response, sent)
+        if action is None:
+            return
+        if isinstance(action, tuple):
+            key = action
+            async with self._task_lock(key):
+                token = self._tokens.get(key)
+                if token is None or token == sent:
+                    fetch = self._fetch(key)
+                    reply: httpx.Response | None = None
+                    try:
+                        while True:
+                            reply = yield fetch.send(reply)
+                            await reply.aread()
+                    except StopIteration as done:
+                        token = done.value
+            self._bearer(request, token)
+        yield request
+
+    def _thread_lock(self, key: TokenKey) -> threading.Lock:
+        with self._guard:
+            return self._thread_locks.setdefault(key, threading.Lock())
+
+    def _task_lock(self, key: TokenKey) -> asyncio.Lock:
+        # asyncio locks belong to one event loop; a client may be used from several in turn.
+        with self._guard:
+            locks = self._task_locks.setdefault(asyncio.get_running_loop(), {})
+            return locks.setdefault(key, asyncio.Lock())
+
+    def _authorize(self, request: httpx.Request) -> str | None:
+        """Apply what earlier challenges taught for this origin and repository, if anything."""
+        where = origin(request.url)
+        if where in self._basic_origins and isinstance(self.credential, BasicCredential):
+            self._basic(request)
+            return _BASIC
+        key = self._token_keys.get((where, _repository(request)))
+        token = self._tokens.get(key) if key else None
+        if token:
+            self._bearer(request, token)
+        return token
+
+    def _answer(
+        self, request: httpx.Request, response: httpx.Response, sent: str | None
+    ) -> TokenKey | str | None:
+        """What to do about a response: nothing, Basic, or a token for a key."""
+        if response.status_code != 401:
+            return None
+        challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
+        bearer = next((c for c in challenges if c.scheme == "bearer" and c.get("realm")), None)
+        if bearer is not None:
+            realm = bearer.get("realm") or ""
+            key = (realm, bearer.get("service") or "", bearer.get("scope") or "")
+            self._check_realm(realm)
+            if bearer.get("error") == "invalid_token" and sent and sent != _BASIC:
+                self._tokens.drop(key, sent)
+            self._token_keys[(origin(request.url), _repository(request))] = key
+            return key
+        if (
+            any(c.scheme == "basic" for c in challenges)
+            and sent != _BASIC
+            and isinstance(self.credential, BasicCredential)
+        ):
+            self._basic_origins.add(origin(request.url))
+            self._basic(request)
+            return _BASIC
+        return None
+
+    def _check_realm(self, realm: str) -> None:
+        url = httpx.URL(realm)
+        if url.scheme not in ("http", "https"):
+            raise AuthenticationError(401, excerpt=f"token realm is not an http(s) URL: {realm!r}")
+        if (
+            url.scheme == "http"
+            and self.credential is not None
+            and not is_loopback(url.host)
+            and not self._allow_insecure
+        ):
+            raise InsecureCredentialError(
+                f"refusing to send credentials to the token server {redact_url(url)} over plain "
+                "http; use https or pass allow_insecure=True"
+            )
+
+    def _basic(self, request: httpx.Request) -> None:
+        assert isinstance(self.credential, BasicCredential)
+        request.headers["Authorization"] = httpx.BasicAuth(
+            self.credential.username, self.credential.password
+        )._auth_header
+
+    @staticmethod
+    def _bearer(request: httpx.Request, token: str) -> None:
+        request.headers["Authorization"] = f"Bearer {token}"
+
+    def _fetch(self, key: TokenKey) -> Generator[httpx.Request, httpx.Response | None, str]:
+        """Yield the token requests for ``key`` (each answer sent back in), return the token."""
+        realm, service, scope = key
+        credential = self.credential
+        headers: dict[str, str] = {}
+        if isinstance(credential, TokenCredential):
+            refresh_token = yield from self._acr_refresh_token(realm, service, scope)
+            kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
+                body=_form("refresh_token", service, scope, refresh_token=refresh_token)
+            )
+        elif isinstance(credential, RefreshTokenCredential):
+            kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
+                body=_form("refresh_token", service, scope, refresh_token=credential.refresh_token)
+            )
+        elif isinstance(credential, BasicCredential) and self._oauth2_password:
+            kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
+                body=_form(
+                    "password",
+                    service,
+                    scope,
+                    username=credential.username,
+                    password=credential.password,
+                )
+            )
+        else:
+            kwargs = get_acr_access_token._get_kwargs(service=service, scope=scope)
+            if isinstance(credential, BasicCredential):
+                headers["Authorization"] = httpx.BasicAuth(
+                    credential.username, credential.password
+                )._auth_header
+        kwargs["url"] = realm  # the challenge names the token endpoint
+        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
+        response = yield httpx.Request(**kwargs)
+        assert response is not None
+        answer = AcrAccessToken.from_dict(_json(response, scope))
+        token = next(
+            (t for t in (answer.access_token, answer.token) if isinstance(t, str) and t), None
+        )
+        if token is None:
+            raise AuthenticationError(
+                response.status_code,
+                excerpt="the token server's answer has no token",
+                url=redact_url(response.request.url),
+                scope=scope,
+            )
+        self._tokens.put(key, token, _lifetime(answer, token))
+        return token
+
+    def _acr_refresh_token(
+        self, realm: str, service: str, scope: str
+    ) -> Generator[httpx.Request, httpx.Response | None, str]:
+        """An ACR refresh token for this registry, from the AAD credential, cached."""
+        where = httpx.URL(realm).copy_with(path="/oauth2/exchange", query=None)
+        cache_key = (str(where), service)
+        cached = self._refresh_tokens.get(cache_key)
+        if cached:
+            return cached
+        assert isinstance(self.credential, TokenCredential)
+        aad_token = self.credential.get_token(self._aad_scope).token
+        kwargs = exchange_aad_access_token_for_acr_refresh_token._get_kwargs(
+            body=AcrRefreshTokenRequest(
+                grant_type="access_token", service=service, access_token=aad_token
+            )
+        )
+        kwargs["url"] = str(where)
+        response = yield httpx.Request(**kwargs)
+        assert response is not None
+        refresh_token = AcrRefreshToken.from_dict(_json(response, scope)).refresh_token
+        if not isinstance(refresh_token, str) or not refresh_token:
+            raise AuthenticationError(
+                response.status_code,
+                excerpt="the exchange answered no refresh token",
+                url=redact_url(response.request.url),
+                scope=scope,
+            )
+        lifetime = _jwt_lifetime(refresh_token) or REFRESH_TOKEN_LIFETIME
+        self._refresh_tokens.put(cache_key, refresh_token, lifetime)
+        return refresh_token
+
+
+def _form(grant_type: str, service: str, scope: str, **fields: str) -> AcrAccessTokenRequest:
+    return AcrAccessTokenRequest(
+        grant_type=grant_type, service=service, scope=scope, client_id=CLIENT_ID, **fields
+    )
+
+
+def _json(response: httpx.Response, scope: str) -> dict[str, Any]:
+    """The token server's JSON answer, or the AuthenticationError its refusal means."""
+    url = redact_url(response.request.url)
+    if response.status_code != 200:
+        raise AuthenticationError(
+            response.status_code, registry_errors(response.content), url=url, scope=scope
+        )
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise AuthenticationError(
+            response.status_code,
+            excerpt="the token server's answer is not JSON",
+            url=url,
+            scope=scope,
+        )
+    return document
+
+
+def _lifetime(answer: AcrAccessToken, token: str) -> float:
+    """Seconds the token stays valid: expires_in, else the JWT's exp, else 60."""
+    lifetime: float | None = None
+    if isinstance(answer.expires_in, int) and answer.expires_in > 0:
+        lifetime = float(answer.expires_in)
+        if isinstance(answer.issued_at, str):
+            try:
+                age = time.time() - isoparse(answer.issued_at).timestamp()
+            except (ValueError, OverflowError):
+                age = 0.0
+            # A token issued a while ago (a slow answer, or a token server's cache) has less left.
+            lifetime -= min(max(age, 0.0), lifetime)
+    if lifetime is None:
+        lifetime = _jwt_lifetime(token)
+    return lifetime if lifetime is not None and lifetime > 0 else DEFAULT_LIFETIME
