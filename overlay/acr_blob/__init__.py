@@ -11,12 +11,16 @@ Example::
 from ._async import AsyncBlobClient, AsyncBlobDownload
 from ._config import DEFAULT_TIMEOUT, Credential, __version__
 from ._sync import BlobClient, BlobDownload
+from .auth import RegistryAuth
+from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+from .docker_config import CredentialHelperError, DockerConfigError, docker_config_credential
 from .errors import (
     AuthenticationError,
     BlobError,
     BlobNotFoundError,
     BlobSizeError,
     DigestMismatchError,
+    InsecureCredentialError,
     InsecureRedirectError,
     InvalidDigestError,
     InvalidEndpointError,
@@ -35,6 +39,7 @@ __all__ = [
     "AsyncBlobClient",
     "AsyncBlobDownload",
     "AuthenticationError",
+    "BasicCredential",
     "BlobClient",
     "BlobDownload",
     "BlobError",
@@ -42,18 +47,25 @@ __all__ = [
     "BlobProperties",
     "BlobSizeError",
     "Credential",
+    "CredentialHelperError",
     "Digest",
     "DigestMismatchError",
+    "DockerConfigError",
+    "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
     "InvalidEndpointError",
     "InvalidRepositoryError",
     "RedirectError",
+    "RefreshTokenCredential",
+    "RegistryAuth",
     "RegistryError",
     "StorageError",
+    "TokenCredential",
     "TooManyRedirectsError",
     "TransportError",
     "__version__",
+    "docker_config_credential",
     "parse_digest",
     "validate_repository",
 ]
