@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -119,6 +120,41 @@ def test_credentials_from_stdin_and_environment(
     assert not (tmp_path / "w").exists()
     anonymous = run("head", basic_registry.url, repository, digest)
     assert anonymous.returncode == 4
+
+
+def test_credentials_from_docker_config(
+    basic_registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(basic_registry, 3000)
+    user, password = basic_registry.auth or ("", "")
+    config = tmp_path / "docker"
+    config.mkdir()
+    host = f"{basic_registry.host}:{basic_registry.port}"
+
+    def write(secret: str) -> None:
+        auth = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+
+    write(password)
+    target = tmp_path / "blob"
+    env = {"DOCKER_CONFIG": str(config)}
+    ok = run("get", basic_registry.url, repository, digest, "-o", str(target), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert target.read_bytes() == data
+    # --anonymous ignores the file; explicit credentials win over it.
+    assert (
+        run("head", basic_registry.url, repository, digest, "--anonymous", env=env).returncode == 4
+    )
+    write("stale-password")
+    assert run("head", basic_registry.url, repository, digest, env=env).returncode == 4
+    explicit = run(
+        "head",
+        basic_registry.url,
+        repository,
+        digest,
+        env={**env, "ACR_BLOB_USERNAME": user, "ACR_BLOB_PASSWORD": password},
+    )
+    assert explicit.returncode == 0
 
 
 @pytest.mark.parametrize(

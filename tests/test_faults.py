@@ -22,10 +22,12 @@ from acr_blob import (
     BlobNotFoundError,
     BlobSizeError,
     DigestMismatchError,
+    InsecureCredentialError,
     InsecureRedirectError,
     InvalidDigestError,
     InvalidEndpointError,
     InvalidRepositoryError,
+    RefreshTokenCredential,
     RegistryError,
     StorageError,
     TooManyRedirectsError,
@@ -427,3 +429,34 @@ def test_invalid_endpoint(endpoint: str) -> None:
 def test_bare_host_means_https() -> None:
     with BlobClient("myregistry.azurecr.io") as client:
         assert client.endpoint == "https://myregistry.azurecr.io"
+
+
+@pytest.mark.parametrize("credential", [("alice", PASSWORD), RefreshTokenCredential("rt")])
+def test_credentials_refused_over_plain_http_beyond_loopback(credential: object) -> None:
+    recorder = Recorder(lambda r: blob_response())
+    with pytest.raises(InsecureCredentialError, match="plain http"):
+        BlobClient("http://registry.test", credential, transport=httpx.MockTransport(recorder))  # type: ignore[arg-type]
+    with pytest.raises(InsecureCredentialError):
+        AsyncBlobClient("http://registry.test", credential)  # type: ignore[arg-type]
+    # Anonymous is fine, loopback is fine, and the user may opt in.
+    BlobClient("http://registry.test").close()
+    BlobClient("http://127.0.0.1:5000", credential).close()  # type: ignore[arg-type]
+    with BlobClient(
+        "http://registry.test",
+        credential,  # type: ignore[arg-type]
+        allow_insecure=True,
+        transport=httpx.MockTransport(recorder),
+    ) as client:
+        assert client.blob_exists(REPO, DIGEST)
+    assert len(recorder.requests) == 1
+
+
+def test_token_realm_over_plain_http_beyond_loopback_is_refused(mode: str) -> None:
+    def respond(request: httpx.Request) -> httpx.Response:
+        challenge = 'Bearer realm="http://auth.test/token",service="s",scope="repository:x:pull"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    recorder = Recorder(respond)
+    with pytest.raises(InsecureCredentialError):
+        driver(mode, recorder, credential=("alice", PASSWORD)).iterate(REPO, DIGEST)
+    assert [r.url.host for r in recorder.requests] == ["registry.test"]

@@ -17,6 +17,8 @@ import attrs
 
 from ._config import Credential, __version__
 from ._sync import BlobClient
+from .credentials import BasicCredential
+from .docker_config import docker_config_credential
 from .errors import (
     AuthenticationError,
     BlobError,
@@ -42,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="acr-blob",
         description="Download verified blobs from Azure Container Registry or any OCI registry.",
         epilog=f"Credentials: --username with --password-stdin, or ${USERNAME_VARIABLE} and "
-        f"${PASSWORD_VARIABLE}. Exit codes: 0 ok, 1 failure, 2 bad input, 3 not found, "
-        "4 authentication, 5 digest or size mismatch, 130 interrupted.",
+        f"${PASSWORD_VARIABLE}, or else the Docker configuration ($DOCKER_CONFIG/config.json or "
+        "~/.docker/config.json, with its credential helpers). Exit codes: 0 ok, 1 failure, "
+        "2 bad input, 3 not found, 4 authentication, 5 digest or size mismatch, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"acr-blob {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"read the password from standard input (default ${PASSWORD_VARIABLE})",
     )
+    common.add_argument(
+        "--anonymous", action="store_true", help="send no credentials, not even Docker's"
+    )
+    common.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow credentials over plain http to hosts other than loopback",
+    )
     common.add_argument("--ca-cert", help="CA bundle (PEM) that signs the registry's certificate")
     common.add_argument("--timeout", type=float, default=60.0, help="seconds of silence allowed")
     common.add_argument("--json", action="store_true", help="print the blob's properties as JSON")
@@ -72,19 +83,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _credential(args: argparse.Namespace) -> Credential:
+    """Flags, then environment variables, then the Docker configuration."""
+    if args.anonymous:
+        return None
     username = args.username or os.environ.get(USERNAME_VARIABLE)
     if args.password_stdin:
         password: str | None = sys.stdin.readline().rstrip("\r\n")
     else:
         password = os.environ.get(PASSWORD_VARIABLE)
     if username is None and password is None:
-        return None
+        return docker_config_credential(args.endpoint)
     if not username or password is None:
         raise _UsageError(
             "give both a user name and a password (--username with --password-stdin, or "
             f"${USERNAME_VARIABLE} and ${PASSWORD_VARIABLE})"
         )
-    return (username, password)
+    return BasicCredential(username, password)
 
 
 class _UsageError(Exception):
@@ -94,7 +108,11 @@ class _UsageError(Exception):
 def _run(args: argparse.Namespace) -> int:
     verify: bool | str = args.ca_cert or True
     with BlobClient(
-        args.endpoint, _credential(args), timeout=args.timeout, verify=verify
+        args.endpoint,
+        _credential(args),
+        timeout=args.timeout,
+        verify=verify,
+        allow_insecure=args.insecure,
     ) as client:
         if args.command == "head":
             properties = client.get_blob_properties(args.repository, args.digest)
