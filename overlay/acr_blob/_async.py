@@ -54,9 +54,15 @@ class AsyncBlobDownload(DownloadBase):
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
-                self._verifier.update(chunk)
-                yield chunk
+            # A transport may hand over a body it has already read (mocks do): take it whole.
+            response = self._response
+            if response.is_stream_consumed:
+                self._verifier.update(response.content)
+                yield response.content
+            else:
+                async for chunk in response.aiter_raw():
+                    self._verifier.update(chunk)
+                    yield chunk
             self._verifier.finish()
         except httpx.TransportError as error:
             raise self._broken(error) from error

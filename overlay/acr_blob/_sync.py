@@ -52,7 +52,10 @@ class BlobDownload(DownloadBase):
     def _chunks(self) -> Iterator[bytes]:
         try:
             # iter_raw() without a chunk size hands over each socket read as is: no copies.
-            for chunk in self._response.iter_raw():
+            # A transport may hand over a body it has already read (mocks do): take it whole.
+            response = self._response
+            chunks = [response.content] if response.is_stream_consumed else response.iter_raw()
+            for chunk in chunks:
                 self._verifier.update(chunk)
                 yield chunk
             self._verifier.finish()
