@@ -11,11 +11,22 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
   tls_s3_registry     https (self-signed, trust .ca_cert or pass .verify), Basic auth, S3
                       storage over plain http: redirects go from https to http
   moto_server         the one moto S3 server the S3 registries share (separate prefixes)
+  token_server        the session's TokenServer (Docker token protocol + ACR OAuth2): users
+                      TOKEN_AUTH and TOKEN_ADMIN, public repositories "public/*", AAD token
+                      AAD_TOKEN for alice; .url, .realm, .acr_realm, .cert_path, .requests,
+                      .count(), .clear(), .expires_in, .token_field, ...
+  fresh_token_server  the same, reset (log, failure mode, expiry settings) for this test
+  token_registry      filesystem storage, bearer tokens from token_server; .auth == TOKEN_AUTH
+                      (alice, for the token server), .token_server; pushes use the admin user
+  token_s3_registry   as token_registry on S3 storage: blob GET/HEAD answer 307 to .proxy
+  public_repository   a repository name unique to the test under public/ (anonymous pull)
   repository          a repository name unique to the test
   blob_factory        push random bytes: blob_factory(deployment, size) -> (digest, data)
   blob_file_factory   same through a file, streamed: -> (digest, path), for large blobs
 
-The S3 fixtures reset their proxy (request log, failure mode) before every test. The proxy
+The S3 fixtures reset their proxy (request log, failure mode) before every test; the token
+registries reset the token server too. The testbed's own pushes fetch their tokens with
+User-Agent TESTBED_USER_AGENT: the token server leaves them out of .requests and .count(). The proxy
 also carries the registry's own header-signed storage requests: filter on `.presigned`.
 Tests marked `slow` run only with --run-slow.
 """
@@ -39,12 +50,19 @@ from tools.testbed import (
     PushedBlob,
     PushedFile,
     TestbedUnavailable,
+    TokenServer,
     open_filesystem_registry,
     open_s3_registry,
+    open_token_registry,
     registry_binary,
 )
 
 BASIC_AUTH = ("alice", "s3cret-pass")
+# The token server's users: alice may pull everything, admin may also push (the testbed's
+# pushes use it); AAD_TOKEN is what a fake Azure AD credential hands out for alice.
+TOKEN_AUTH = ("alice", "s3cret-pass")
+TOKEN_ADMIN = ("admin", "admin-s3cret")
+AAD_TOKEN = "aad-token-for-alice"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -127,6 +145,8 @@ def _fresh(deployment: Deployment) -> Deployment:
     # A failure mode left on by a failed test would otherwise break every later test.
     if deployment.proxy is not None:
         deployment.proxy.reset()
+    if deployment.token_server is not None:
+        deployment.token_server.reset()
     return deployment
 
 
@@ -145,6 +165,48 @@ def tls_s3_registry(_tls_s3_registry: Deployment) -> Deployment:
     return _fresh(_tls_s3_registry)
 
 
+@pytest.fixture(scope="session")
+def token_server() -> Iterator[TokenServer]:
+    with TokenServer(
+        users=dict([TOKEN_AUTH]),
+        admin=TOKEN_ADMIN,
+        public_repositories={"public/*"},
+        aad_tokens={AAD_TOKEN: TOKEN_AUTH[0]},
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_token_server(token_server: TokenServer) -> TokenServer:
+    # Short expiries or a failure mode left by one test would otherwise leak into the next.
+    token_server.reset()
+    return token_server
+
+
+@pytest.fixture(scope="session")
+def _token_registry(registry_binary_path: str, token_server: TokenServer) -> Iterator[Deployment]:
+    with open_token_registry(token_server, auth=TOKEN_AUTH) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def _token_s3_registry(
+    registry_binary_path: str, token_server: TokenServer, moto_server: MotoServer
+) -> Iterator[Deployment]:
+    with open_token_registry(token_server, s3=moto_server, auth=TOKEN_AUTH) as deployment:
+        yield deployment
+
+
+@pytest.fixture
+def token_registry(_token_registry: Deployment) -> Deployment:
+    return _fresh(_token_registry)
+
+
+@pytest.fixture
+def token_s3_registry(_token_s3_registry: Deployment) -> Deployment:
+    return _fresh(_token_s3_registry)
+
+
 _repository_counter = itertools.count()
 
 
@@ -153,6 +215,11 @@ def repository(request: pytest.FixtureRequest) -> str:
     # Lowercase alphanumerics and dashes satisfy the registry's repository-name grammar.
     name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60] or "test"
     return f"testbed/{name}-{next(_repository_counter)}"
+
+
+@pytest.fixture
+def public_repository(repository: str) -> str:
+    return f"public/{repository}"
 
 
 @pytest.fixture

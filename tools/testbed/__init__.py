@@ -13,12 +13,13 @@ from tools.testbed.deployments import (
     PushedFile,
     open_filesystem_registry,
     open_s3_registry,
+    open_token_registry,
 )
 from tools.testbed.motoserver import MotoServer
 from tools.testbed.process import TestbedError, TestbedUnavailable, free_port
 from tools.testbed.proxy import RecordedRequest, StorageProxy, s3_error_xml
 from tools.testbed.push import push_blob, push_blob_file
-from tools.testbed.registry import RegistryServer, registry_binary, write_htpasswd
+from tools.testbed.registry import RegistryServer, TokenAuth, registry_binary, write_htpasswd
 from tools.testbed.storage import (
     blob_data_path,
     flip_byte,
@@ -26,8 +27,20 @@ from tools.testbed.storage import (
     put_blob_in_storage,
 )
 from tools.testbed.tls import client_ssl_context, make_tls_cert
+from tools.testbed.token_server import (
+    TESTBED_USER_AGENT,
+    BearerAuth,
+    TokenRequest,
+    TokenServer,
+    decode_jwt_claims,
+    decode_jwt_header,
+    fetch_token,
+    parse_scope,
+)
 
 __all__ = [
+    "TESTBED_USER_AGENT",
+    "BearerAuth",
     "BlobFactory",
     "BlobFileFactory",
     "Deployment",
@@ -39,14 +52,22 @@ __all__ = [
     "StorageProxy",
     "TestbedError",
     "TestbedUnavailable",
+    "TokenAuth",
+    "TokenRequest",
+    "TokenServer",
     "blob_data_path",
     "client_ssl_context",
+    "decode_jwt_claims",
+    "decode_jwt_header",
+    "fetch_token",
     "flip_byte",
     "free_port",
     "layer_link_path",
     "make_tls_cert",
     "open_filesystem_registry",
     "open_s3_registry",
+    "open_token_registry",
+    "parse_scope",
     "push_blob",
     "push_blob_file",
     "put_blob_in_storage",

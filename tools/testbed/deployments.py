@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+import httpx
+
 from tools.testbed.motoserver import MotoServer
 from tools.testbed.proxy import StorageProxy
 from tools.testbed.push import push_blob, push_blob_file
-from tools.testbed.registry import RegistryServer
+from tools.testbed.registry import RegistryServer, TokenAuth
 from tools.testbed.tls import client_ssl_context, make_tls_cert
+from tools.testbed.token_server import TESTBED_USER_AGENT, BearerAuth, TokenServer, fetch_token
 
 
 class PushedBlob(NamedTuple):
@@ -32,14 +35,17 @@ class PushedFile(NamedTuple):
 class Deployment:
     """A running registry plus what a test needs to talk to it and to its storage.
 
-    `auth` is the Basic credentials the registry demands (None: anonymous). `proxy` is the
-    StorageProxy that the registry's redirects point at (None: filesystem storage, no
-    redirects). `ca_cert` is the self-signed certificate to trust for an https registry.
+    `auth` is the Basic credentials a client needs (None: anonymous): the registry's own with
+    htpasswd, the token server's with token auth. `proxy` is the StorageProxy that the
+    registry's redirects point at (None: filesystem storage, no redirects). `ca_cert` is the
+    self-signed certificate to trust for an https registry. `token_server` is set on a
+    token-auth registry; pushes then go through its admin user, unlogged (see TokenServer).
     """
 
     server: RegistryServer
     auth: tuple[str, str] | None = None
     proxy: StorageProxy | None = None
+    token_server: TokenServer | None = None
 
     @property
     def url(self) -> str:
@@ -69,14 +75,34 @@ class Deployment:
     def blob_url(self, repository: str, digest: str) -> str:
         return f"{self.url}/v2/{repository}/blobs/{digest}"
 
+    def push_token(self, repository: str) -> str:
+        """A pull+push token for `repository` from the token server, as its admin user."""
+        token = self.server.token
+        if self.token_server is None or token is None:
+            raise ValueError("not a token-auth registry")
+        return fetch_token(
+            token.realm,
+            service=token.service,
+            scopes=[f"repository:{repository}:pull,push"],
+            auth=self.token_server.admin,
+            user_agent=TESTBED_USER_AGENT,
+        )
+
+    def _push_auth(self, repository: str) -> httpx.Auth | tuple[str, str] | None:
+        if self.token_server is not None:
+            return BearerAuth(self.push_token(repository))
+        return self.auth
+
     def push(self, repository: str, data: bytes, *, algorithm: str = "sha256") -> str:
+        auth = self._push_auth(repository)
         return push_blob(
-            self.url, repository, data, auth=self.auth, verify=self.verify, algorithm=algorithm
+            self.url, repository, data, auth=auth, verify=self.verify, algorithm=algorithm
         )
 
     def push_file(self, repository: str, path: Path, *, algorithm: str = "sha256") -> str:
+        auth = self._push_auth(repository)
         return push_blob_file(
-            self.url, repository, path, auth=self.auth, verify=self.verify, algorithm=algorithm
+            self.url, repository, path, auth=auth, verify=self.verify, algorithm=algorithm
         )
 
     def push_random(self, repository: str, size: int) -> PushedBlob:
@@ -150,3 +176,42 @@ def open_s3_registry(
             RegistryServer(htpasswd=auth, s3=moto, s3_endpoint=proxy.url, tls=cert_and_key)
         )
         yield Deployment(server, auth=auth, proxy=proxy)
+
+
+@contextlib.contextmanager
+def open_token_registry(
+    token_server: TokenServer,
+    *,
+    s3: MotoServer | None = None,
+    auth: tuple[str, str] | None = None,
+    realm: str | None = None,
+    tls: bool = False,
+    proxy_host: str = "127.0.0.2",
+) -> Iterator[Deployment]:
+    """A registry that wants bearer tokens from `token_server` (started by the caller).
+
+    Filesystem storage, or with `s3` moto storage whose blob GETs answer 307 to presigned URLs
+    on a StorageProxy (as open_s3_registry). `auth` is what the Deployment hands clients as
+    their credentials for the token server; `realm` replaces the challenge's realm, e.g.
+    `token_server.acr_realm` to send clients to ACR's `/oauth2/token`.
+    """
+    token = TokenAuth(
+        realm=realm or token_server.realm,
+        service=token_server.service,
+        issuer=token_server.issuer,
+        rootcertbundle=token_server.cert_path,
+    )
+    with contextlib.ExitStack() as stack:
+        proxy = None
+        if s3 is not None:
+            proxy = stack.enter_context(StorageProxy(s3.url, host=proxy_host))
+        cert_and_key = stack.enter_context(_tls_files(tls))
+        server = stack.enter_context(
+            RegistryServer(
+                s3=s3,
+                s3_endpoint=proxy.url if proxy else None,
+                tls=cert_and_key,
+                token=token,
+            )
+        )
+        yield Deployment(server, auth=auth, proxy=proxy, token_server=token_server)

@@ -18,7 +18,7 @@ def push_blob(
     repository: str,
     data: bytes,
     *,
-    auth: tuple[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
     verify: ssl.SSLContext | bool = True,
     algorithm: str = "sha256",
 ) -> str:
@@ -40,7 +40,7 @@ def push_blob_file(
     repository: str,
     path: Path,
     *,
-    auth: tuple[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
     verify: ssl.SSLContext | bool = True,
     algorithm: str = "sha256",
 ) -> str:
@@ -56,7 +56,9 @@ def push_blob_file(
     return digest
 
 
-def _client(auth: tuple[str, str] | None, verify: ssl.SSLContext | bool) -> httpx.Client:
+def _client(
+    auth: httpx.Auth | tuple[str, str] | None, verify: ssl.SSLContext | bool
+) -> httpx.Client:
     # Generous read timeout: the registry answers the final PUT only once the blob is stored.
     return httpx.Client(
         auth=auth, verify=verify, trust_env=False, timeout=httpx.Timeout(10.0, read=300.0)

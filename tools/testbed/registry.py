@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,6 +41,24 @@ def registry_binary() -> str:
     return path
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """The registry's `auth: token` section: where clients get tokens and how to check them."""
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+    def config(self) -> dict[str, str]:
+        return {
+            "realm": self.realm,
+            "service": self.service,
+            "issuer": self.issuer,
+            "rootcertbundle": str(self.rootcertbundle),
+        }
+
+
 def write_htpasswd(path: Path, user: str, password: str) -> None:
     # Cost 4 (the minimum): the registry checks the hash on every request, and the default
     # cost 12 would add about a quarter of a second to each one.
@@ -50,6 +69,8 @@ def write_htpasswd(path: Path, user: str, password: str) -> None:
 
 class RegistryServer:
     """A registry on `host`:free port; filesystem storage unless `s3` is given.
+
+    Auth is `htpasswd` (Basic), `token` (bearer tokens from a token server) or neither.
 
     `s3_endpoint` replaces moto's URL as the S3 driver's endpoint. The driver uses that one
     endpoint both for its own (header-signed) requests and for the presigned URLs it redirects
@@ -65,12 +86,16 @@ class RegistryServer:
         tls: tuple[Path, Path] | None = None,
         host: str = "127.0.0.1",
         redirect: bool = True,
+        token: TokenAuth | None = None,
     ) -> None:
+        if htpasswd is not None and token is not None:
+            raise ValueError("a registry has one auth method: htpasswd or token, not both")
         self.binary = registry_binary()
         self.host = host
         self.port = free_port(host)
         self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.htpasswd = htpasswd
+        self.token = token
         self.s3 = s3
         self.s3_endpoint = s3_endpoint or (s3.url if s3 else None)
         # Each registry gets its own prefix so that registries can share one bucket.
@@ -117,6 +142,8 @@ class RegistryServer:
         if self.htpasswd is not None:
             # A realm that is a loopback URL: some clients resolve a bare word as a host name.
             config["auth"] = {"htpasswd": {"realm": self.url, "path": str(workdir / "htpasswd")}}
+        elif self.token is not None:
+            config["auth"] = {"token": self.token.config()}
         return config
 
     def start(self) -> Self:
