@@ -1,0 +1,418 @@
+"""Registry authentication against the real thing: docker-registry with `auth: token` and a
+token server that speaks the Docker token protocol, the OAuth2 forms and ACR's exchange.
+
+Downloads run for BlobClient and AsyncBlobClient; token requests are counted at the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from acr_blob import (
+    AsyncBlobClient,
+    AuthenticationError,
+    BasicCredential,
+    BlobClient,
+    BlobNotFoundError,
+    RefreshTokenCredential,
+    RegistryAuth,
+    docker_config_credential,
+)
+from tests.conftest import AAD_TOKEN, TOKEN_AUTH
+from tests.drivers import MODES, Driver
+from tools.testbed import BlobFactory, Deployment, TokenServer, open_token_registry
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def driver(mode: str, deployment: Deployment, credential: Any = None, **args: Any) -> Driver:
+    return Driver(mode, deployment.url, credential=credential, **args)
+
+
+def token_gets(server: TokenServer) -> list[str]:
+    """The scopes of the token requests clients made, in order."""
+    return [scope for r in server.requests for scope in r.scopes]
+
+
+def test_anonymous_pull_of_a_public_repository(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, public_repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 5000, public_repository)
+    assert driver(mode, token_registry).iterate(public_repository, digest) == data
+    server = token_registry.token_server
+    assert server is not None
+    assert token_gets(server) == [f"repository:{public_repository}:pull"]
+    assert server.requests[0].basic_user is None
+
+
+def test_anonymous_pull_of_a_private_repository_is_refused_with_its_scope(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, _ = blob_factory(token_registry, 100)
+    with pytest.raises(AuthenticationError) as caught:
+        driver(mode, token_registry).iterate(repository, digest)
+    assert caught.value.status_code == 401
+    assert caught.value.codes == ["UNAUTHORIZED"]
+    assert caught.value.scope == f"repository:{repository}:pull"
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.count() == 1  # one try, no loop
+
+
+def test_credentialed_pull(
+    mode: str,
+    token_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(token_registry, 70_000)
+    client = driver(mode, token_registry, TOKEN_AUTH)
+    assert client.iterate(repository, digest) == data
+    assert client.to_file(repository, digest, tmp_path / "blob").size == len(data)
+    assert client.exists(repository, digest)
+    server = token_registry.token_server
+    assert server is not None
+    assert {r.basic_user for r in server.requests} == {"alice"}
+
+
+def test_wrong_credentials_are_refused_by_the_token_server(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, _ = blob_factory(token_registry, 100)
+    with pytest.raises(AuthenticationError) as caught:
+        driver(mode, token_registry, ("alice", "wrong-pass")).iterate(repository, digest)
+    assert caught.value.codes == ["UNAUTHORIZED"]
+    assert caught.value.scope == f"repository:{repository}:pull"
+    assert "/token" in caught.value.url
+    assert "wrong-pass" not in str(caught.value) + repr(caught.value)
+
+
+def test_ten_downloads_cost_one_token(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 1000)
+    if mode == "sync":
+        with BlobClient(token_registry.url, TOKEN_AUTH) as client:
+            for _ in range(10):
+                assert client.download_blob(repository, digest).readall() == data
+    else:
+
+        async def ten() -> None:
+            async with AsyncBlobClient(token_registry.url, TOKEN_AUTH) as client:
+                for _ in range(10):
+                    download = await client.download_blob(repository, digest)
+                    assert await download.readall() == data
+
+        asyncio.run(ten())
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.count() == 1
+
+
+def test_two_repositories_get_two_scopes(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    first, _ = blob_factory(token_registry, 10, repository + "-a")
+    second, _ = blob_factory(token_registry, 10, repository + "-b")
+    with BlobClient(token_registry.url, TOKEN_AUTH) as client:
+        for _ in range(3):
+            client.download_blob(repository + "-a", first).readall()
+            client.download_blob(repository + "-b", second).readall()
+    assert token_registry.token_server is not None
+    assert token_gets(token_registry.token_server) == [
+        f"repository:{repository}-a:pull",
+        f"repository:{repository}-b:pull",
+    ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_expiry_triggers_exactly_one_refresh(
+    token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 10)
+    server = token_registry.token_server
+    assert server is not None
+    server.expires_in = 300
+    clock = FakeClock()
+    auth = RegistryAuth(BasicCredential(*TOKEN_AUTH), clock=clock)
+    with BlobClient(token_registry.url, auth) as client:
+        client.download_blob(repository, digest).readall()
+        clock.now = 200
+        client.download_blob(repository, digest).readall()
+        assert server.count() == 1
+        clock.now = 300  # expired (and inside the renewal margin well before)
+        for _ in range(3):
+            assert client.download_blob(repository, digest).readall() == data
+    assert server.count() == 2
+
+
+def test_threads_do_not_stampede_the_token_server(
+    token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 50_000)
+    barrier = threading.Barrier(8)
+    results: list[bytes] = []
+    with BlobClient(token_registry.url, TOKEN_AUTH) as client:
+
+        def pull() -> None:
+            barrier.wait()
+            results.append(client.download_blob(repository, digest).readall())
+
+        threads = [threading.Thread(target=pull) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert results == [data] * 8
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.count() == 1
+
+
+def test_tasks_do_not_stampede_the_token_server(
+    token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 50_000)
+
+    async def pull_all() -> list[bytes]:
+        async with AsyncBlobClient(token_registry.url, TOKEN_AUTH) as client:
+
+            async def pull() -> bytes:
+                return await (await client.download_blob(repository, digest)).readall()
+
+            return list(await asyncio.gather(*(pull() for _ in range(8))))
+
+    assert asyncio.run(pull_all()) == [data] * 8
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.count() == 1
+
+
+def test_the_token_never_reaches_storage(
+    mode: str,
+    token_s3_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(token_s3_registry, 200_000)
+    proxy = token_s3_registry.proxy
+    assert proxy is not None
+    proxy.clear()
+    client = driver(mode, token_s3_registry, TOKEN_AUTH)
+    assert client.iterate(repository, digest) == data
+    client.to_file(repository, digest, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == data
+    assert len(proxy.presigned_requests) == 2
+    assert all(r.header("Authorization") is None for r in proxy.presigned_requests)
+
+
+def test_refresh_token_credential_uses_the_oauth2_form(
+    mode: str, token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 321)
+    server = token_registry.token_server
+    assert server is not None
+    credential = RefreshTokenCredential(server.issue_refresh_token("alice"))
+    assert driver(mode, token_registry, credential).iterate(repository, digest) == data
+    (request,) = server.requests
+    assert (request.method, request.grant_type) == ("POST", "refresh_token")
+    assert request.param("client_id") == "acr-blob"
+
+
+def test_oauth2_password_grant(
+    token_registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, data = blob_factory(token_registry, 321)
+    auth = RegistryAuth(BasicCredential(*TOKEN_AUTH), oauth2_password=True)
+    with BlobClient(token_registry.url, auth) as client:
+        assert client.download_blob(repository, digest).readall() == data
+    assert token_registry.token_server is not None
+    (request,) = token_registry.token_server.requests
+    assert (request.method, request.grant_type, request.basic_user) == ("POST", "password", None)
+
+
+class FakeAadCredential:
+    """The azure-core credential shape: get_token(*scopes) -> .token, .expires_on."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.scopes.append(scopes)
+        return type("AccessToken", (), {"token": self.token, "expires_on": 2**31})()
+
+
+@pytest.fixture(scope="module")
+def acr_registry(registry_binary_path: str, token_server: TokenServer) -> Iterator[Deployment]:
+    """A registry whose challenge names ACR's token endpoint, /oauth2/token."""
+    with open_token_registry(
+        token_server, auth=TOKEN_AUTH, realm=token_server.acr_realm
+    ) as deployment:
+        yield deployment
+
+
+def test_acr_exchange_of_an_aad_token(
+    mode: str,
+    acr_registry: Deployment,
+    fresh_token_server: TokenServer,
+    blob_factory: BlobFactory,
+    repository: str,
+) -> None:
+    digest, data = blob_factory(acr_registry, 4321)
+    credential = FakeAadCredential(AAD_TOKEN)
+    client = driver(mode, acr_registry, credential)
+    assert client.iterate(repository, digest) == data
+    exchange = [r for r in fresh_token_server.requests if r.path == "/oauth2/exchange"]
+    token = [r for r in fresh_token_server.requests if r.path == "/oauth2/token"]
+    assert [(r.method, r.grant_type) for r in exchange] == [("POST", "access_token")]
+    assert exchange[0].param("access_token") == AAD_TOKEN
+    assert [(r.method, r.grant_type) for r in token] == [("POST", "refresh_token")]
+    assert credential.scopes == [("https://containerregistry.azure.net/.default",)]
+
+
+def test_acr_refresh_token_is_reused_across_scopes(
+    acr_registry: Deployment,
+    fresh_token_server: TokenServer,
+    blob_factory: BlobFactory,
+    repository: str,
+) -> None:
+    first, _ = blob_factory(acr_registry, 10, repository + "-a")
+    second, _ = blob_factory(acr_registry, 10, repository + "-b")
+    credential = FakeAadCredential(AAD_TOKEN)
+    with BlobClient(acr_registry.url, credential) as client:
+        for _ in range(3):
+            client.download_blob(repository + "-a", first).readall()
+            client.download_blob(repository + "-b", second).readall()
+    assert fresh_token_server.count("/oauth2/exchange") == 1
+    assert fresh_token_server.count("/oauth2/token") == 2
+    assert len(credential.scopes) == 1
+
+
+def test_acr_refuses_an_unknown_aad_token(
+    acr_registry: Deployment,
+    fresh_token_server: TokenServer,
+    blob_factory: BlobFactory,
+    repository: str,
+) -> None:
+    digest, _ = blob_factory(acr_registry, 10)
+    with (
+        BlobClient(acr_registry.url, FakeAadCredential("forged")) as client,
+        pytest.raises(AuthenticationError) as caught,
+    ):
+        client.download_blob(repository, digest)
+    assert caught.value.status_code == 401
+    assert "/oauth2/exchange" in caught.value.url
+    assert "forged" not in str(caught.value)
+
+
+def test_anonymous_acr_pull(
+    mode: str,
+    acr_registry: Deployment,
+    fresh_token_server: TokenServer,
+    blob_factory: BlobFactory,
+    public_repository: str,
+) -> None:
+    digest, data = blob_factory(acr_registry, 99, public_repository)
+    assert driver(mode, acr_registry).iterate(public_repository, digest) == data
+    (request,) = fresh_token_server.requests
+    assert (request.method, request.path, request.basic_user) == ("GET", "/oauth2/token", None)
+
+
+def write_docker_config(folder: Path, document: dict[str, Any]) -> dict[str, str]:
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(document))
+    return {"DOCKER_CONFIG": str(folder), "PATH": f"{folder}:/usr/bin:/bin"}
+
+
+def test_docker_config_auths(
+    mode: str,
+    token_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(token_registry, 1234)
+    host = f"{token_registry.host}:{token_registry.port}"
+    auth = base64.b64encode(":".join(TOKEN_AUTH).encode()).decode()
+    environ = write_docker_config(tmp_path / "docker", {"auths": {host: {"auth": auth}}})
+    credential = docker_config_credential(token_registry.url, environ=environ)
+    assert credential == BasicCredential(*TOKEN_AUTH)
+    assert driver(mode, token_registry, credential).iterate(repository, digest) == data
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.requests[0].basic_user == "alice"
+
+
+def test_docker_credential_helper_with_an_identity_token(
+    mode: str,
+    token_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(token_registry, 1234)
+    server = token_registry.token_server
+    assert server is not None
+    host = f"{token_registry.host}:{token_registry.port}"
+    folder = tmp_path / "docker"
+    environ = write_docker_config(folder, {"credHelpers": {host: "acrblobtest"}})
+    helper = folder / "docker-credential-acrblobtest"
+    answer = {
+        "ServerURL": host,
+        "Username": "<token>",
+        "Secret": server.issue_refresh_token("alice"),
+    }
+    helper.write_text(
+        f"#!{sys.executable}\nimport sys, json\n"
+        f"assert sys.argv[1] == 'get' and sys.stdin.read() == {host!r}\n"
+        f"print(json.dumps({answer!r}))\n"
+    )
+    helper.chmod(0o755)
+    credential = docker_config_credential(token_registry.url, environ=environ)
+    assert isinstance(credential, RefreshTokenCredential)
+    assert driver(mode, token_registry, credential).iterate(repository, digest) == data
+    assert server.requests[0].grant_type == "refresh_token"
+
+
+def test_the_token_stays_out_of_logs_and_errors(
+    token_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    digest, _ = blob_factory(token_registry, 10)
+    caplog.set_level("DEBUG", logger="acr_blob")
+    seen: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            seen.append(request.headers["Authorization"].split()[1])
+
+    with BlobClient(token_registry.url, TOKEN_AUTH) as client:
+        client._http.event_hooks["request"].append(record)
+        client.download_blob(repository, digest).readall()
+        with pytest.raises(BlobNotFoundError) as caught:
+            client.download_blob(repository + "-unknown", digest)
+    assert seen
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "acr_blob")
+    for token in seen:
+        assert token not in logged
+        assert token not in str(caught.value) + repr(caught.value)
