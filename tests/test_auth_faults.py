@@ -148,3 +148,33 @@ def test_odd_token_answers_are_authentication_errors(body: bytes) -> None:
         blobs.download_blob(REPO, DIGEST)
     assert caught.value.scope == f"repository:{REPO}:pull"
     assert "pa55word" not in str(caught.value)
+
+
+def test_insufficient_scope_fetches_a_token_for_the_scope_the_registry_names() -> None:
+    wider = f"repository:{REPO}:pull,push"
+    scopes_asked: list[str] = []
+    state = {"needed": f"repository:{REPO}:pull"}
+    issued: dict[str, str] = {}
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            scope = request.url.params["scope"]
+            scopes_asked.append(scope)
+            issued[f"t{len(scopes_asked)}"] = scope
+            return httpx.Response(200, json={"token": f"t{len(scopes_asked)}"})
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if issued.get(sent) == state["needed"]:
+            return httpx.Response(200, content=DATA)
+        challenge = f'Bearer realm="{REALM}",service="registry.test",scope="{state["needed"]}"'
+        if sent:
+            challenge += ',error="insufficient_scope"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    with BlobClient(
+        "https://registry.test", RegistryAuth(), transport=httpx.MockTransport(respond)
+    ) as blobs:
+        assert blobs.download_blob(REPO, DIGEST).readall() == DATA
+        state["needed"] = wider
+        assert blobs.download_blob(REPO, DIGEST).readall() == DATA
+        assert blobs.download_blob(REPO, DIGEST).readall() == DATA
+    assert scopes_asked == [f"repository:{REPO}:pull", wider]
