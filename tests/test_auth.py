@@ -416,3 +416,51 @@ def test_the_token_stays_out_of_logs_and_errors(
     for token in seen:
         assert token not in logged
         assert token not in str(caught.value) + repr(caught.value)
+
+
+@pytest.mark.parametrize("field", ["token", "access_token"])
+def test_either_token_field_and_no_expires_in(
+    token_registry: Deployment, blob_factory: BlobFactory, repository: str, field: str
+) -> None:
+    """Docker token servers may answer `token`, `access_token` or both, with or without
+    `expires_in`."""
+    digest, data = blob_factory(token_registry, 10)
+    server = token_registry.token_server
+    assert server is not None
+    server.token_field = field
+    server.omit_expires_in = True
+    clock = FakeClock()
+    with BlobClient(
+        token_registry.url, RegistryAuth(BasicCredential(*TOKEN_AUTH), clock=clock)
+    ) as c:
+        assert c.download_blob(repository, digest).readall() == data
+        # No expires_in: the JWT's exp (the server's 300 s) decides; an opaque token would get
+        # 60 s (test_auth_faults covers that).
+        clock.now = 200
+        c.download_blob(repository, digest).readall()
+        assert server.count() == 1
+        clock.now = 300
+        c.download_blob(repository, digest).readall()
+    assert server.count() == 2
+
+
+def test_acr_tokens_are_renewed_before_they_expire(
+    acr_registry: Deployment,
+    fresh_token_server: TokenServer,
+    blob_factory: BlobFactory,
+    repository: str,
+) -> None:
+    digest, _ = blob_factory(acr_registry, 10)
+    clock = FakeClock()
+    credential = FakeAadCredential(AAD_TOKEN)
+    with BlobClient(acr_registry.url, RegistryAuth(credential, clock=clock)) as client:
+        client.download_blob(repository, digest).readall()
+        # ACR answers no expires_in: the lifetimes come from the JWTs' exp claims.
+        clock.now = (fresh_token_server.jwt_lifetime or fresh_token_server.expires_in) + 1
+        client.download_blob(repository, digest).readall()
+        assert fresh_token_server.count("/oauth2/exchange") == 1
+        assert fresh_token_server.count("/oauth2/token") == 2
+        clock.now = 3 * 3600 + 1  # the refresh token's own exp
+        client.download_blob(repository, digest).readall()
+    assert fresh_token_server.count("/oauth2/exchange") == 2
+    assert len(credential.scopes) == 2
