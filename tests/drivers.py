@@ -9,9 +9,17 @@ from typing import Any
 
 import httpx
 
-from acr_blob import AsyncBlobClient, BlobClient, BlobProperties
+from acr_blob import AsyncBlobClient, BlobClient, BlobProperties, RetryPolicy
 
 MODES = ["sync", "async"]
+
+
+async def _no_wait(seconds: float) -> None:
+    pass
+
+
+# Retries and resumptions without the waits, so fault cases stay fast.
+NO_WAIT = RetryPolicy(sleep=lambda seconds: None, async_sleep=_no_wait)
 
 
 class Driver:

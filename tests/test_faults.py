@@ -33,7 +33,7 @@ from acr_blob import (
     TooManyRedirectsError,
     TransportError,
 )
-from tests.drivers import MODES, Driver
+from tests.drivers import MODES, NO_WAIT, Driver
 
 REGISTRY = "https://registry.test"
 STORAGE = "https://storage.test"
@@ -96,6 +96,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 def driver(mode: str, handler: Handler, **args: object) -> Driver:
+    args.setdefault("retry", NO_WAIT)
     return Driver(mode, REGISTRY, handler=handler, **args)
 
 
@@ -299,13 +300,19 @@ def test_connection_failure_is_a_transport_error(mode: str) -> None:
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
 
-def test_connection_broken_mid_body_leaves_no_file(mode: str, tmp_path: Path) -> None:
+def test_connection_broken_for_good_keeps_only_a_partial_file(mode: str, tmp_path: Path) -> None:
     broken = Body([DATA[:1000]], httpx.ReadError("connection reset"))
     handler = Recorder(lambda r: httpx.Response(200, stream=broken))
     target = tmp_path / "blob"
-    with pytest.raises(TransportError, match="after 1000 bytes"):
+    with pytest.raises(TransportError, match="after 1000 of ") as caught:
         driver(mode, handler).to_file(REPO, DIGEST, target)
-    assert list(tmp_path.iterdir()) == []
+    assert "5 resumptions" in str(caught.value)
+    # Every resumption went back to the registry asking for the rest.
+    assert [r.headers.get("Range") for r in handler.requests] == [None] + ["bytes=1000-"] * 5
+    # Nothing at the target; the first 1000 bytes wait, under the digest's name, for a retry.
+    (partial,) = tmp_path.iterdir()
+    assert partial.name == f".sha256-{DIGEST[7:]}.partial"
+    assert partial.read_bytes() == DATA[:1000]
 
 
 @pytest.mark.parametrize(

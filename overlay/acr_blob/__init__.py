@@ -19,6 +19,7 @@ from .errors import (
     BlobError,
     BlobNotFoundError,
     BlobSizeError,
+    DeadlineExceededError,
     DigestMismatchError,
     InsecureCredentialError,
     InsecureRedirectError,
@@ -27,12 +28,14 @@ from .errors import (
     InvalidRepositoryError,
     RedirectError,
     RegistryError,
+    ResumeError,
     StorageError,
     TooManyRedirectsError,
     TransportError,
 )
 from .models import BlobProperties
 from .references import Digest, parse_digest, validate_repository
+from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -48,6 +51,7 @@ __all__ = [
     "BlobSizeError",
     "Credential",
     "CredentialHelperError",
+    "DeadlineExceededError",
     "Digest",
     "DigestMismatchError",
     "DockerConfigError",
@@ -60,6 +64,8 @@ __all__ = [
     "RefreshTokenCredential",
     "RegistryAuth",
     "RegistryError",
+    "ResumeError",
+    "RetryPolicy",
     "StorageError",
     "TokenCredential",
     "TooManyRedirectsError",

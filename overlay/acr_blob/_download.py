@@ -1,27 +1,43 @@
-"""What the sync and async downloads share: their properties and their one-pass state."""
+"""What the sync and async downloads share: properties, one-pass state, and the decisions of
+resumption (when to try again, and when to give up saying how far it got)."""
 
 from __future__ import annotations
 
+import time
+
+import attrs
 import httpx
 
 from ._protocol import properties_from
 from ._verify import BodyVerifier
-from .errors import BlobError, TransportError
+from .errors import BlobError, DeadlineExceededError, TransportError
 from .references import Digest
+from .retry import RetryPolicy, retryable_transport_error
 
 
 class DownloadBase:
     """A response whose headers are in, its properties, and the verifier for its body."""
 
-    def __init__(self, response: httpx.Response, digest: Digest) -> None:
+    def __init__(
+        self,
+        response: httpx.Response,
+        digest: Digest,
+        verifier: BodyVerifier,
+        policy: RetryPolicy,
+        deadline: float | None,
+    ) -> None:
         self._response = response
-        self.properties = properties_from(response, digest)
-        self._verifier = BodyVerifier(digest, self.properties.size)
+        self._verifier = verifier
+        self._policy = policy
+        self._deadline = deadline
         self._started = False
+        self._failures = 0
+        self._progress_mark = verifier.received
+        self.properties = attrs.evolve(properties_from(response, digest), size=verifier.size)
 
     @property
     def size(self) -> int | None:
-        """The size announced by ``Content-Length``, or ``None`` when the server sent none."""
+        """The blob's size, as announced by the server, or ``None`` when it sent none."""
         return self.properties.size
 
     @property
@@ -34,8 +50,26 @@ class DownloadBase:
             raise BlobError("this download has already been read or closed")
         self._started = True
 
-    def _broken(self, error: httpx.TransportError) -> TransportError:
-        return TransportError(f"download broke after {self._verifier.received} bytes: {error!r}")
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceededError(
+                f"deadline passed after {self._progress()}; the server is too slow"
+            )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(digest={self.digest!r}, size={self.size!r})"
+    def _progress(self) -> str:
+        size = self._verifier.size
+        return f"{self._verifier.received} of {size if size is not None else '?'} bytes"
+
+    def _resume_delay(self, error: Exception) -> float:
+        """How long to wait before resuming after ``error``; raises when it is time to stop."""
+        if self._verifier.received > self._progress_mark:
+            self._failures = 0
+            self._progress_mark = self._verifier.received
+        self._failures += 1
+        delay = self._policy.resume_delay(self._failures)
+        resumable = not isinstance(error, httpx.TransportError) or retryable_transport_error(error)
+        if delay is None or not resumable:
+            tries = f" and {self._failures - 1} resumptions" if self._failures > 1 else ""
+            raise TransportError(f"download broke off after {self._progress()}{tries}: {error!r}")
+        self._check_deadline()
+        return delay

@@ -1,46 +1,73 @@
-"""Writing a download to a path so that the path only ever holds a complete, verified blob."""
+"""Writing a download to a path so that the path only ever holds a complete, verified blob.
+
+The bytes go first to a partial file beside the target, named after the digest, so that a
+later download of the same digest into the same folder continues where this one stopped (the
+way containerd's content store resumes an ingest); it becomes the target only once verified.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
-import secrets
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from ._verify import BodyVerifier
+from .errors import BlobError, TransportError
+from .references import Digest
+
+_REPLAY_CHUNK = 1024 * 1024
+# Failures after which the partial data is still good and worth keeping for the next call.
+_RESUMABLE = (TransportError, KeyboardInterrupt, asyncio.CancelledError)
+
 
 class PartialFile:
-    """A temporary file beside ``path`` that becomes ``path`` only on :meth:`commit`.
+    """The partial file for ``digest`` in ``path``'s folder, locked while this object is open.
 
-    The temporary file lives in the target folder so the final rename is atomic; leaving the
-    ``with`` block without a commit (any error, ``KeyboardInterrupt`` included) deletes it.
+    Leaving the ``with`` block without :meth:`commit` keeps the partial data when the failure
+    was one a later call can resume from (a broken connection, a deadline, Ctrl-C) and deletes
+    it otherwise (a refused request, a digest mismatch).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], digest: Digest) -> None:
         self.path = Path(path)
         if self.path.is_dir():
             raise IsADirectoryError(f"{self.path} is a directory; give a file path")
-        # Not mkstemp: its 0600 would stick to the final file. With 0666 the umask decides,
-        # as for any new file; O_EXCL and a random name keep concurrent downloads apart.
-        self.temporary_path = self.path.with_name(
-            f".{self.path.name}.{secrets.token_hex(8)}.partial"
-        )
-        fd = os.open(self.temporary_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self.file: BinaryIO = os.fdopen(fd, "wb")
+        self.partial_path = self.path.with_name(f".{digest.algorithm}-{digest.hex}.partial")
+        # 0666: the umask decides the final file's mode, as for any new file.
+        fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlobError(
+                f"another download of {digest} into {self.path.parent} is under way"
+            ) from None
+        self.file: BinaryIO = os.fdopen(fd, "r+b")
         self._committed = False
 
+    def replay(self, verifier: BodyVerifier) -> int:
+        """Feed the bytes already here to ``verifier``; return where the download continues."""
+        self.file.seek(0)
+        while chunk := self.file.read(_REPLAY_CHUNK):
+            verifier.feed(chunk)
+        return verifier.received
+
+    def restart(self) -> None:
+        """Throw away the partial data and start from byte 0."""
+        self.file.seek(0)
+        self.file.truncate()
+
     def commit(self) -> None:
-        """Flush to disk and rename into place."""
+        """Flush to disk and rename into place (and make the rename durable)."""
         self.file.flush()
         os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temporary_path, self.path)
+        os.replace(self.partial_path, self.path)
         self._committed = True
-        _fsync_directory(self.path.parent)
-
-    def discard(self) -> None:
         self.file.close()
-        self.temporary_path.unlink(missing_ok=True)
+        _fsync_directory(self.path.parent)
 
     def __enter__(self) -> PartialFile:
         return self
@@ -51,8 +78,14 @@ class PartialFile:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if not self._committed:
-            self.discard()
+        if self._committed:
+            return
+        keep = isinstance(exc, _RESUMABLE) and self.file.tell() > 0
+        if keep:
+            self.file.flush()
+        else:
+            self.partial_path.unlink(missing_ok=True)
+        self.file.close()
 
 
 def _fsync_directory(directory: Path) -> None:

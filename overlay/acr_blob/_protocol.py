@@ -21,7 +21,6 @@ from acr_blob_api.models import AcrErrors
 from .challenges import parse_challenges
 from .errors import (
     AuthenticationError,
-    BlobError,
     BlobNotFoundError,
     DigestMismatchError,
     InsecureRedirectError,
@@ -31,6 +30,7 @@ from .errors import (
 )
 from .models import BlobProperties
 from .references import Digest, parse_digest, validate_repository
+from .retry import parse_retry_after
 
 logger = logging.getLogger("acr_blob")
 
@@ -157,10 +157,39 @@ def content_length(response: httpx.Response) -> int | None:
     return int(value)
 
 
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes start-end/size`` (size may be ``*``) -> (start, end, size); ``None`` if malformed.
+
+    Example::
+
+        >>> parse_content_range("bytes 100-199/1000")
+        (100, 199, 1000)
+    """
+    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    start, end = int(match.group(1)), int(match.group(2))
+    size = None if match.group(3) == "*" else int(match.group(3))
+    if end < start or (size is not None and end >= size):
+        return None
+    return start, end, size
+
+
+def blob_size(response: httpx.Response) -> int | None:
+    """The whole blob's size: a 206's Content-Range total, else Content-Length."""
+    if response.status_code == 206:
+        parsed = parse_content_range(response.headers.get("Content-Range"))
+        return parsed[2] if parsed else None
+    return content_length(response)
+
+
 def properties_from(response: httpx.Response, digest: Digest) -> BlobProperties:
     return BlobProperties(
         digest=str(digest),
-        size=content_length(response),
+        size=blob_size(response),
         media_type=response.headers.get("Content-Type"),
         etag=response.headers.get("ETag"),
     )
@@ -185,8 +214,18 @@ def registry_errors(body: bytes) -> list[Any]:
     return list(errors) if isinstance(errors, list) else []
 
 
-def error_for(response: httpx.Response, body: bytes, follower: RedirectFollower) -> BlobError:
+def error_for(
+    response: httpx.Response, body: bytes, follower: RedirectFollower
+) -> RegistryError | StorageError:
     """The exception for an error answer, from its status and (at most the first part of) body."""
+    error = _error_for(response, body, follower)
+    error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return error
+
+
+def _error_for(
+    response: httpx.Response, body: bytes, follower: RedirectFollower
+) -> RegistryError | StorageError:
     status = response.status_code
     url = redact_url(response.request.url)
     if not follower.is_registry(response.request.url):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -23,11 +25,28 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
-from .errors import BlobNotFoundError, TransportError
+from ._verify import BodyVerifier
+from .errors import (
+    BlobNotFoundError,
+    BlobSizeError,
+    DigestMismatchError,
+    RegistryError,
+    ResumeError,
+    TransportError,
+)
 from .models import BlobProperties
 from .references import Digest, parse_digest, validate_repository
+from .retry import RetryPolicy, retry_delay
 
 __all__ = ["BlobClient", "BlobDownload"]
+
+logger = logging.getLogger("acr_blob")
+
+
+def _raw(response: httpx.Response) -> Iterable[bytes]:
+    # iter_raw() without a chunk size hands over each socket read as is: no copies.
+    # A transport may hand over a body it has already read (mocks do): take it whole.
+    return [response.content] if response.is_stream_consumed else response.iter_raw()
 
 
 class BlobDownload(DownloadBase):
@@ -36,7 +55,8 @@ class BlobDownload(DownloadBase):
     The last chunk is followed by the verification: when the body hashes to anything but the
     requested digest, or is shorter or longer than announced, iteration raises instead of
     ending. Bytes already handed out are therefore unverified until iteration ends without
-    error; :meth:`BlobClient.download_blob_to_file` never shows them at the target path.
+    error; :meth:`BlobClient.download_blob_to_file` never shows them at the target path. A body
+    that breaks off is resumed from its last byte (``Range``), through the registry again.
 
     Example::
 
@@ -45,24 +65,54 @@ class BlobDownload(DownloadBase):
                 sink.write(chunk)
     """
 
+    def __init__(
+        self,
+        response: httpx.Response,
+        digest: Digest,
+        verifier: BodyVerifier,
+        policy: RetryPolicy,
+        deadline: float | None,
+        reopen: Callable[[int], httpx.Response],
+    ) -> None:
+        super().__init__(response, digest, verifier, policy, deadline)
+        self._reopen = reopen
+
     def __iter__(self) -> Iterator[bytes]:
         self._start()
         return self._chunks()
 
     def _chunks(self) -> Iterator[bytes]:
         try:
-            # iter_raw() without a chunk size hands over each socket read as is: no copies.
-            # A transport may hand over a body it has already read (mocks do): take it whole.
-            response = self._response
-            chunks = [response.content] if response.is_stream_consumed else response.iter_raw()
-            for chunk in chunks:
-                self._verifier.update(chunk)
-                yield chunk
+            while True:
+                try:
+                    for raw in _raw(self._response):
+                        chunk = self._verifier.feed(raw)
+                        self._check_deadline()
+                        if chunk:
+                            yield chunk
+                    break
+                except (httpx.TransportError, ResumeError) as error:
+                    self._response.close()
+                    self._resume(error)
             self._verifier.finish()
-        except httpx.TransportError as error:
-            raise self._broken(error) from error
         finally:
             self._response.close()
+
+    def _resume(self, error: Exception) -> None:
+        """Reopen the body at the first byte not yet received, or raise saying how far it got."""
+        while True:
+            delay = self._resume_delay(error)
+            if delay:
+                self._policy.sleep(delay)
+            offset = self._verifier.received
+            logger.debug("resuming at byte %d after %r", offset, error)
+            self._response = self._reopen(offset)
+            try:
+                self._verifier.accept(self._response, offset)
+                return
+            except ResumeError as wrong:
+                self._response.close()
+                error = wrong
 
     def readall(self) -> bytes:
         """The whole verified blob in memory (mind the size)."""
@@ -70,9 +120,11 @@ class BlobDownload(DownloadBase):
 
     def readinto(self, file: BinaryIO) -> int:
         """Write the blob to an open binary file; return the number of bytes written."""
+        written = 0
         for chunk in self:
             file.write(chunk)
-        return self._verifier.received
+            written += len(chunk)
+        return written
 
     def close(self) -> None:
         """Release the connection; a download closed before its end was not verified."""
@@ -101,6 +153,11 @@ class BlobClient:
     cached per scope); it never reaches the storage the registry redirects to, and never travels
     over plain http beyond loopback unless ``allow_insecure`` is set.
 
+    ``timeout`` sets httpx's connect, read, write and pool timeouts (a float for all, or an
+    ``httpx.Timeout``); ``deadline`` bounds each download in all, in seconds. ``retry`` decides
+    how requests that failed before their body are retried (408, 429 with ``Retry-After``, 5xx,
+    connection errors) and how broken bodies are resumed.
+
     Example::
 
         with BlobClient("myregistry.azurecr.io", ("user", "password")) as client:
@@ -113,6 +170,8 @@ class BlobClient:
         credential: Credential = None,
         *,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
+        retry: RetryPolicy | None = None,
         verify: VerifyTypes = True,
         max_redirects: int = 10,
         allow_insecure: bool = False,
@@ -128,6 +187,8 @@ class BlobClient:
         )
         self._http = self._api.get_httpx_client()
         self._max_redirects = max_redirects
+        self._deadline = deadline
+        self._retry = retry or RetryPolicy()
 
     @property
     def endpoint(self) -> str:
@@ -140,25 +201,75 @@ class BlobClient:
         Raises :class:`~acr_blob.errors.BlobNotFoundError` (and any other error answer) here,
         before any byte of body is read.
         """
-        response, checked = self._send(get_blob._get_kwargs, repository, digest)
-        return BlobDownload(response, checked)
+        return self._download(repository, digest, BodyVerifier(parse_digest(digest)))
 
     def download_blob_to_file(
         self, repository: str, digest: str, path: str | os.PathLike[str]
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
 
+        A download that broke off keeps its bytes in a partial file beside ``path`` (named after
+        the digest); the next call for the same digest checks them and continues from their end.
+        Partial bytes that turn out bad are thrown away and the blob downloaded once more.
+
         Example::
 
             properties = client.download_blob_to_file("library/ubuntu", digest, "layer.tgz")
         """
         validate_repository(repository)
-        parse_digest(digest)
-        with PartialFile(path) as partial:
-            with self.download_blob(repository, digest) as download:
-                download.readinto(partial.file)
+        checked = parse_digest(digest)
+        with PartialFile(path, checked) as partial:
+            verifier = BodyVerifier(checked)
+            offset = partial.replay(verifier)
+            try:
+                return self._download_into(partial, repository, digest, verifier, offset)
+            except (DigestMismatchError, BlobSizeError, ResumeError):
+                if not offset:
+                    raise
+                logger.info("partial data for %s was bad; downloading it again", digest)
+            partial.restart()
+            return self._download_into(partial, repository, digest, BodyVerifier(checked), 0)
+
+    def _download_into(
+        self,
+        partial: PartialFile,
+        repository: str,
+        digest: str,
+        verifier: BodyVerifier,
+        offset: int,
+    ) -> BlobProperties:
+        try:
+            download = self._download(repository, digest, verifier, offset)
+        except RegistryError as error:
+            if not (offset and error.status_code == 416):
+                raise
+            # The partial file already holds the whole blob: it only needs its check.
+            verifier.finish()
             partial.commit()
+            return BlobProperties(digest, offset)
+        with download:
+            download.readinto(partial.file)
+        partial.commit()
         return download.properties
+
+    def _download(
+        self, repository: str, digest: str, verifier: BodyVerifier, offset: int = 0
+    ) -> BlobDownload:
+        deadline = time.monotonic() + self._deadline if self._deadline is not None else None
+
+        def open_at(at: int) -> httpx.Response:
+            ranged = {"range_": f"bytes={at}-"} if at else {}
+            return self._send(get_blob._get_kwargs, repository, digest, deadline, **ranged)[0]
+
+        response = open_at(offset)
+        try:
+            verifier.accept(response, offset)
+        except BaseException:
+            response.close()
+            raise
+        return BlobDownload(
+            response, parse_digest(digest), verifier, self._retry, deadline, open_at
+        )
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""
@@ -175,12 +286,35 @@ class BlobClient:
         return True
 
     def _send(
-        self, build: BuildKwargs, repository: str, digest: str, **params: Any
+        self,
+        build: BuildKwargs,
+        repository: str,
+        digest: str,
+        deadline: float | None = None,
+        **params: Any,
     ) -> tuple[httpx.Response, Digest]:
-        """Send, follow redirects, and return the final 200 with its body unread."""
+        """Send with retries; return the final answer (body unread) once it is a success."""
         kwargs, checked = blob_request_kwargs(build, repository, digest, **params)
+        success = (200, 206) if "range_" in params else (200,)
+        failures, waited = 0, 0.0
+        while True:
+            try:
+                return self._send_once(kwargs, checked, success), checked
+            except (RegistryError, TransportError) as error:
+                failures += 1
+                delay = retry_delay(self._retry, error, failures, waited, deadline)
+                if delay is None:
+                    raise
+                logger.info("retrying in %.2f s after %s", delay, error)
+                self._retry.sleep(delay)
+                waited += delay
+
+    def _send_once(
+        self, kwargs: dict[str, Any], digest: Digest, success: tuple[int, ...]
+    ) -> httpx.Response:
+        """One try: send, follow redirects, and return the final success with its body unread."""
         request = self._http.build_request(**kwargs)
-        follower = RedirectFollower(request.url, checked, self._max_redirects)
+        follower = RedirectFollower(request.url, digest, self._max_redirects)
         while True:
             try:
                 response = self._http.send(request, stream=True, auth=follower.auth_for(request))
@@ -191,8 +325,8 @@ class BlobClient:
             try:
                 redirect = follower.next_request(response)
                 if redirect is None:
-                    if response.status_code == 200:
-                        return response, checked
+                    if response.status_code in success:
+                        return response
                     raise error_for(response, self._read_error_body(response), follower)
             except BaseException:
                 response.close()

@@ -1,34 +1,72 @@
-"""Incremental verification of a blob body: its digest and its announced length."""
+"""Incremental verification of a blob body that may arrive in several answers (resumption):
+its digest, its announced length, and that each answer continues where the last one stopped."""
 
 from __future__ import annotations
 
-from .errors import BlobSizeError, DigestMismatchError
+import httpx
+
+from ._protocol import blob_size, parse_content_range
+from .errors import BlobSizeError, DigestMismatchError, ResumeError
 from .references import Digest
 
 
 class BodyVerifier:
-    """Hashes a body chunk by chunk and checks it against the digest and ``Content-Length``.
+    """Hashes a body chunk by chunk and checks it against the digest and the announced size.
 
-    ``update`` raises as soon as the body runs past its announced length, so that not one byte
-    beyond it reaches the caller; ``finish`` raises when the body ended early or hashes to
-    anything but the requested digest.
+    :meth:`accept` checks each answer that (re)starts the body at an offset; :meth:`feed` takes
+    its chunks and returns the bytes that are new (a server that ignored ``Range`` resends the
+    start, which is compared with what came before, then dropped). ``feed`` raises as soon as the
+    body runs past the announced size, so not one byte beyond it reaches the caller; ``finish``
+    raises when the body ended early or hashes to anything but the requested digest.
     """
 
-    def __init__(self, digest: Digest, expected_size: int | None) -> None:
+    def __init__(self, digest: Digest) -> None:
         self._digest = digest
         self._hash = digest.new_hash()
-        self._expected_size = expected_size
+        self.size: int | None = None
         self.received = 0
+        self._skip = 0
+        self._skip_hash = digest.new_hash()
 
-    def update(self, chunk: bytes) -> None:
+    def accept(self, response: httpx.Response, offset: int) -> None:
+        """Check an answer that should carry the body from ``offset`` (``received``) on."""
+        if response.status_code == 206:
+            parsed = parse_content_range(response.headers.get("Content-Range"))
+            if parsed is None or parsed[0] != offset:
+                raise ResumeError(
+                    f"asked for the body from byte {offset}, the server sent "
+                    f"Content-Range {response.headers.get('Content-Range', '(none)')[:80]!r}"
+                )
+        elif offset:
+            # 200: the server ignored Range and sends it all again.
+            self._skip = offset
+            self._skip_hash = self._digest.new_hash()
+        size = blob_size(response)
+        if self.size is None:
+            self.size = size
+        elif size is not None and size != self.size:
+            raise ResumeError(f"the blob's size changed from {self.size} to {size} bytes")
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._skip:
+            head, chunk = chunk[: self._skip], chunk[self._skip :]
+            self._skip_hash.update(head)
+            self._skip -= len(head)
+            if not self._skip and self._skip_hash.digest() != self._hash.copy().digest():
+                raise ResumeError("the server resent the start of the blob with other bytes")
+            if not chunk:
+                return chunk
         self.received += len(chunk)
-        if self._expected_size is not None and self.received > self._expected_size:
-            raise BlobSizeError(self._expected_size, self.received)
+        if self.size is not None and self.received > self.size:
+            raise BlobSizeError(self.size, self.received)
         self._hash.update(chunk)
+        return chunk
 
     def finish(self) -> None:
-        if self._expected_size is not None and self.received != self._expected_size:
-            raise BlobSizeError(self._expected_size, self.received)
+        if self._skip:
+            raise ResumeError("the body ended inside the part it resent")
+        if self.size is not None and self.received != self.size:
+            raise BlobSizeError(self.size, self.received)
         actual = f"{self._digest.algorithm}:{self._hash.hexdigest()}"
         if actual != str(self._digest):
             raise DigestMismatchError(str(self._digest), actual)

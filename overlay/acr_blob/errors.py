@@ -17,6 +17,7 @@ __all__ = [
     "BlobError",
     "BlobNotFoundError",
     "BlobSizeError",
+    "DeadlineExceededError",
     "DigestMismatchError",
     "InsecureCredentialError",
     "InsecureRedirectError",
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidRepositoryError",
     "RedirectError",
     "RegistryError",
+    "ResumeError",
     "StorageError",
     "TooManyRedirectsError",
     "TransportError",
@@ -103,7 +105,20 @@ class InsecureRedirectError(RedirectError):
 
 
 class TransportError(BlobError):
-    """The connection failed, timed out or broke (the httpx error is the ``__cause__``)."""
+    """The connection failed, timed out or broke (the httpx error is the ``__cause__``).
+
+    Raised once the client's :class:`~acr_blob.retry.RetryPolicy` is spent: connections are
+    retried, and a body that breaks off is resumed from its last byte first.
+    """
+
+
+class ResumeError(TransportError):
+    """A server answered a resumption with the wrong bytes (a ``Content-Range`` that does not
+    start where the body broke off, or content that differs from what came before)."""
+
+
+class DeadlineExceededError(TransportError):
+    """The download's total ``deadline`` passed (a server dripping bytes, or endless retries)."""
 
 
 class RegistryError(BlobError):
@@ -126,6 +141,7 @@ class RegistryError(BlobError):
         self.errors = list(errors)
         self.excerpt = excerpt
         self.url = url
+        self.retry_after: float | None = None
         super().__init__(self._describe())
 
     @property
@@ -208,6 +224,7 @@ class StorageError(BlobError):
         self.code = code
         self.excerpt = excerpt
         self.url = url
+        self.retry_after: float | None = None
         message = f"storage answered {status_code}"
         if url:
             message += f" for {url}"
