@@ -23,9 +23,13 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
   repository          a repository name unique to the test
   blob_factory        push random bytes: blob_factory(deployment, size) -> (digest, data)
   blob_file_factory   same through a file, streamed: -> (digest, path), for large blobs
+  fault_proxy         fault_proxy(deployment_or_url) -> a running tools.faultproxy.FaultProxy
+                      in front of it (https registries are trusted through .verify): point
+                      the client at its .url, add faults with .add(Fault...), read .requests
+                      and .firings; stopped at the end of the test
 
-The S3 fixtures reset their proxy (request log, failure mode) before every test; the token
-registries reset the token server too. The testbed's own pushes fetch their tokens with
+The S3 fixtures reset their proxy (request log, failure and cut modes) before every test; the
+token registries reset the token server too. The testbed's own pushes fetch their tokens with
 User-Agent TESTBED_USER_AGENT: the token server leaves them out of .requests and .count(). The proxy
 also carries the registry's own header-signed storage requests: filter on `.presigned`.
 Tests marked `slow` run only with --run-slow.
@@ -33,15 +37,18 @@ Tests marked `slow` run only with --run-slow.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
+from tools.faultproxy import FaultProxy, FaultProxyFactory
 from tools.testbed import (
     BlobFactory,
     BlobFileFactory,
@@ -242,3 +249,17 @@ def blob_file_factory(repository: str, tmp_path: Path) -> BlobFileFactory:
         return deployment.push_random_file(repository or default_repository, size, path)
 
     return push
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[FaultProxyFactory]:
+    with contextlib.ExitStack() as stack:
+
+        def start(target: Deployment | str) -> FaultProxy:
+            if isinstance(target, str):
+                return stack.enter_context(FaultProxy(target))
+            verify = target.verify
+            upstream_ssl = verify if isinstance(verify, ssl.SSLContext) else None
+            return stack.enter_context(FaultProxy(target.url, upstream_ssl=upstream_ssl))
+
+        yield start

@@ -145,3 +145,8 @@ def test_parse_content_range_reads_what_servers_send(start: int, length: int, ex
     assert parse_content_range(f"bytes {start}-{end}/{size}") == (start, end, size)
     assert parse_content_range(f"bytes {start}-{end}/*") == (start, end, None)
     assert parse_content_range(f"bytes {start}-{end}/{end}") is None
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "1.5", "-1", "", "  ", "Mon, 32 Foo 2026"])
+def test_parse_retry_after_odd_values(text: str) -> None:
+    assert parse_retry_after(text) is None

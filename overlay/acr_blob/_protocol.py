@@ -152,12 +152,12 @@ def check_advertised_digest(response: httpx.Response, digest: Digest) -> None:
 def content_length(response: httpx.Response) -> int | None:
     """The announced body size; ``None`` when absent or unreadable (the digest still decides)."""
     value = response.headers.get("Content-Length")
-    if value is None or not value.strip().isdigit():
+    if value is None or not (value.strip().isascii() and value.strip().isdigit()):
         return None
     return int(value)
 
 
-_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19}|\*)")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:

@@ -8,32 +8,15 @@ both ways; moto does not check, hence this proxy.
 
 from __future__ import annotations
 
-import http.client
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from tools.testbed.process import free_port
+from tools.testbed.relay import CHUNK, ProxyServer, RelayHandler, ServerThread, connect
 
-_CHUNK = 1 << 20
-# Hop-by-hop headers (RFC 9110 7.6.1) stay on their own hop; Expect is answered here (the
-# handler sends `100 Continue` itself) and http.client cannot relay it.
-_HOP_BY_HOP = {
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-}
 _PRESIGN_PARAMETERS = {"x-amz-signature", "x-amz-algorithm", "signature"}
 
 # Real S3 echoes the offending header in ArgumentValue (seen in the wild, e.g.
@@ -82,13 +65,19 @@ class _Failure:
     remaining: int | None
 
 
+@dataclass
+class _Cut:
+    after_bytes: int
+    remaining: int | None
+
+
 class StorageProxy:
     """Forwards everything to `upstream`, streaming bodies both ways, and records each request.
 
     Presigned requests (see RecordedRequest.presigned) that also carry `Authorization` get
     S3's 400 InvalidArgument without being forwarded. `fail_presigned` makes presigned
-    requests fail on demand; the registry's own traffic is never failed, so the registry keeps
-    answering its redirects.
+    requests fail on demand, `cut_presigned` breaks their bodies off; the registry's own traffic
+    is never failed, so the registry keeps answering its redirects.
     """
 
     def __init__(self, upstream: str, *, host: str = "127.0.0.2") -> None:
@@ -103,8 +92,8 @@ class StorageProxy:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failure: _Failure | None = None
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
+        self._cut: _Cut | None = None
+        self._serving: ServerThread | None = None
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -139,11 +128,30 @@ class StorageProxy:
         with self._lock:
             self._failure = None
 
+    def cut_presigned(self, after_bytes: int, *, times: int | None = 1) -> None:
+        """Break off the bodies of the next `times` presigned GETs after `after_bytes` bytes.
+
+        Status and headers (the full Content-Length) arrive unchanged, then that many body
+        bytes, then the connection closes: storage failing mid-blob after a registry's 307.
+        A body no longer than `after_bytes` arrives whole. `times=None` is forever.
+        """
+        if after_bytes < 0:
+            raise ValueError(f"after_bytes must be >= 0, got {after_bytes}")
+        if times is not None and times <= 0:
+            raise ValueError(f"times must be > 0 or None, got {times}")
+        with self._lock:
+            self._cut = _Cut(after_bytes, times)
+
+    def stop_cutting(self) -> None:
+        with self._lock:
+            self._cut = None
+
     def reset(self) -> None:
         """Back to a clean state between tests."""
         with self._lock:
             self._requests.clear()
             self._failure = None
+            self._cut = None
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -160,25 +168,27 @@ class StorageProxy:
                     self._failure = None
             return failure
 
+    def _take_cut(self, request: RecordedRequest) -> int | None:
+        """How many body bytes this request's answer gets before the cut; None: all of them."""
+        with self._lock:
+            cut = self._cut
+            if cut is None or not request.presigned or request.method != "GET":
+                return None
+            if cut.remaining is not None:
+                cut.remaining -= 1
+                if cut.remaining <= 0:
+                    self._cut = None
+            return cut.after_bytes
+
     def start(self) -> Self:
-        self._server = _ProxyServer((self.host, self.port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"storage-proxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        server = _ProxyServer((self.host, self.port), self)
+        self._serving = ServerThread(server, name=f"storage-proxy-{self.port}")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -192,30 +202,13 @@ class StorageProxy:
         self.stop()
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Clients that download in parallel ranges open many connections at once; the default
-    # backlog of 5 would drop some SYNs and stall them for a one-second retransmit.
-    request_queue_size = 128
-
+class _ProxyServer(ProxyServer):
     def __init__(self, address: tuple[str, int], proxy: StorageProxy) -> None:
         self.proxy = proxy
         super().__init__(address, _Handler)
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Clients that stop reading mid-blob are part of the tests; their resets are not news.
-        pass
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes; with Nagle on, each exchange would wait for
-    # a delayed ACK (about 40 ms) and a push through the proxy would take a second.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
+class _Handler(RelayHandler):
     def _handle(self) -> None:
         proxy = cast(_ProxyServer, self.server).proxy
         parts = urlsplit(self.path)
@@ -229,96 +222,32 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = recorded.header("Authorization")
         if recorded.presigned and authorization is not None:
             body = ONE_AUTH_MECHANISM_XML.format(value=_xml_escape(authorization))
-            self._answer(400, body.encode(), "application/xml")
+            self.answer(400, body.encode(), [("Content-Type", "application/xml")])
         elif failure := proxy._take_failure(recorded):
-            self._answer(failure.status, failure.body, failure.content_type)
+            self.answer(failure.status, failure.body, [("Content-Type", failure.content_type)])
         else:
-            self._forward(proxy)
+            self._forward(proxy, proxy._take_cut(recorded))
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _handle
 
-    def _answer(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self._may_have_body():
-            # The request body is left unread, so this connection cannot carry another request.
-            self.close_connection = True
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _may_have_body(self) -> bool:
-        return (
-            "Transfer-Encoding" in self.headers or int(self.headers.get("Content-Length") or 0) > 0
-        )
-
-    def _forward(self, proxy: StorageProxy) -> None:
-        upstream = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=120)
+    def _forward(self, proxy: StorageProxy, cut_after: int | None) -> None:
+        upstream = connect(proxy.upstream_host, proxy.upstream_port)
         try:
-            upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() not in _HOP_BY_HOP:
-                    upstream.putheader(name, value)
-            chunked_in = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-            if chunked_in:
-                upstream.putheader("Transfer-Encoding", "chunked")
-            upstream.endheaders()
-            for piece in self._request_body(chunked_in):
-                upstream.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked_in else piece)
-            if chunked_in:
-                upstream.send(b"0\r\n\r\n")
-            self._relay_response(upstream.getresponse())
+            response = self.forward(upstream, self.path, self.end_to_end_headers())
+            writer = self.start_answer(response.status, response.reason, response.getheaders())
+            if writer is None:
+                return
+            sent = 0
+            while piece := response.read1(CHUNK):
+                if cut_after is not None and sent + len(piece) > cut_after:
+                    writer.write(piece[: cut_after - sent])
+                    self.cut()
+                    return
+                writer.write(piece)
+                sent += len(piece)
+            writer.end()
         finally:
             upstream.close()
-
-    def _request_body(self, chunked: bool) -> Iterator[bytes]:
-        if chunked:
-            yield from self._chunked_request_body()
-            return
-        remaining = int(self.headers.get("Content-Length") or 0)
-        while remaining > 0:
-            piece = self.rfile.read(min(_CHUNK, remaining))
-            if not piece:
-                raise ConnectionError("client closed the connection mid-body")
-            remaining -= len(piece)
-            yield piece
-
-    def _chunked_request_body(self) -> Iterator[bytes]:
-        while True:
-            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                # Skip the trailer section, up to its empty line.
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return
-            remaining = size
-            while remaining > 0:
-                piece = self.rfile.read(min(_CHUNK, remaining))
-                if not piece:
-                    raise ConnectionError("client closed the connection mid-chunk")
-                remaining -= len(piece)
-                yield piece
-            self.rfile.readline(1024)
-
-    def _relay_response(self, response: http.client.HTTPResponse) -> None:
-        self.send_response_only(response.status, response.reason)
-        headers = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
-        has_length = any(k.lower() == "content-length" for k, _ in headers)
-        bodiless = self.command == "HEAD" or response.status in (204, 304)
-        chunked_out = not has_length and not bodiless
-        for name, value in headers:
-            self.send_header(name, value)
-        if chunked_out:
-            self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        if bodiless:
-            return
-        while piece := response.read1(_CHUNK):
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked_out else piece)
-        if chunked_out:
-            self.wfile.write(b"0\r\n\r\n")
 
 
 def _xml_escape(text: str) -> str:

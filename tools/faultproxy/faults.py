@@ -1,0 +1,192 @@
+"""What goes wrong (Fault) and to which requests (Rule)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from tools.testbed.proxy import RecordedRequest
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Deviations from faithful relaying; build one with the class methods, combine with `|`.
+
+    Body offsets count the bytes of the body as the client receives it (a 206's partial body
+    starts at 0), after any chunked framing is removed.
+    """
+
+    stall: float = 0.0
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    drop_range: bool = False
+    content_range_shift: int = 0
+    cut_at: int | None = None
+    reset: bool = False
+    flips: frozenset[int] = field(default_factory=frozenset)
+    drip_size: int | None = None
+    drip_interval: float = 0.0
+
+    @classmethod
+    def cut_after(cls, n_bytes: int, *, reset: bool = False) -> Fault:
+        """Status and headers as the upstream sent them, `n_bytes` of body, then the end.
+
+        The client sees its peer close early (FIN), or with `reset` a connection reset (RST,
+        sent once the `n_bytes` have been delivered). A body no longer than `n_bytes` arrives
+        whole.
+        """
+        _require(n_bytes >= 0, f"n_bytes must be >= 0, got {n_bytes}")
+        return cls(cut_at=n_bytes, reset=reset)
+
+    @classmethod
+    def flip_byte(cls, offset: int) -> Fault:
+        """Xor 0xFF into the body byte at `offset`, if the body is that long."""
+        _require(offset >= 0, f"offset must be >= 0, got {offset}")
+        return cls(flips=frozenset({offset}))
+
+    @classmethod
+    def respond(
+        cls,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | str = b"",
+    ) -> Fault:
+        """Answer this, without asking the upstream (Content-Length is added)."""
+        _require(100 <= status <= 599, f"not an HTTP status: {status}")
+        data = body.encode() if isinstance(body, str) else body
+        return cls(status=status, headers=tuple((headers or {}).items()), body=data)
+
+    @classmethod
+    def ignore_range(cls) -> Fault:
+        """Forward without Range (and If-Range): the upstream answers 200 with everything."""
+        return cls(drop_range=True)
+
+    @classmethod
+    def shift_content_range(cls, delta: int) -> Fault:
+        """On a 206, move Content-Range's start and end by `delta`; the body stays as it is."""
+        return cls(content_range_shift=delta)
+
+    @classmethod
+    def drip(cls, chunk_size: int, interval: float) -> Fault:
+        """Send the body `chunk_size` bytes at a time, `interval` seconds apart."""
+        _require(chunk_size > 0, f"chunk_size must be > 0, got {chunk_size}")
+        _require(interval >= 0, f"interval must be >= 0, got {interval}")
+        return cls(drip_size=chunk_size, drip_interval=interval)
+
+    @classmethod
+    def stall_before_headers(cls, seconds: float) -> Fault:
+        """Wait this long before forwarding the request, so before any byte of the answer."""
+        _require(seconds >= 0, f"seconds must be >= 0, got {seconds}")
+        return cls(stall=seconds)
+
+    def __or__(self, other: Fault) -> Fault:
+        """Both faults at once; where they conflict, the earliest cut and the first canned
+        answer win, stalls and shifts add up, and `other`'s drip replaces this one's."""
+        if not isinstance(other, Fault):
+            return NotImplemented
+        canned = self if self.status is not None else other
+        cuts = [f for f in (self, other) if f.cut_at is not None]
+        cut = min(cuts, key=lambda f: f.cut_at or 0) if cuts else self
+        drip = other if other.drip_size is not None else self
+        return replace(
+            self,
+            stall=self.stall + other.stall,
+            status=canned.status,
+            headers=canned.headers,
+            body=canned.body,
+            drop_range=self.drop_range or other.drop_range,
+            content_range_shift=self.content_range_shift + other.content_range_shift,
+            cut_at=cut.cut_at,
+            reset=cut.reset,
+            flips=self.flips | other.flips,
+            drip_size=drip.drip_size,
+            drip_interval=drip.drip_interval,
+        )
+
+    def __str__(self) -> str:
+        parts = []
+        if self.stall:
+            parts.append(f"stall {self.stall:g} s")
+        if self.status is not None:
+            parts.append(f"respond {self.status}")
+        if self.drop_range:
+            parts.append("ignore Range")
+        if self.content_range_shift:
+            parts.append(f"shift Content-Range by {self.content_range_shift:+d}")
+        if self.flips:
+            parts.append("flip byte " + ",".join(map(str, sorted(self.flips))))
+        if self.drip_size is not None:
+            parts.append(f"drip {self.drip_size} B every {self.drip_interval:g} s")
+        if self.cut_at is not None:
+            parts.append(f"{'reset' if self.reset else 'cut'} after {self.cut_at} B")
+        return "; ".join(parts) or "none"
+
+
+NO_FAULT = Fault()
+
+
+class Rule:
+    """A fault for the requests that match, the first `times` of them (None: all)."""
+
+    def __init__(
+        self,
+        fault: Fault,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        ranged: bool | None = None,
+        times: int | None = None,
+    ) -> None:
+        _require(times is None or times > 0, f"times must be > 0 or None, got {times}")
+        self.fault = fault
+        self.method = method.upper() if method is not None else None
+        self.path = re.compile(path) if path is not None else None
+        self.ranged = ranged
+        self.remaining = times
+        self.fired = 0
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining == 0
+
+    def matches(self, request: RecordedRequest) -> bool:
+        """Method equal, path regex found in the path (query excluded), Range present or not."""
+        return (
+            (self.method is None or request.method == self.method)
+            and (self.path is None or self.path.search(request.path) is not None)
+            and (self.ranged is None or (request.header("Range") is not None) == self.ranged)
+        )
+
+    def fire(self) -> None:
+        """Count one use; the caller holds the lock that guards its rules."""
+        self.fired += 1
+        if self.remaining is not None:
+            self.remaining -= 1
+
+    def __repr__(self) -> str:
+        conditions = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("method", self.method),
+                ("path", self.path.pattern if self.path else None),
+                ("ranged", self.ranged),
+                ("remaining", self.remaining),
+            )
+            if value is not None
+        ]
+        return f"Rule({self.fault}; {', '.join(conditions)}; fired={self.fired})"
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One rule applied to one request, in the proxy's log."""
+
+    rule: Rule
+    request: RecordedRequest
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

@@ -1,0 +1,306 @@
+"""The proxy: relays each request to the upstream, applying the faults of the rules it matches."""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import re
+import ssl
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, Self, cast
+from urllib.parse import urlsplit
+
+from tools.faultproxy.faults import NO_FAULT, Fault, Firing, Rule
+from tools.testbed.proxy import RecordedRequest
+from tools.testbed.relay import CHUNK, BodyWriter, ProxyServer, RelayHandler, ServerThread, connect
+
+if TYPE_CHECKING:
+    from tools.testbed.deployments import Deployment
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class FaultProxy:
+    """An HTTP/1.1 reverse proxy on loopback in front of `upstream`, failing on demand.
+
+    Every request is recorded (`requests`) and forwarded, body streamed, to the upstream
+    (`http(s)://HOST:PORT[/prefix]`, on loopback); the answer comes back streamed, Location
+    untouched, so a registry's redirect to storage still points at storage. Rules added with
+    `add` bend that for the requests they match; `firings` logs which rule hit which request.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        upstream_ssl: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or parts.hostname is None or parts.port is None:
+            raise ValueError(f"upstream must be http(s)://HOST:PORT, got {upstream!r}")
+        _require_loopback(parts.hostname, "upstream")
+        _require_loopback(host, "host")
+        self.upstream = upstream
+        self.upstream_host = parts.hostname
+        self.upstream_port = parts.port
+        self.upstream_prefix = parts.path.rstrip("/")
+        self.upstream_ssl = upstream_ssl
+        if parts.scheme == "https" and upstream_ssl is None:
+            self.upstream_ssl = ssl.create_default_context()
+        self.host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._rules: list[Rule] = []
+        self._requests: list[RecordedRequest] = []
+        self._firings: list[Firing] = []
+        # Set by stop(): stalls and drips end early instead of holding a handler thread.
+        self._stopping = threading.Event()
+        self._serving: ServerThread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._serving is None:
+            raise RuntimeError("the fault proxy is not running")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def add(
+        self,
+        fault: Fault,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        ranged: bool | None = None,
+        times: int | None = None,
+    ) -> Rule:
+        """Apply `fault` to matching requests: `method`, `path` (a regex searched in the path),
+        `ranged` (True: only with a Range header, False: only without), the first `times`
+        (None: all). A request matching several rules gets all their faults (see Fault.__or__).
+        """
+        rule = Rule(fault, method=method, path=path, ranged=ranged, times=times)
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def remove(self, rule: Rule) -> None:
+        with self._lock:
+            if rule in self._rules:
+                self._rules.remove(rule)
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The rules still in force (expired ones drop out)."""
+        with self._lock:
+            return list(self._rules)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def firings(self) -> list[Firing]:
+        with self._lock:
+            return list(self._firings)
+
+    def clear(self) -> None:
+        """Forget the recorded requests and firings; the rules stay."""
+        with self._lock:
+            self._requests.clear()
+            self._firings.clear()
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._requests.clear()
+            self._firings.clear()
+
+    def _admit(self, request: RecordedRequest) -> Fault:
+        """Record the request and fire every rule it matches; returns their combined fault."""
+        fault = NO_FAULT
+        with self._lock:
+            self._requests.append(request)
+            for rule in [r for r in self._rules if r.matches(request)]:
+                rule.fire()
+                self._firings.append(Firing(rule, request))
+                fault = fault | rule.fault
+                if rule.expired:
+                    self._rules.remove(rule)
+        return fault
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless the proxy stops meanwhile; False if it did."""
+        return not self._stopping.wait(seconds)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return connect(self.upstream_host, self.upstream_port, ssl_context=self.upstream_ssl)
+
+    def start(self) -> Self:
+        if self._serving is not None:
+            raise RuntimeError("the fault proxy is already running")
+        self._stopping.clear()
+        # Binding port 0 here rather than probing for a free one leaves no window for a race.
+        server = _FaultServer((self.host, self._port), self)
+        self._port = server.server_address[1]
+        self._serving = ServerThread(server, name=f"fault-proxy-{self._port}")
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._serving is not None:
+            self._serving.stop()
+            self._serving = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._serving is not None else "stopped"
+        return f"FaultProxy({where} -> {self.upstream})"
+
+
+class FaultProxyFactory(Protocol):
+    """The type of the tests' `fault_proxy` fixture: a running FaultProxy in front of a
+    registry (or any loopback URL), stopped at the end of the test."""
+
+    def __call__(self, target: Deployment | str) -> FaultProxy: ...
+
+
+class _FaultServer(ProxyServer):
+    def __init__(self, address: tuple[str, int], proxy: FaultProxy) -> None:
+        self.proxy = proxy
+        super().__init__(address, _Handler)
+
+
+class _Handler(RelayHandler):
+    def _handle(self) -> None:
+        proxy = cast(_FaultServer, self.server).proxy
+        if not self.path.startswith("/"):
+            # Absolute-form targets would make this a forward proxy to anywhere.
+            self.answer(400, b"fault proxy: origin-form request targets only\n")
+            return
+        parts = urlsplit(self.path)
+        request = RecordedRequest(
+            method=self.command,
+            path=parts.path,
+            query=parts.query,
+            headers=tuple(self.headers.items()),
+        )
+        fault = proxy._admit(request)
+        if fault.stall and not proxy._pause(fault.stall):
+            self.cut()
+            return
+        if fault.status is not None:
+            self.answer(fault.status, fault.body, _with_content_type(fault.headers, fault.body))
+            return
+        headers = self.end_to_end_headers()
+        if fault.drop_range:
+            headers = [(k, v) for k, v in headers if k.lower() not in ("range", "if-range")]
+        upstream = proxy._connect()
+        try:
+            try:
+                response = self.forward(upstream, proxy.upstream_prefix + self.path, headers)
+            except OSError as error:
+                self.answer(502, f"fault proxy: upstream failed: {error}\n".encode())
+                return
+            self._relay(response, fault, proxy)
+        finally:
+            upstream.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = _handle
+
+    def _relay(self, response: http.client.HTTPResponse, fault: Fault, proxy: FaultProxy) -> None:
+        headers = response.getheaders()
+        if fault.content_range_shift and response.status == 206:
+            headers = [
+                (k, _shift_content_range(v, fault.content_range_shift))
+                if k.lower() == "content-range"
+                else (k, v)
+                for k, v in headers
+            ]
+        writer = self.start_answer(response.status, response.reason, headers)
+        if writer is not None:
+            self._relay_body(response, writer, fault, proxy)
+
+    def _relay_body(
+        self,
+        response: http.client.HTTPResponse,
+        writer: BodyWriter,
+        fault: Fault,
+        proxy: FaultProxy,
+    ) -> None:
+        offset = 0
+        while True:
+            if fault.drip_size is not None:
+                piece = response.read(fault.drip_size)
+                if piece and offset and not proxy._pause(fault.drip_interval):
+                    self.cut()
+                    return
+            else:
+                piece = response.read1(CHUNK)
+            if not piece:
+                break
+            piece = _flip(piece, offset, fault.flips)
+            if fault.cut_at is not None and offset + len(piece) > fault.cut_at:
+                writer.write(piece[: fault.cut_at - offset])
+                self.cut(reset=fault.reset)
+                return
+            writer.write(piece)
+            offset += len(piece)
+        writer.end()
+
+
+def _flip(piece: bytes, offset: int, flips: frozenset[int]) -> bytes:
+    inside = [at - offset for at in flips if offset <= at < offset + len(piece)]
+    if not inside:
+        return piece
+    changed = bytearray(piece)
+    for at in inside:
+        changed[at] ^= 0xFF
+    return bytes(changed)
+
+
+def _shift_content_range(value: str, delta: int) -> str:
+    match = _CONTENT_RANGE.fullmatch(value.strip())
+    if match is None:
+        return value
+    start, end, total = match.groups()
+    return f"bytes {int(start) + delta}-{int(end) + delta}/{total}"
+
+
+def _with_content_type(
+    headers: tuple[tuple[str, str], ...], body: bytes
+) -> tuple[tuple[str, str], ...]:
+    if not body or any(k.lower() == "content-type" for k, _ in headers):
+        return headers
+    return (*headers, ("Content-Type", "text/plain; charset=utf-8"))
+
+
+def _require_loopback(host: str, what: str) -> None:
+    """The proxy is for tests on one machine: it neither listens nor forwards beyond it."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{what} must be a loopback address, got {host!r}")
