@@ -325,6 +325,9 @@ class AsyncBlobClient:
 
     @staticmethod
     async def _read_error_body(response: httpx.Response) -> bytes:
+        if response.status_code == 416:
+            # Says all in its status; distribution announces a Content-Length it never sends.
+            return b""
         body = bytearray()
         try:
             async for chunk in response.aiter_bytes():

@@ -336,6 +336,9 @@ class BlobClient:
 
     @staticmethod
     def _read_error_body(response: httpx.Response) -> bytes:
+        if response.status_code == 416:
+            # Says all in its status; distribution announces a Content-Length it never sends.
+            return b""
         body = bytearray()
         try:
             for chunk in response.iter_bytes():
