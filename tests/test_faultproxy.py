@@ -339,3 +339,18 @@ def _first_line(process: subprocess.Popen[bytes], *, timeout: float) -> str:
     process.kill()
     _, stderr = process.communicate(timeout=5.0)
     raise AssertionError(f"no URL printed; stderr:\n{stderr.decode(errors='replace')}")
+
+
+def test_set_header_replaces_an_upstream_header(
+    registry: Deployment, fault_proxy: FaultProxyFactory
+) -> None:
+    data = b"header test"
+    digest = registry.push("faultproxy/header", data)
+    proxy = fault_proxy(registry)
+    other = "sha256:" + "e" * 64
+    proxy.add(Fault.set_header("Docker-Content-Digest", other), path=r"/blobs/", times=1)
+    url = f"{proxy.url}/v2/faultproxy/header/blobs/{digest}"
+    first = httpx.get(url)
+    assert first.headers.get_list("Docker-Content-Digest") == [other]
+    assert first.content == data
+    assert httpx.get(url).headers["Docker-Content-Digest"] == digest

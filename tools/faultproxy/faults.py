@@ -28,6 +28,7 @@ class Fault:
     flips: frozenset[int] = field(default_factory=frozenset)
     drip_size: int | None = None
     drip_interval: float = 0.0
+    set_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def cut_after(cls, n_bytes: int, *, reset: bool = False) -> Fault:
@@ -76,6 +77,11 @@ class Fault:
         return cls(drip_size=chunk_size, drip_interval=interval)
 
     @classmethod
+    def set_header(cls, name: str, value: str) -> Fault:
+        """Relay the upstream's answer with this header replaced (added if it was absent)."""
+        return cls(set_headers=((name, value),))
+
+    @classmethod
     def stall_before_headers(cls, seconds: float) -> Fault:
         """Wait this long before forwarding the request, so before any byte of the answer."""
         _require(seconds >= 0, f"seconds must be >= 0, got {seconds}")
@@ -103,6 +109,7 @@ class Fault:
             flips=self.flips | other.flips,
             drip_size=drip.drip_size,
             drip_interval=drip.drip_interval,
+            set_headers=self.set_headers + other.set_headers,
         )
 
     def __str__(self) -> str:
@@ -119,6 +126,8 @@ class Fault:
             parts.append("flip byte " + ",".join(map(str, sorted(self.flips))))
         if self.drip_size is not None:
             parts.append(f"drip {self.drip_size} B every {self.drip_interval:g} s")
+        for name, value in self.set_headers:
+            parts.append(f"set {name}: {value}")
         if self.cut_at is not None:
             parts.append(f"{'reset' if self.reset else 'cut'} after {self.cut_at} B")
         return "; ".join(parts) or "none"

@@ -236,6 +236,8 @@ class _Handler(RelayHandler):
                 else (k, v)
                 for k, v in headers
             ]
+        for name, value in fault.set_headers:
+            headers = [(k, v) for k, v in headers if k.lower() != name.lower()] + [(name, value)]
         writer = self.start_answer(response.status, response.reason, headers)
         if writer is not None:
             self._relay_body(response, writer, fault, proxy)
