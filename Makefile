@@ -10,7 +10,7 @@ GEN_PACKAGE := generated/acr_blob_api
 GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
 	--config $(GEN_CONFIG) --meta none --fail-on-warning
 
-.PHONY: venv system-deps generate check-generated validate-spec test lint demo clean
+.PHONY: venv system-deps generate check-generated validate-spec test lint demo compare clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
@@ -51,6 +51,11 @@ lint: $(STAMP)
 demo: system-deps $(STAMP)
 	$(BIN)/python -m tools.demo
 
+# Every client against the scenario catalog: docs/parity.md and docs/parity.json.
+compare: system-deps $(STAMP)
+	tools/compare/install-peers.sh
+	$(BIN)/python -m tools.compare.run
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .compare build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""One scenario catalog, run against every registry client, judged from what the servers saw."""

@@ -1,0 +1,70 @@
+"""The runner for this SDK: `python acr_blob_runner.py [--async] < request.json`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import acr_blob
+from acr_blob import AsyncBlobClient, BlobClient, Credential
+
+
+def _client_args(request: dict[str, Any]) -> tuple[Credential, dict[str, Any]]:
+    credentials = request["credentials"]
+    credential = (credentials["username"], credentials["password"]) if credentials else None
+    verify: bool | str = request["ca_cert"] or True
+    return credential, {"verify": verify, "timeout": float(request["timeout"])}
+
+
+def _outcome(started: float, error: BaseException | None) -> dict[str, Any]:
+    return {
+        "ok": error is None,
+        "error": None if error is None else f"{type(error).__name__}: {error}"[:300],
+        "elapsed": round(time.monotonic() - started, 3),
+    }
+
+
+def run_sync(request: dict[str, Any]) -> list[dict[str, Any]]:
+    credential, args = _client_args(request)
+    outcomes = []
+    with BlobClient(request["registry"], credential, **args) as client:
+        for i in range(request["downloads"]):
+            started, error = time.monotonic(), None
+            try:
+                target = Path(request["output_dir"]) / f"blob-{i}"
+                client.download_blob_to_file(request["repository"], request["digest"], target)
+            except Exception as caught:
+                error = caught
+            outcomes.append(_outcome(started, error))
+    return outcomes
+
+
+async def run_async(request: dict[str, Any]) -> list[dict[str, Any]]:
+    credential, args = _client_args(request)
+    outcomes = []
+    async with AsyncBlobClient(request["registry"], credential, **args) as client:
+        for i in range(request["downloads"]):
+            started, error = time.monotonic(), None
+            try:
+                target = Path(request["output_dir"]) / f"blob-{i}"
+                await client.download_blob_to_file(request["repository"], request["digest"], target)
+            except Exception as caught:
+                error = caught
+            outcomes.append(_outcome(started, error))
+    return outcomes
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    flavour = "async" if "--async" in sys.argv else "sync"
+    downloads = asyncio.run(run_async(request)) if flavour == "async" else run_sync(request)
+    name = f"acr-blob {acr_blob.__version__} ({flavour})"
+    json.dump({"client": name, "unsupported": None, "downloads": downloads}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
