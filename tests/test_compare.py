@@ -23,4 +23,4 @@ def test_every_scenario_passes_for_acr_blob(tmp_path: Path) -> None:
     compare.write_table(results, tmp_path)
     table = (tmp_path / "parity.md").read_text()
     assert table.count("| pass:") == 2 * len(scenarios)
-    assert "n/a" not in table
+    assert "| n/a" not in table
