@@ -7,11 +7,11 @@ import ipaddress
 import re
 import ssl
 import threading
-from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, cast
 from urllib.parse import urlsplit
 
 from tools.faultproxy.faults import NO_FAULT, Fault, Firing, Rule
+from tools.testbed.process import Service
 from tools.testbed.proxy import RecordedRequest
 from tools.testbed.relay import CHUNK, BodyWriter, ProxyServer, RelayHandler, ServerThread, connect
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """An HTTP/1.1 reverse proxy on loopback in front of `upstream`, failing on demand.
 
     Every request is recorded (`requests`) and forwarded, body streamed, to the upstream
@@ -160,17 +160,6 @@ class FaultProxy:
         if self._serving is not None:
             self._serving.stop()
             self._serving = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self.url if self._serving is not None else "stopped"

@@ -7,12 +7,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import httpx
 
-from tools.testbed.process import ManagedProcess, TestbedUnavailable, free_port
+from tools.testbed.process import ManagedProcess, Service, TestbedUnavailable, free_port
 
 # moto checks no signatures, but boto3 and the registry's S3 driver insist on some credentials.
 ACCESS_KEY = "testbed-access-key"
@@ -20,7 +19,7 @@ SECRET_KEY = "testbed-secret-key"
 REGION = "us-east-1"
 
 
-class MotoServer:
+class MotoServer(Service):
     """`python -m moto.server` on loopback, with one bucket created (moto keeps data in memory)."""
 
     def __init__(self, *, host: str = "127.0.0.1", bucket: str = "registry") -> None:
@@ -75,14 +74,3 @@ class MotoServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,7 +8,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 
 class TestbedError(RuntimeError):
@@ -97,3 +98,24 @@ class ManagedProcess:
                 self._popen.wait()
         with contextlib.suppress(OSError):
             self._log.close()
+
+
+class Service:
+    """A server the testbed starts and stops; as a context manager it runs for the block."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

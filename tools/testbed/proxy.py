@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Self, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from tools.testbed.process import free_port
+from tools.testbed.process import Service, free_port
 from tools.testbed.relay import CHUNK, ProxyServer, RelayHandler, ServerThread, connect
 
 _PRESIGN_PARAMETERS = {"x-amz-signature", "x-amz-algorithm", "signature"}
@@ -71,7 +70,7 @@ class _Cut:
     remaining: int | None
 
 
-class StorageProxy:
+class StorageProxy(Service):
     """Forwards everything to `upstream`, streaming bodies both ways, and records each request.
 
     Presigned requests (see RecordedRequest.presigned) that also carry `Authorization` get
@@ -189,17 +188,6 @@ class StorageProxy:
         if self._serving is not None:
             self._serving.stop()
             self._serving = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _ProxyServer(ProxyServer):

@@ -9,14 +9,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import bcrypt
 import httpx
 
 from tools.testbed.motoserver import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
-from tools.testbed.process import ManagedProcess, TestbedUnavailable, free_port
+from tools.testbed.process import ManagedProcess, Service, TestbedUnavailable, free_port
 from tools.testbed.tls import client_ssl_context
 
 # The S3 driver panics at start with AWS_CA_BUNDLE set on these machines; the proxy variables
@@ -67,7 +66,7 @@ def write_htpasswd(path: Path, user: str, password: str) -> None:
     path.chmod(0o600)
 
 
-class RegistryServer:
+class RegistryServer(Service):
     """A registry on `host`:free port; filesystem storage unless `s3` is given.
 
     Auth is `htpasswd` (Basic), `token` (bearer tokens from a token server) or neither.
@@ -190,14 +189,3 @@ class RegistryServer:
             self._process = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

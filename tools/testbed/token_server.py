@@ -40,7 +40,6 @@ from collections.abc import Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from tools.testbed.process import free_port
+from tools.testbed.process import Service, free_port
 
 TokenField = Literal["both", "token", "access_token"]
 
@@ -202,7 +201,7 @@ def _make_signing_cert(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x50
     return key, cert
 
 
-class TokenServer:
+class TokenServer(Service):
     """The token server, in a background thread on `host`:free port, with a request log.
 
     Settings a test may change at run time (`reset()` restores the constructor's values):
@@ -601,17 +600,6 @@ class TokenServer:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _param(params: Mapping[str, tuple[str, ...]], name: str) -> str | None:
