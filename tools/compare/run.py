@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acr_blob import parse_digest
 from tools.compare.scenarios import Servers, judge, serve
 
 HERE = Path(__file__).resolve().parent
@@ -137,7 +138,11 @@ def _tag_for_image_clients(setup: Any) -> None:
     except ImportError:
         return
     deployment = setup.deployment
-    if deployment is None or not setup.digest.startswith(("sha256:", "sha512:")):
+    try:
+        parse_digest(setup.digest)
+    except ValueError:
+        return  # no manifest can list a malformed digest
+    if deployment is None:
         return
     try:
         push_single_layer_image(
