@@ -189,7 +189,7 @@ def judge(
         if all(right):
             return Verdict("pass", "downloaded the right bytes")
         if all_ok:
-            return Verdict("fail", "reported success with wrong bytes")
+            return Verdict("fail", "reported success with wrong or missing bytes")
         return Verdict("fail", f"failed: {why}")
     if rule == "no-leak":
         storage = setup.deployment.proxy if setup.deployment else None

@@ -1,0 +1,69 @@
+"""The runner for azure-containerregistry (PyPI): `PYTHON azure_containerregistry.py < request`.
+
+One `ContainerRegistryClient` per run, anonymous (`credential=None`); each download is
+`download_blob(repository, digest)`, a stream of 4 MiB Range requests whose chunks are written
+to the file as they come, the way the package's samples save a blob. Options set, and why:
+- `enforce_https=False` on each call for an http registry: the package's challenge policy
+  refuses non-https URLs otherwise (it is read from the call's options, not the constructor's);
+- `connection_verify=CA` for an https registry with a private CA (azure-core's option).
+
+Credentials: the client takes only an azure-core `TokenCredential` (an AAD token that it
+exchanges at the registry's `/oauth2/exchange` for an ACR refresh token) or none. It has no
+way to send a user name and password, neither as Basic auth nor at a token realm: a request
+with credentials is reported `unsupported`. Anonymously, a Bearer challenge sends it to the
+registry's own `/oauth2/token` (ACR's endpoint, not the challenge's realm), and a Basic
+challenge is not understood at all.
+See _protocol.py for the protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tools.compare.runners import _protocol
+else:
+    try:
+        import _protocol  # run as a script: this folder is first on sys.path
+    except ImportError:
+        from tools.compare.runners import _protocol
+
+NO_BASIC = (
+    "no user name/password auth: the client takes only an AAD TokenCredential "
+    "(exchanged for an ACR token at /oauth2/exchange) or none"
+)
+
+
+def prepare(
+    request: _protocol.Request, closer: _protocol.Closer
+) -> _protocol.Download | _protocol.Unsupported:
+    if request.credentials is not None:
+        return _protocol.Unsupported(NO_BASIC)
+    from azure.containerregistry import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        ContainerRegistryClient,
+    )
+
+    options: dict[str, Any] = {}
+    if request.https and request.ca_cert:
+        options["connection_verify"] = request.ca_cert
+    client = ContainerRegistryClient(request.registry, None, **options)
+    closer.enter_context(client)
+    call_options: dict[str, Any] = {} if request.https else {"enforce_https": False}
+
+    def download(path: Path) -> None:
+        # The file is opened once the first answer is in, as in the package's samples.
+        with (
+            client.download_blob(request.repository, request.digest, **call_options) as stream,
+            path.open("wb") as file,
+        ):
+            for chunk in stream:
+                file.write(chunk)
+
+    return download
+
+
+if __name__ == "__main__":
+    _protocol.run(
+        _protocol.package_label("azure-containerregistry", "azure-containerregistry"), prepare
+    )

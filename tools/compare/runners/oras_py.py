@@ -1,0 +1,60 @@
+"""The runner for oras-py (PyPI `oras`): `PYTHON oras_py.py < request.json > observation.json`.
+
+One `oras.provider.Registry` per run; each download is its `download_blob(container, digest,
+outfile)`, which streams the answer to the file in 8 KiB pieces. Options set, and why:
+- `insecure=True` for an http registry (oras-py's name for plain http), `tls_verify=CA` for an
+  https one with a private CA;
+- the auth backend: `basic` (Basic credentials sent after a 401) for an htpasswd registry,
+  the default `token` (Docker's token protocol, with the Basic credentials at the token
+  realm) for the scenarios whose registry wants bearer tokens (`TOKEN_AUTH_SCENARIOS`); the
+  request does not say which kind of registry it is, and oras-py needs to be told;
+- credentials through `registry.auth.set_basic_auth`, not `login()`, which writes them to
+  ~/.docker/config.json.
+See _protocol.py for the protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tools.compare.runners import _protocol
+else:
+    try:
+        import _protocol  # run as a script: this folder is first on sys.path
+    except ImportError:
+        from tools.compare.runners import _protocol
+
+# The catalog's scenarios whose registry answers 401 with a Bearer challenge (token server).
+TOKEN_AUTH_SCENARIOS = frozenset({"bearer-token"})
+
+
+def prepare(
+    request: _protocol.Request, closer: _protocol.Closer
+) -> _protocol.Download | _protocol.Unsupported:
+    import oras.provider  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    backend = "token" if request.scenario in TOKEN_AUTH_SCENARIOS else "basic"
+    registry = oras.provider.Registry(
+        hostname=request.host,
+        insecure=not request.https,
+        tls_verify=request.ca_cert if request.https and request.ca_cert else True,
+        auth_backend=backend,
+    )
+    closer.callback(registry.session.close)
+    if request.credentials is not None:
+        username, password = request.credentials
+        registry.auth.set_basic_auth(username, password)
+    # The registry in the name too, so that a repository whose first part has a dot or a
+    # colon is not taken for a host name.
+    container = f"{request.host}/{request.repository}"
+
+    def download(path: Path) -> None:
+        registry.download_blob(container, request.digest, str(path))
+
+    return download
+
+
+if __name__ == "__main__":
+    _protocol.run(_protocol.package_label("oras-py", "oras"), prepare)
