@@ -37,6 +37,7 @@ class Client:
     command: list[str]
     needs: Path | str | None = None  # a file or a command that must exist
     wants_tag: bool = False  # skopeo copies images: give it a tag whose one layer is the blob
+    wants_tls: bool = False  # refuses plain http: an https registry wherever a scenario allows
 
 
 CLIENTS = [
@@ -53,6 +54,7 @@ CLIENTS = [
         "@azure/container-registry",
         ["node", str(HERE / "js" / "runner.mjs")],
         HERE / "js" / "node_modules",
+        wants_tls=True,
     ),
     Client("skopeo", [sys.executable, str(RUNNERS / "skopeo.py")], "skopeo", wants_tag=True),
 ]
@@ -111,7 +113,7 @@ def run(client_names: list[str] | None, scenario_names: list[str] | None) -> dic
                     continue
                 output_dir = Path(scratch) / f"run-{index}"
                 output_dir.mkdir()
-                with serve(scenario, servers, index) as setup:
+                with serve(scenario, servers, index, tls=client.wants_tls) as setup:
                     if client.wants_tag:
                         _tag_for_image_clients(setup)
                     observed = run_client(client, setup.request(scenario, output_dir))

@@ -84,6 +84,8 @@ class Servers:
             return enter(MotoServer())
         if name == "filesystem":
             return enter(open_filesystem_registry())
+        if name == "filesystem-tls":
+            return enter(open_filesystem_registry(tls=True))
         if name == "s3-basic":
             return enter(open_s3_registry(self._get("moto"), auth=CREDENTIALS))
         if name == "tls-s3-basic":
@@ -92,6 +94,8 @@ class Servers:
             return enter(TokenServer(users=dict([CREDENTIALS]), public_repositories=set()))
         if name == "token":
             return enter(open_token_registry(self._get("token-server"), auth=CREDENTIALS))
+        if name == "token-tls":
+            return enter(open_token_registry(self._get("token-server"), auth=CREDENTIALS, tls=True))
         raise ValueError(f"unknown server {name!r}")
 
     def deployment(self, name: str) -> Deployment:
@@ -100,16 +104,25 @@ class Servers:
 
 
 @contextlib.contextmanager
-def serve(scenario: dict[str, Any], servers: Servers, index: int) -> Iterator[Setup]:
-    """Set up the server side of `scenario` for one client run (`index` keeps runs apart)."""
+def serve(
+    scenario: dict[str, Any], servers: Servers, index: int, tls: bool = False
+) -> Iterator[Setup]:
+    """Set up the server side of `scenario` for one client run (`index` keeps runs apart).
+
+    With `tls`, for clients that refuse plain http, the registry itself is https where the
+    scenario allows (the proxies in front of registries and storage speak plain http).
+    """
     kind: str = scenario["server"]
     data = os.urandom(scenario["size"])
     repository = f"compare/{scenario['name']}-{index}"
     with contextlib.ExitStack() as stack:
-        if kind.startswith("proxy-") or kind.startswith("filesystem"):
+        suffix = "-tls" if tls else ""
+        if kind.startswith("proxy-"):
             deployment = servers.deployment("filesystem")
+        elif kind.startswith("filesystem"):
+            deployment = servers.deployment("filesystem" + suffix)
         elif kind == "token":
-            deployment = servers.deployment("token")
+            deployment = servers.deployment("token" + suffix)
         else:
             deployment = servers.deployment(kind)
         if kind == "filesystem-sha512":
