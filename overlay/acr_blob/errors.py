@@ -127,6 +127,7 @@ class RegistryError(BlobError):
     ``errors`` holds the registry's error entries (the generated ``AcrErrorInfo`` model, with
     ``code``, ``message`` and ``detail``), empty when the body was not the distribution JSON
     error format; ``excerpt`` is then a short, cleaned piece of whatever the body was.
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class StorageError(BlobError):
 
     ``code`` is the storage service's error code (S3 or Azure ``<Error><Code>``), such as
     ``AccessDenied`` or ``AuthenticationFailed``; ``None`` when the body had none.
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
     """
 
     def __init__(
