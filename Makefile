@@ -56,6 +56,13 @@ compare: system-deps $(STAMP)
 	tools/compare/install-peers.sh
 	$(BIN)/python -m tools.compare.run
 
+# Download throughput of acr-blob, its peers (when tools/compare/install-peers.sh has installed
+# them) and the limits: docs/benchmarks.md and docs/benchmarks.json. A quick run:
+# make bench BENCH_ARGS='--size 64MiB --rounds 1 --no-write'
+.PHONY: bench
+bench: system-deps $(STAMP)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .compare build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

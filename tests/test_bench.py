@@ -1,0 +1,79 @@
+"""`python -m tools.bench` at CI size: a 1 MiB blob, one round, the cases that need no peers."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+
+from tools.bench import run as bench
+
+CI_CASES = ["requests+hashlib", "acr-blob-stream", "acr-blob-file", "acr-blob-async", "hash-limit"]
+
+
+def _table_rows(output: str) -> dict[str, list[str]]:
+    """The printed table's rows by case name, cells stripped (header and rule left out)."""
+    rows: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        if not line.startswith("| ") or line.startswith(("| case ", "| ---")):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        rows[cells[0]] = cells
+    return rows
+
+
+@pytest.mark.usefixtures("registry_binary_path")
+def test_ci_sized_run_measures_every_requested_case(capsys: pytest.CaptureFixture[str]) -> None:
+    docs = [bench.DOCS / "benchmarks.md", bench.DOCS / "benchmarks.json"]
+    before = {path: path.stat().st_mtime_ns for path in docs if path.exists()}
+    start = time.monotonic()
+    status = bench.main(
+        ["--size", "1MiB", "--rounds", "1", "--no-write", "--cases", ",".join(CI_CASES)]
+    )
+    elapsed = time.monotonic() - start
+    output = capsys.readouterr().out
+
+    assert status == 0, output
+    assert "# Blob download benchmarks" in output
+    rows = _table_rows(output)
+    assert sorted(rows) == sorted(CI_CASES), output
+    for case in CI_CASES:
+        median = float(rows[case][1])  # a number: neither FAILED nor "not installed"
+        assert median > 0, rows[case]
+    assert rows["requests+hashlib"][3] == "1.00x"  # the baseline against itself
+    # Neither raw-curl nor any throttled case was asked for: the limit is the hash alone.
+    assert "limit = " in output and "from hash-limit" in output
+    assert rows["hash-limit"][4] == "1.00x"
+    assert elapsed < 30
+    # --no-write leaves docs/ alone.
+    assert {path: path.stat().st_mtime_ns for path in docs if path.exists()} == before
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1048576", 1 << 20),
+        ("64MiB", 64 << 20),
+        ("1GiB", 1 << 30),
+        ("1G", 1 << 30),
+        ("512KiB", 512 << 10),
+        ("100MB", 100_000_000),
+        ("1.5MiB", 3 << 19),
+    ],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert bench.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "1XB", "-1MiB", "MiB"])
+def test_bad_sizes(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench.parse_size(text)
+
+
+def test_unknown_case_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--cases", "acr-blob-stream,no-such-case", "--no-write"])
+    assert exit_info.value.code == 2
+    assert "no-such-case" in capsys.readouterr().err

@@ -1,0 +1,777 @@
+"""The benchmark's orchestrator: registry, blobs, throttling proxy, rounds, table, files.
+
+Each case runs in its own process (tools/bench/worker.py in a fresh interpreter, or curl),
+so imports, caches and peak RSS are the case's own. Rounds are interleaved: round 1 runs every
+case once, then round 2, and so on, so that drift on a shared machine spreads over all cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tools.faultproxy import Fault, FaultProxy
+from tools.testbed import Deployment, open_filesystem_registry
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORKER = HERE / "worker.py"
+PEERS_PYTHON = ROOT / ".compare" / "venv" / "bin" / "python"
+DOCS = ROOT / "docs"
+
+MB = 1_000_000
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+REPOSITORY = "bench/blob"
+THROTTLED_REPOSITORY = "bench/throttled"
+DRIP_SIZE = 64 * KIB
+BASELINE = "requests+hashlib"
+LIMIT_CASES = ("raw-curl", "hash-limit")
+PEERS_MISSING = "not installed (tools/compare/install-peers.sh)"
+NO_CONCURRENCY = "not available yet (BlobClient.download_blob_to_file has no max_concurrency)"
+# Environment variables that could send a client's loopback requests through a proxy.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row: `kind` is a worker kind (worker.PREPARERS) or `curl`; `runner` says which
+    interpreter runs it: `project` (this one), `peers` (.compare/venv), `requests` (this one if
+    it has requests, else the peers'), or `curl` (no Python at all)."""
+
+    name: str
+    kind: str
+    runner: str
+    throttled: bool = False
+    max_concurrency: int | None = None
+    module: str | None = None  # what must import in the peers' interpreter
+
+    @property
+    def repository(self) -> str:
+        return THROTTLED_REPOSITORY if self.throttled else REPOSITORY
+
+
+CASES = [
+    Case("raw-curl", "curl", "curl"),
+    Case("hash-limit", "hash-limit", "project"),
+    Case(BASELINE, "requests", "requests", module="requests"),
+    Case("acr-blob-stream", "acr-blob-stream", "project"),
+    Case("acr-blob-file", "acr-blob-file", "project"),
+    Case("acr-blob-async", "acr-blob-async", "project"),
+    Case("acr-blob max_concurrency=2", "acr-blob-file", "project", max_concurrency=2),
+    Case("acr-blob max_concurrency=4", "acr-blob-file", "project", max_concurrency=4),
+    Case(
+        "azure-containerregistry",
+        "azure-containerregistry",
+        "peers",
+        module="azure.containerregistry",
+    ),
+    Case("oras-py", "oras-py", "peers", module="oras.provider"),
+    Case("python-dxf", "python-dxf", "peers", module="dxf"),
+    Case("throttled raw-curl", "curl", "curl", throttled=True),
+    Case("throttled acr-blob-file", "acr-blob-file", "project", throttled=True),
+    Case(
+        "throttled acr-blob max_concurrency=4",
+        "acr-blob-file",
+        "project",
+        throttled=True,
+        max_concurrency=4,
+    ),
+]
+CASE_NAMES = [case.name for case in CASES]
+THROTTLED_N1 = "throttled acr-blob-file"
+THROTTLED_N4 = "throttled acr-blob max_concurrency=4"
+
+
+# --- options --------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*", re.IGNORECASE)
+_UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+
+
+def parse_size(text: str) -> int:
+    """`1073741824`, `64MiB`, `1GiB`, `1G` (binary) or `100MB` (decimal) -> bytes."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64MiB, 1GiB, 1000000)")
+    number, prefix, suffix = match.groups()
+    base = 1000 if suffix.upper() == "B" and prefix else 1024
+    size = int(float(number) * base ** _UNITS[prefix.upper()])
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench",
+        description="Blob download throughput of acr-blob, its peers and the limits, against a "
+        "local registry; writes docs/benchmarks.md and docs/benchmarks.json.",
+        epilog="cases: " + ", ".join(CASE_NAMES),
+    )
+    parser.add_argument("--size", type=parse_size, default=GIB, help="blob size (default 1GiB)")
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=3, help="runs per case, interleaved (default 3)"
+    )
+    parser.add_argument(
+        "--cases", help="comma-separated case names (default: all); see the list below"
+    )
+    parser.add_argument(
+        "--throttle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the throttled cases (default: on)",
+    )
+    parser.add_argument(
+        "--throttle-size",
+        type=parse_size,
+        default=64 * MIB,
+        help="blob size for the throttled cases (default 64MiB)",
+    )
+    parser.add_argument(
+        "--throttle-rate",
+        type=_positive_float,
+        default=50.0,
+        help="target cap per connection in MB/s (default 50): the proxy sends 64 KiB, then "
+        "waits 64 KiB / rate",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave docs/ alone"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=DOCS, help="where benchmarks.md/.json go (docs/)"
+    )
+    return parser
+
+
+def select_cases(parser: argparse.ArgumentParser, options: argparse.Namespace) -> list[Case]:
+    if options.cases is None:
+        chosen = list(CASES)
+    else:
+        names = [name.strip() for name in options.cases.split(",") if name.strip()]
+        unknown = [name for name in names if name not in CASE_NAMES]
+        if unknown or not names:
+            parser.error(f"unknown case(s) {unknown}; choose from: {', '.join(CASE_NAMES)}")
+        chosen = [case for case in CASES if case.name in names]
+    if not options.throttle:
+        chosen = [case for case in chosen if not case.throttled]
+    return chosen
+
+
+# --- which cases can run here ---------------------------------------------------------------
+
+
+def _peer_modules(modules: Sequence[str]) -> dict[str, bool]:
+    """Which of these modules the peers' interpreter can find (one quick subprocess)."""
+    if not modules or not PEERS_PYTHON.exists():
+        return dict.fromkeys(modules, False)
+    probe = (
+        "import importlib.util, json, sys\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        found[name] = importlib.util.find_spec(name) is not None\n"
+        "    except Exception:\n"
+        "        found[name] = False\n"
+        "print(json.dumps(found))\n"
+    )
+    try:
+        completed = subprocess.run(
+            [str(PEERS_PYTHON), "-c", probe, *modules],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found: dict[str, bool] = json.loads(completed.stdout)
+        return found
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return dict.fromkeys(modules, False)
+
+
+def has_max_concurrency() -> bool:
+    from acr_blob import BlobClient
+
+    return "max_concurrency" in inspect.signature(BlobClient.download_blob_to_file).parameters
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How each chosen case runs: its command prefix, or why it cannot run here."""
+
+    commands: dict[str, list[str]]
+    unavailable: dict[str, str]
+
+
+def plan(cases: Sequence[Case]) -> Plan:
+    peer_modules = [case.module for case in cases if case.runner == "peers" and case.module]
+    project_requests = importlib.util.find_spec("requests") is not None
+    if not project_requests:
+        peer_modules.append("requests")
+    found = _peer_modules(peer_modules)
+    concurrency = has_max_concurrency()
+    commands: dict[str, list[str]] = {}
+    unavailable: dict[str, str] = {}
+    project = [sys.executable, "-P", str(WORKER)]
+    peers = [str(PEERS_PYTHON), "-P", str(WORKER)]
+    for case in cases:
+        if case.max_concurrency is not None and not concurrency:
+            unavailable[case.name] = NO_CONCURRENCY
+        elif case.runner == "curl":
+            if shutil.which("curl") is None:
+                unavailable[case.name] = "skipped: curl not found"
+            else:
+                commands[case.name] = ["curl"]
+        elif case.runner == "project":
+            commands[case.name] = project
+        elif case.runner == "requests":
+            if project_requests:
+                commands[case.name] = project
+            elif found.get("requests"):
+                commands[case.name] = peers
+            else:
+                unavailable[case.name] = (
+                    "requests is in neither venv: pip install requests, or "
+                    "tools/compare/install-peers.sh"
+                )
+        elif case.module is not None and found.get(case.module):
+            commands[case.name] = peers
+        else:
+            unavailable[case.name] = PEERS_MISSING
+    return Plan(commands, unavailable)
+
+
+# --- running one case once ------------------------------------------------------------------
+
+
+def worker_env() -> dict[str, str]:
+    """The environment minus proxy settings: every request stays on loopback."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_curl(url: str, size: int, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    argv = ["curl", "-s", "-S", "--fail", "--noproxy", "*", "-o", "/dev/null"]
+    argv += ["-w", "%{http_code} %{size_download}", url]
+    start = time.perf_counter()
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"curl timed out after {timeout:.0f} s"}
+    seconds = time.perf_counter() - start
+    result: dict[str, Any] = {"ok": False, "error": None, "kind": "curl"}
+    result["checked"] = "bytes counted, not hashed (body to /dev/null)"
+    result["versions"] = {"curl": _curl_version()}
+    if completed.returncode != 0:
+        result["error"] = f"curl exited {completed.returncode}: {_tail(completed.stderr)}"
+        return result
+    try:
+        status, received = completed.stdout.split()
+        result["bytes"] = int(float(received))
+    except ValueError:
+        result["error"] = f"unexpected curl output {completed.stdout!r}"
+        return result
+    result["seconds"] = seconds
+    if status != "200" or result["bytes"] != size:
+        result["error"] = f"curl got HTTP {status} and {result['bytes']} bytes, expected {size}"
+        return result
+    result["ok"] = True
+    return result
+
+
+def run_worker(
+    command: list[str],
+    request: dict[str, Any],
+    workdir: Path,
+    timeout: float,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    output_dir = Path(tempfile.mkdtemp(prefix="case-", dir=workdir))
+    request = {**request, "output_dir": str(output_dir)}
+    try:
+        completed = subprocess.run(
+            [*command, json.dumps(request)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=output_dir,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    lines = completed.stdout.strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {
+            "ok": False,
+            "error": f"the worker exited {completed.returncode} without a result: "
+            f"{_tail(completed.stderr)}",
+        }
+    if not result.get("ok") and completed.stderr.strip():
+        result["stderr_tail"] = _tail(completed.stderr)
+    return result
+
+
+@dataclass
+class Blob:
+    repository: str
+    digest: str
+    size: int
+
+
+def run_once(
+    case: Case,
+    command: list[str],
+    url: str,
+    blob: Blob,
+    workdir: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    # Generous: 5 MB/s would be far below any client here.
+    timeout = 60.0 + blob.size / (5 * MB)
+    if case.runner == "curl":
+        result = run_curl(
+            f"{url}/v2/{blob.repository}/blobs/{blob.digest}", blob.size, timeout, env
+        )
+    else:
+        request = {
+            "kind": case.kind,
+            "url": url,
+            "repository": blob.repository,
+            "digest": blob.digest,
+            "size": blob.size,
+            "options": {"max_concurrency": case.max_concurrency},
+        }
+        result = run_worker(command, request, workdir, timeout, env)
+    if result.get("ok"):
+        result["mbps"] = blob.size / result["seconds"] / MB
+        if "rss_end_kib" in result:
+            result["rss_growth_mib"] = (
+                result["rss_end_kib"] - result["rss_after_imports_kib"]
+            ) / 1024
+    # Written-back pages of one case's output file must not slow down the next case.
+    os.sync()
+    return result
+
+
+# --- the whole run --------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    size: int
+    unavailable: str | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok_runs(self) -> list[dict[str, Any]]:
+        return [run for run in self.runs if run.get("ok")]
+
+    @property
+    def median_mbps(self) -> float | None:
+        speeds = [run["mbps"] for run in self.ok_runs]
+        return statistics.median(speeds) if speeds else None
+
+    @property
+    def rss_growth_mib(self) -> float | None:
+        growths = [run["rss_growth_mib"] for run in self.ok_runs if "rss_growth_mib" in run]
+        return max(growths) if growths else None
+
+    def last(self, key: str) -> Any:
+        for run in reversed(self.runs):
+            if key in run:
+                return run[key]
+        return None
+
+
+def warm_up(registry: Deployment, blobs: Sequence[Blob]) -> None:
+    """Read each blob once, untimed, so that every case finds it in the page cache."""
+    with httpx.Client(trust_env=False, timeout=httpx.Timeout(30.0, read=300.0)) as client:
+        for blob in blobs:
+            url = registry.blob_url(blob.repository, blob.digest)
+            with client.stream("GET", url) as response:
+                response.raise_for_status()
+                for _ in response.iter_raw():
+                    pass
+
+
+def push_blob(registry: Deployment, repository: str, size: int, workdir: Path) -> Blob:
+    path = workdir / f"push-{repository.replace('/', '-')}"
+    try:
+        digest, _ = registry.push_random_file(repository, size, path)
+    finally:
+        path.unlink(missing_ok=True)
+    return Blob(repository, digest, size)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_cases(
+    options: argparse.Namespace, cases: Sequence[Case], the_plan: Plan
+) -> list[CaseResult]:
+    results = {
+        case.name: CaseResult(
+            case,
+            options.throttle_size if case.throttled else options.size,
+            the_plan.unavailable.get(case.name),
+        )
+        for case in cases
+    }
+    runnable = [case for case in cases if case.name in the_plan.commands]
+    env = worker_env()
+    with (
+        tempfile.TemporaryDirectory(prefix="acr-blob-bench-") as temp,
+        open_filesystem_registry() as registry,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(temp)
+        _log(f"bench: registry {registry.url}; pushing {format_size(options.size)} of random data")
+        blob = push_blob(registry, REPOSITORY, options.size, workdir)
+        blobs = [blob]
+        throttled_blob: Blob | None = None
+        proxy_url = ""
+        if any(case.throttled for case in runnable):
+            throttled_blob = push_blob(
+                registry, THROTTLED_REPOSITORY, options.throttle_size, workdir
+            )
+            blobs.append(throttled_blob)
+            proxy = stack.enter_context(FaultProxy(registry.url))
+            interval = DRIP_SIZE / (options.throttle_rate * MB)
+            proxy.add(Fault.drip(DRIP_SIZE, interval), method="GET", path=r"/blobs/")
+            proxy_url = proxy.url
+            _log(
+                f"bench: throttling proxy {proxy.url}: {DRIP_SIZE} B every {interval * 1e3:.2f} ms"
+            )
+        warm_up(registry, blobs)
+        for round_number in range(1, options.rounds + 1):
+            for case in runnable:
+                target = throttled_blob if case.throttled else blob
+                assert target is not None
+                url = proxy_url if case.throttled else registry.url
+                result = run_once(case, the_plan.commands[case.name], url, target, workdir, env)
+                result["round"] = round_number
+                results[case.name].runs.append(result)
+                if result.get("ok"):
+                    outcome = f"{result['mbps']:.1f} MB/s"
+                else:
+                    outcome = f"FAILED: {result.get('error')}"
+                _log(f"bench: round {round_number}/{options.rounds} {case.name}: {outcome}")
+    return [results[case.name] for case in cases]
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (completed.stdout or completed.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "?"
+
+
+def _curl_version() -> str:
+    line = _first_line(["curl", "--version"])
+    return line.split()[1] if line.startswith("curl ") else line
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return "?"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory": _memory(),
+        "python": platform.python_version(),
+        "httpx": _version("httpx"),
+        "acr-blob": _version("acr-blob"),
+        "requests": _version("requests"),
+        "curl": _curl_version() if shutil.which("curl") else "not installed",
+        "docker-registry": _first_line(["docker-registry", "--version"]).split()[-1],
+    }
+
+
+def _fmt_speed(mbps: float) -> str:
+    return f"{mbps:.0f}" if mbps >= 100 else f"{mbps:.1f}" if mbps >= 10 else f"{mbps:.2f}"
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value is not None and reference else None
+
+
+def _fmt_ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """Baseline, limit and every case's figures, as they go into the table and the JSON."""
+    by_name = {result.case.name: result for result in results}
+    baseline = by_name[BASELINE].median_mbps if BASELINE in by_name else None
+    limits: dict[str, float] = {}
+    for name in LIMIT_CASES:
+        speed = by_name[name].median_mbps if name in by_name else None
+        if speed is not None:
+            limits[name] = speed
+    limit_from = min(limits, key=lambda name: limits[name]) if limits else None
+    limit = limits[limit_from] if limit_from is not None else None
+    n1 = by_name[THROTTLED_N1].median_mbps if THROTTLED_N1 in by_name else None
+    cases = []
+    for result in results:
+        median = result.median_mbps
+        entry: dict[str, Any] = {
+            "name": result.case.name,
+            "kind": result.case.kind,
+            "throttled": result.case.throttled,
+            "max_concurrency": result.case.max_concurrency,
+            "size": result.size,
+            "unavailable": result.unavailable,
+            "median_mbps": median,
+            "max_rss_growth_mib": result.rss_growth_mib,
+            "runs": result.runs,
+        }
+        if not result.case.throttled:
+            entry["vs_baseline"] = _ratio(median, baseline)
+            entry["vs_limit"] = _ratio(median, limit)
+        elif result.case.name == THROTTLED_N4:
+            entry["speedup_vs_n1"] = _ratio(median, n1)
+        cases.append(entry)
+    return {
+        "baseline": {"case": BASELINE, "mbps": baseline},
+        "limit": {"case": limit_from, "mbps": limit, "candidates": limits},
+        "cases": cases,
+    }
+
+
+def _notes(result: CaseResult, entry: dict[str, Any], by_name: dict[str, CaseResult]) -> str:
+    notes: list[str] = []
+    versions = result.last("versions") or {}
+    if versions:
+        notes.append(", ".join(f"{k} {v}" for k, v in versions.items()))
+    checked = result.last("checked")
+    if checked:
+        notes.append(checked)
+    if result.case.name == "requests+hashlib":
+        notes.append("the baseline")
+    if result.case.name == THROTTLED_N1:
+        n4 = by_name.get(THROTTLED_N4)
+        if n4 is None or n4.unavailable is not None:
+            notes.append("N=1 only: max_concurrency not available yet")
+    if "speedup_vs_n1" in entry:
+        notes.append(f"speedup vs N=1: {_fmt_ratio(entry['speedup_vs_n1'])}")
+    failed = [run for run in result.runs if not run.get("ok")]
+    if failed:
+        notes.append(f"{len(failed)} of {len(result.runs)} runs FAILED: {failed[-1].get('error')}")
+    return "; ".join(notes).replace("|", "\\|")
+
+
+def render_table(results: Sequence[CaseResult], summary: dict[str, Any]) -> str:
+    by_name = {result.case.name: result for result in results}
+    lines = [
+        "| case | MB/s (median) | runs, MB/s | vs baseline | vs limit | peak RSS growth, MiB "
+        "| notes |",
+        "| --- | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for result, entry in zip(results, summary["cases"], strict=True):
+        name = result.case.name
+        if result.case.throttled:
+            name = f"{name} ({format_size(result.size)})"
+        if result.unavailable is not None:
+            lines.append(f"| {name} | {result.unavailable} | - | - | - | - | |")
+            continue
+        median = entry["median_mbps"]
+        speeds = ", ".join(
+            _fmt_speed(run["mbps"]) if run.get("ok") else "failed" for run in result.runs
+        )
+        growth = entry["max_rss_growth_mib"]
+        cells = [
+            name,
+            "FAILED" if median is None else _fmt_speed(median),
+            speeds,
+            _fmt_ratio(entry.get("vs_baseline")),
+            _fmt_ratio(entry.get("vs_limit")),
+            "-" if growth is None else f"{growth:.1f}",
+            _notes(result, entry, by_name),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render(
+    options: argparse.Namespace,
+    command: str,
+    when: datetime.datetime,
+    about: dict[str, Any],
+    results: Sequence[CaseResult],
+    summary: dict[str, Any],
+) -> str:
+    limit = summary["limit"]
+    limit_text = (
+        f"{_fmt_speed(limit['mbps'])} MB/s, from {limit['case']}"
+        if limit["mbps"] is not None
+        else "not measured (neither raw-curl nor hash-limit ran)"
+    )
+    throttled = any(result.case.throttled for result in results)
+    interval_ms = DRIP_SIZE / (options.throttle_rate * MB) * 1e3
+    lines = [
+        "# Blob download benchmarks",
+        "",
+        f"`{command}`, {when.strftime('%Y-%m-%d %H:%M UTC')}.",
+        "",
+        f"- Machine: {about['platform']}; CPU {about['cpu']}, {about['cores']} cores; "
+        f"memory {about['memory']}",
+        f"- Python {about['python']}, httpx {about['httpx']}, acr-blob {about['acr-blob']}, "
+        f"requests {about['requests']}, curl {about['curl']}, "
+        f"docker-registry {about['docker-registry']}",
+        f"- Blob: {format_size(options.size)} of random bytes; {options.rounds} round(s); "
+        f"limit = {limit_text}",
+    ]
+    if throttled:
+        lines.append(
+            f"- Throttled rows: a {format_size(options.throttle_size)} blob through a fault "
+            f"proxy that sends each connection's body {DRIP_SIZE // KIB} KiB at a time, "
+            f"{interval_ms:.2f} ms apart (a cap of about {options.throttle_rate:g} MB/s per "
+            "connection; throttled raw-curl shows what one connection really gets)"
+        )
+    lines += [
+        "",
+        "Method: an anonymous docker-registry on 127.0.0.1 serves the blob from filesystem "
+        "storage (read once beforehand, so from the page cache); each case runs in its own "
+        "fresh interpreter (raw-curl: one `curl -o /dev/null`, timed from outside), the rounds "
+        "interleaved (every case once per round); MB/s is 10^6 bytes per second of wall time "
+        "of the download call alone, after imports and making the client, median over the "
+        "rounds; vs baseline compares with requests + hashlib (1 MiB chunks, verified), vs "
+        "limit with the lower of raw transfer and in-memory sha256 (1 MiB updates); peak RSS "
+        "growth is the process's peak RSS (VmHWM) at the end minus right after imports, the "
+        "largest over the rounds. Absolute figures drift on shared machines: compare ratios "
+        "within one run.",
+        "",
+        render_table(results, summary),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_files(
+    output_dir: Path,
+    markdown: str,
+    data: dict[str, Any],
+) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "benchmarks.md").write_text(markdown)
+    (output_dir / "benchmarks.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    options = parser.parse_args(arguments)
+    cases = select_cases(parser, options)
+    when = datetime.datetime.now(datetime.UTC)
+    command = shlex.join(["python", "-m", "tools.bench", *arguments])
+    the_plan = plan(cases)
+    results = run_cases(options, cases, the_plan)
+    summary = summarize(results)
+    about = machine()
+    markdown = render(options, command, when, about, results, summary)
+    print(markdown, flush=True)
+    if not options.no_write:
+        data = {
+            "generated": when.isoformat(timespec="seconds"),
+            "command": command,
+            "machine": about,
+            "settings": {
+                "size": options.size,
+                "rounds": options.rounds,
+                "throttle": options.throttle,
+                "throttle_size": options.throttle_size,
+                "throttle_rate_mbps": options.throttle_rate,
+                "drip_size": DRIP_SIZE,
+                "mb": MB,
+            },
+            **summary,
+        }
+        write_files(options.output_dir, markdown, data)
+        _log(f"bench: wrote {options.output_dir / 'benchmarks.md'} and benchmarks.json")
+    failed = [r.case.name for r in results if r.unavailable is None and r.median_mbps is None]
+    if failed:
+        _log(f"bench: no successful run for {', '.join(failed)}")
+        return 1
+    return 0

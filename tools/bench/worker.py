@@ -1,0 +1,381 @@
+"""One benchmark case in a fresh interpreter: `PYTHON -P worker.py REQUEST_JSON`.
+
+Run by tools/bench/run.py, in the project's venv or in the peers' (.compare/venv), so this
+module imports only the standard library at the top; each case imports its client inside its
+`prepare` function. The sequence, all in this process:
+
+1. the case's imports and its client (untimed), then the peak RSS so far;
+2. the download itself, timed with `time.perf_counter()`, then the peak RSS again;
+3. checks that the client got the right bytes (untimed): the byte count always, and a sha256
+   of the output file for the cases that write one;
+4. one JSON line on the original standard output:
+   {"ok", "error", "seconds", "bytes", "rss_after_imports_kib", "rss_end_kib",
+    "ru_maxrss_kib", "checked", "versions"}.
+
+Peak RSS is the kernel's high-water mark of this process's own memory (`VmHWM` in
+/proc/self/status). `ru_maxrss` is not used for the difference because Linux carries the
+parent's peak over into a child across exec (Python starts children with vfork), so in a child
+it starts at the orchestrator's peak; it is still reported, as `ru_maxrss_kib`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1 << 20
+ERROR_LIMIT = 600
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    url: str  # the registry, http://127.0.0.1:PORT (or the throttling proxy in front of it)
+    repository: str
+    digest: str
+    size: int
+    output_dir: Path
+    options: dict[str, Any]
+
+    @property
+    def host(self) -> str:
+        """`127.0.0.1:PORT`, for the clients that take a host name instead of a URL."""
+        return self.url.split("://", 1)[1].rstrip("/")
+
+    @property
+    def blob_url(self) -> str:
+        return f"{self.url}/v2/{self.repository}/blobs/{self.digest}"
+
+    @classmethod
+    def parse(cls, text: str) -> Request:
+        raw = json.loads(text)
+        return cls(
+            kind=str(raw["kind"]),
+            url=str(raw["url"]).rstrip("/"),
+            repository=str(raw["repository"]),
+            digest=str(raw["digest"]),
+            size=int(raw["size"]),
+            output_dir=Path(str(raw["output_dir"])),
+            options=dict(raw.get("options") or {}),
+        )
+
+
+@dataclass
+class Prepared:
+    """A case ready to run: `download` returns the number of bytes the client handed over."""
+
+    download: Callable[[], int]
+    checked: str  # how the bytes are known to be right
+    versions: dict[str, str]
+    check: Callable[[], None] | None = None  # after timing; raises if the bytes were wrong
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+
+class WrongBytes(AssertionError):
+    """The case's output is not the blob."""
+
+
+def version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def peak_rss_kib() -> int:
+    """This process's own peak resident set size, in KiB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return ru_maxrss_kib()
+
+
+def ru_maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK):
+            hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def file_check(path: Path, digest: str) -> Callable[[], None]:
+    def check() -> None:
+        got = sha256_file(path)
+        if got != digest:
+            raise WrongBytes(f"{path.name} hashes to {got}, expected {digest}")
+
+    return check
+
+
+# --- the cases ------------------------------------------------------------------------------
+
+
+def prepare_hash_limit(request: Request) -> Prepared:
+    block = os.urandom(CHUNK)
+
+    def download() -> int:
+        hasher = hashlib.sha256()
+        full, rest = divmod(request.size, CHUNK)
+        for _ in range(full):
+            hasher.update(block)
+        if rest:
+            hasher.update(memoryview(block)[:rest])
+        hasher.hexdigest()
+        return request.size
+
+    return Prepared(download, "no download: sha256 of as many bytes in memory, 1 MiB updates", {})
+
+
+def prepare_requests(request: Request) -> Prepared:
+    import requests  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    session = requests.Session()
+
+    def download() -> int:
+        hasher = hashlib.sha256()
+        received = 0
+        with session.get(request.blob_url, stream=True) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(CHUNK):
+                hasher.update(chunk)
+                received += len(chunk)
+        got = f"sha256:{hasher.hexdigest()}"
+        if got != request.digest:
+            raise WrongBytes(f"body hashes to {got}, expected {request.digest}")
+        return received
+
+    return Prepared(
+        download,
+        "verified by the case (sha256, 1 MiB chunks)",
+        {"requests": version("requests"), "urllib3": version("urllib3")},
+        closers=[session.close],
+    )
+
+
+def _acr_versions() -> dict[str, str]:
+    return {"acr-blob": version("acr-blob"), "httpx": version("httpx")}
+
+
+def prepare_acr_blob_stream(request: Request) -> Prepared:
+    from acr_blob import BlobClient
+
+    client = BlobClient(request.url)
+
+    def download() -> int:
+        received = 0
+        with client.download_blob(request.repository, request.digest) as blob:
+            for chunk in blob:
+                received += len(chunk)
+        return received
+
+    return Prepared(download, "verified by the SDK", _acr_versions(), closers=[client.close])
+
+
+def prepare_acr_blob_file(request: Request) -> Prepared:
+    from acr_blob import BlobClient
+
+    client = BlobClient(request.url)
+    target = request.output_dir / "blob"
+    # Any: the keyword exists only in SDK versions that download in parallel ranges.
+    extra: dict[str, Any] = {}
+    if request.options.get("max_concurrency") is not None:
+        extra["max_concurrency"] = int(request.options["max_concurrency"])
+
+    def download() -> int:
+        client.download_blob_to_file(request.repository, request.digest, target, **extra)
+        return target.stat().st_size
+
+    return Prepared(
+        download,
+        "verified by the SDK; file hashed again after timing; timing includes fsync + rename",
+        _acr_versions(),
+        check=file_check(target, request.digest),
+        closers=[client.close],
+    )
+
+
+def prepare_acr_blob_async(request: Request) -> Prepared:
+    from acr_blob import AsyncBlobClient
+
+    loop = asyncio.new_event_loop()
+
+    async def make() -> AsyncBlobClient:
+        return AsyncBlobClient(request.url)
+
+    client = loop.run_until_complete(make())
+
+    async def fetch() -> int:
+        received = 0
+        async with await client.download_blob(request.repository, request.digest) as blob:
+            async for chunk in blob:
+                received += len(chunk)
+        return received
+
+    def close() -> None:
+        loop.run_until_complete(client.aclose())
+        loop.close()
+
+    return Prepared(
+        lambda: loop.run_until_complete(fetch()),
+        "verified by the SDK",
+        _acr_versions(),
+        closers=[close],
+    )
+
+
+def prepare_azure(request: Request) -> Prepared:
+    from azure.containerregistry import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        ContainerRegistryClient,
+    )
+
+    client = ContainerRegistryClient(request.url, None)
+
+    def download() -> int:
+        received = 0
+        # enforce_https=False: the package refuses http registries otherwise.
+        with client.download_blob(request.repository, request.digest, enforce_https=False) as s:
+            for chunk in s:
+                received += len(chunk)
+        return received
+
+    return Prepared(
+        download,
+        "verified by the client (sha256 at the end); 4 MiB Range requests",
+        {"azure-containerregistry": version("azure-containerregistry")},
+        closers=[client.close],
+    )
+
+
+def prepare_oras(request: Request) -> Prepared:
+    import oras.provider  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    registry = oras.provider.Registry(hostname=request.host, insecure=True, auth_backend="basic")
+    container = f"{request.host}/{request.repository}"
+    target = request.output_dir / "blob"
+
+    def download() -> int:
+        registry.download_blob(container, request.digest, str(target))
+        return target.stat().st_size
+
+    return Prepared(
+        download,
+        "not verified by the client: file hashed by the bench after timing",
+        {"oras": version("oras")},
+        check=file_check(target, request.digest),
+        closers=[registry.session.close],
+    )
+
+
+def prepare_dxf(request: Request) -> Prepared:
+    import dxf  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    def auth(client: Any, response: Any) -> None:
+        client.authenticate(response=response)
+
+    # Any: python-dxf's annotations make pull_blob's result a Union with its (iter, size) form.
+    client: Any = dxf.DXF(request.host, request.repository, auth, insecure=True)
+    client.__enter__()
+
+    def download() -> int:
+        received = 0
+        for chunk in client.pull_blob(request.digest):  # default chunk size (8 KiB)
+            received += len(chunk)
+        return received
+
+    return Prepared(
+        download,
+        "verified by the client (sha256 at the end); 8 KiB chunks",
+        {"python-dxf": version("python-dxf"), "requests": version("requests")},
+        closers=[lambda: client.__exit__(None, None, None)],
+    )
+
+
+PREPARERS: dict[str, Callable[[Request], Prepared]] = {
+    "hash-limit": prepare_hash_limit,
+    "requests": prepare_requests,
+    "acr-blob-stream": prepare_acr_blob_stream,
+    "acr-blob-file": prepare_acr_blob_file,
+    "acr-blob-async": prepare_acr_blob_async,
+    "azure-containerregistry": prepare_azure,
+    "oras-py": prepare_oras,
+    "python-dxf": prepare_dxf,
+}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:ERROR_LIMIT]
+
+
+def measure(request: Request) -> dict[str, Any]:
+    result: dict[str, Any] = {"ok": False, "error": None, "kind": request.kind}
+    prepared = PREPARERS[request.kind](request)
+    result["versions"] = prepared.versions
+    result["checked"] = prepared.checked
+    try:
+        result["rss_after_imports_kib"] = peak_rss_kib()
+        start = time.perf_counter()
+        received = prepared.download()
+        result["seconds"] = time.perf_counter() - start
+        result["rss_end_kib"] = peak_rss_kib()
+        result["ru_maxrss_kib"] = ru_maxrss_kib()
+        result["bytes"] = received
+        if received != request.size:
+            raise WrongBytes(f"got {received} bytes, expected {request.size}")
+        if prepared.check is not None:
+            prepared.check()
+        result["ok"] = True
+    except Exception as error:
+        traceback.print_exc()
+        result["error"] = describe(error)
+    finally:
+        for close in reversed(prepared.closers):
+            try:
+                close()
+            except Exception as error:  # a failing close must not hide the measurement
+                print(f"bench worker: closing failed: {describe(error)}", file=sys.stderr)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    # Whatever the clients print goes to stderr; stdout carries only the result line.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        if len(argv) != 1:
+            raise ValueError("usage: worker.py REQUEST_JSON")
+        request = Request.parse(argv[0])
+        if request.kind not in PREPARERS:
+            raise ValueError(f"unknown case kind {request.kind!r}")
+        result = measure(request)
+    except Exception as error:
+        traceback.print_exc()
+        result = {"ok": False, "error": describe(error)}
+    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
