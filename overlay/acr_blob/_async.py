@@ -27,6 +27,7 @@ from ._protocol import (
     BuildKwargs,
     RedirectFollower,
     blob_request_kwargs,
+    error_body_expected,
     error_for,
     properties_from,
     redact_url,
@@ -73,13 +74,12 @@ class AsyncBlobDownload(DownloadBase):
     def __init__(
         self,
         response: httpx.Response,
-        digest: Digest,
         verifier: BodyVerifier,
         policy: RetryPolicy,
         deadline: float | None,
         reopen: Callable[[int], Awaitable[httpx.Response]],
     ) -> None:
-        super().__init__(response, digest, verifier, policy, deadline)
+        super().__init__(response, verifier, policy, deadline)
         self._reopen = reopen
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -253,9 +253,7 @@ class AsyncBlobClient:
         except BaseException:
             await response.aclose()
             raise
-        return AsyncBlobDownload(
-            response, parse_digest(digest), verifier, self._retry, deadline, open_at
-        )
+        return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at)
 
     async def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""
@@ -325,8 +323,7 @@ class AsyncBlobClient:
 
     @staticmethod
     async def _read_error_body(response: httpx.Response) -> bytes:
-        if response.status_code == 416:
-            # Says all in its status; distribution announces a Content-Length it never sends.
+        if not error_body_expected(response):
             return b""
         body = bytearray()
         try:

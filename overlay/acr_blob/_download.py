@@ -11,7 +11,6 @@ import httpx
 from ._protocol import properties_from
 from ._verify import BodyVerifier
 from .errors import BlobError, DeadlineExceededError, TransportError
-from .references import Digest
 from .retry import RetryPolicy, retryable_transport_error
 
 
@@ -21,7 +20,6 @@ class DownloadBase:
     def __init__(
         self,
         response: httpx.Response,
-        digest: Digest,
         verifier: BodyVerifier,
         policy: RetryPolicy,
         deadline: float | None,
@@ -33,7 +31,9 @@ class DownloadBase:
         self._started = False
         self._failures = 0
         self._progress_mark = verifier.received
-        self.properties = attrs.evolve(properties_from(response, digest), size=verifier.size)
+        self.properties = attrs.evolve(
+            properties_from(response, verifier.digest), size=verifier.size
+        )
 
     @property
     def size(self) -> int | None:

@@ -195,6 +195,14 @@ def properties_from(response: httpx.Response, digest: Digest) -> BlobProperties:
     )
 
 
+def error_body_expected(response: httpx.Response) -> bool:
+    """Whether an error answer's body is worth waiting for.
+
+    A 416 says all in its status, and distribution announces a Content-Length it never sends.
+    """
+    return response.status_code != 416
+
+
 def excerpt(body: bytes) -> str:
     """A short, single-line, secret-free piece of an error body."""
     text = " ".join(body[: _EXCERPT_LENGTH * 4].decode("utf-8", "replace").split())

@@ -21,6 +21,7 @@ from ._protocol import (
     BuildKwargs,
     RedirectFollower,
     blob_request_kwargs,
+    error_body_expected,
     error_for,
     properties_from,
     redact_url,
@@ -68,13 +69,12 @@ class BlobDownload(DownloadBase):
     def __init__(
         self,
         response: httpx.Response,
-        digest: Digest,
         verifier: BodyVerifier,
         policy: RetryPolicy,
         deadline: float | None,
         reopen: Callable[[int], httpx.Response],
     ) -> None:
-        super().__init__(response, digest, verifier, policy, deadline)
+        super().__init__(response, verifier, policy, deadline)
         self._reopen = reopen
 
     def __iter__(self) -> Iterator[bytes]:
@@ -267,9 +267,7 @@ class BlobClient:
         except BaseException:
             response.close()
             raise
-        return BlobDownload(
-            response, parse_digest(digest), verifier, self._retry, deadline, open_at
-        )
+        return BlobDownload(response, verifier, self._retry, deadline, open_at)
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""
@@ -336,8 +334,7 @@ class BlobClient:
 
     @staticmethod
     def _read_error_body(response: httpx.Response) -> bytes:
-        if response.status_code == 416:
-            # Says all in its status; distribution announces a Content-Length it never sends.
+        if not error_body_expected(response):
             return b""
         body = bytearray()
         try:

@@ -21,7 +21,7 @@ class BodyVerifier:
     """
 
     def __init__(self, digest: Digest) -> None:
-        self._digest = digest
+        self.digest = digest
         self._hash = digest.new_hash()
         self.size: int | None = None
         self.received = 0
@@ -40,7 +40,7 @@ class BodyVerifier:
         elif offset:
             # 200: the server ignored Range and sends it all again.
             self._skip = offset
-            self._skip_hash = self._digest.new_hash()
+            self._skip_hash = self.digest.new_hash()
         size = blob_size(response)
         if self.size is None:
             self.size = size
@@ -67,6 +67,6 @@ class BodyVerifier:
             raise ResumeError("the body ended inside the part it resent")
         if self.size is not None and self.received != self.size:
             raise BlobSizeError(self.size, self.received)
-        actual = f"{self._digest.algorithm}:{self._hash.hexdigest()}"
-        if actual != str(self._digest):
-            raise DigestMismatchError(str(self._digest), actual)
+        actual = f"{self.digest.algorithm}:{self._hash.hexdigest()}"
+        if actual != str(self.digest):
+            raise DigestMismatchError(str(self.digest), actual)

@@ -259,9 +259,7 @@ class RegistryAuth(httpx.Auth):
 
     def _basic(self, request: httpx.Request) -> None:
         assert isinstance(self.credential, BasicCredential)
-        request.headers["Authorization"] = httpx.BasicAuth(
-            self.credential.username, self.credential.password
-        )._auth_header
+        _apply_basic(request, self.credential)
 
     @staticmethod
     def _bearer(request: httpx.Request, token: str) -> None:
@@ -271,7 +269,6 @@ class RegistryAuth(httpx.Auth):
         """Yield the token requests for ``key`` (each answer sent back in), return the token."""
         realm, service, scope = key
         credential = self.credential
-        headers: dict[str, str] = {}
         if isinstance(credential, TokenCredential):
             refresh_token = yield from self._acr_refresh_token(realm, service, scope)
             kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
@@ -293,13 +290,11 @@ class RegistryAuth(httpx.Auth):
             )
         else:
             kwargs = get_acr_access_token._get_kwargs(service=service, scope=scope)
-            if isinstance(credential, BasicCredential):
-                headers["Authorization"] = httpx.BasicAuth(
-                    credential.username, credential.password
-                )._auth_header
         kwargs["url"] = realm  # the challenge names the token endpoint
-        kwargs["headers"] = {**kwargs.get("headers", {}), **headers}
-        response = yield httpx.Request(**kwargs)
+        request = httpx.Request(**kwargs)
+        if isinstance(credential, BasicCredential) and not self._oauth2_password:
+            _apply_basic(request, credential)
+        response = yield request
         assert response is not None
         answer = AcrAccessToken.from_dict(_json(response, scope))
         token = next(
@@ -345,6 +340,11 @@ class RegistryAuth(httpx.Auth):
         lifetime = _jwt_lifetime(refresh_token) or REFRESH_TOKEN_LIFETIME
         self._refresh_tokens.put(cache_key, refresh_token, lifetime)
         return refresh_token
+
+
+def _apply_basic(request: httpx.Request, credential: BasicCredential) -> None:
+    """Basic credentials on ``request``, set by httpx's own Basic flow."""
+    next(httpx.BasicAuth(credential.username, credential.password).auth_flow(request))
 
 
 def _form(grant_type: str, service: str, scope: str, **fields: str) -> AcrAccessTokenRequest:
