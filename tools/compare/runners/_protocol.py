@@ -98,13 +98,13 @@ class Request:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestError(f"malformed request: {describe(exc)}") from exc
-        _check_loopback(request.registry)
+        check_loopback(request.registry)
         if request.downloads < 0:
             raise RequestError("downloads must not be negative")
         return request
 
 
-def _check_loopback(url: str) -> None:
+def check_loopback(url: str) -> None:
     """Refuse any registry that is not on this machine: the peers must never leave it."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):

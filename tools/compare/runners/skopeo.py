@@ -19,7 +19,6 @@ then falls back to http); `--src-cert-dir` holding the request's CA for an https
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -29,8 +28,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from tools.compare.runners import _protocol
+else:
+    try:
+        import _protocol  # run as a script: this folder is first on sys.path
+    except ImportError:
+        from tools.compare.runners import _protocol
 
 SKOPEO = "skopeo"
 ERROR_LIMIT = 300
@@ -40,26 +47,6 @@ LOG_MESSAGE = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 # A digest's hex, shortened in error messages: skopeo repeats them, and messages are cut at 300.
 LONG_HEX = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{20,}\b")
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-class RequestError(ValueError):
-    """A request the runner refuses to run: aimed at a host that is not on this machine."""
-
-
-def check_loopback(url: str) -> None:
-    """Refuse any registry that is not a loopback address: skopeo must never leave the machine."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme not in ("http", "https"):
-        raise RequestError(f"registry must be an http(s) URL, got {url!r}")
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise RequestError(f"registry host {host!r} is not a loopback address")
 
 
 def skopeo_version() -> str:
@@ -191,8 +178,8 @@ def observe(request: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     request = json.load(sys.stdin)
     try:
-        check_loopback(request["registry"])
-    except RequestError as error:
+        _protocol.check_loopback(request["registry"])
+    except _protocol.RequestError as error:
         print(f"runner: {error}", file=sys.stderr)
         sys.exit(2)
     json.dump(observe(request), sys.stdout)
