@@ -14,16 +14,21 @@ from tools.testbed import Deployment
 SIZE = 256 * 1024 * 1024
 BOUND = 64 * 1024 * 1024
 
-# ru_maxrss is the process's peak so far: read after imports it is the baseline, read at the end
-# it is the peak of the download itself.
+# VmHWM is the process's own peak RSS so far: read after imports it is the baseline, read at the
+# end it is the peak of the download itself. (Not ru_maxrss: Linux carries the parent's peak
+# over into a child started with vfork, so in a child it can start above the download's.)
 SCRIPT = """
-import asyncio, json, resource, sys
+import asyncio, json, sys
 from acr_blob import AsyncBlobClient, BlobClient
 
 endpoint, repository, digest, api, target = sys.argv[1:]
 
 def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 async def run_async():
     async with AsyncBlobClient(endpoint) as client:

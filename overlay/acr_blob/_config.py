@@ -36,6 +36,18 @@ _HEADERS = {
 }
 
 
+MAX_CONCURRENCY = 64
+
+
+def check_concurrency(value: int) -> int:
+    """``max_concurrency`` must be a whole number of connections, 1 to 64."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+        raise ValueError(
+            f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}, got {value!r}"
+        )
+    return value
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """``myregistry.azurecr.io`` -> ``https://myregistry.azurecr.io``; http(s) URLs kept."""
     if not isinstance(endpoint, str) or not endpoint.strip():

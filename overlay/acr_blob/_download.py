@@ -8,6 +8,7 @@ import time
 import attrs
 import httpx
 
+from ._progress import ProgressReporter
 from ._protocol import properties_from
 from ._verify import BodyVerifier
 from .errors import BlobError, DeadlineExceededError, TransportError
@@ -23,8 +24,10 @@ class DownloadBase:
         verifier: BodyVerifier,
         policy: RetryPolicy,
         deadline: float | None,
+        reporter: ProgressReporter | None = None,
     ) -> None:
         self._response = response
+        self._reporter = reporter
         self._verifier = verifier
         self._policy = policy
         self._deadline = deadline
@@ -49,6 +52,18 @@ class DownloadBase:
         if self._started:
             raise BlobError("this download has already been read or closed")
         self._started = True
+
+    def _received(self) -> None:
+        """After each chunk: the deadline, and progress."""
+        self._check_deadline()
+        if self._reporter is not None:
+            self._reporter.update(self._verifier.received, self._verifier.size)
+
+    def _verified(self) -> None:
+        """After the last chunk: the verdict, and the final progress report."""
+        self._verifier.finish()
+        if self._reporter is not None:
+            self._reporter.finish(self._verifier.received)
 
     def _check_deadline(self) -> None:
         if self._deadline is not None and time.monotonic() > self._deadline:

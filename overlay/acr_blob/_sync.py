@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -13,9 +13,18 @@ import httpx
 
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
-from ._config import DEFAULT_TIMEOUT, Credential, TimeoutTypes, VerifyTypes, api_client
+from ._body import body_chunks
+from ._config import (
+    DEFAULT_TIMEOUT,
+    Credential,
+    TimeoutTypes,
+    VerifyTypes,
+    api_client,
+    check_concurrency,
+)
 from ._download import DownloadBase
 from ._files import PartialFile
+from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
     ERROR_BODY_LIMIT,
     BuildKwargs,
@@ -26,6 +35,8 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
+from ._ranged_sync import RangedDownload
+from ._ranges import check_part, plan_parts, range_header, worth_splitting
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -42,12 +53,6 @@ from .retry import RetryPolicy, retry_delay
 __all__ = ["BlobClient", "BlobDownload"]
 
 logger = logging.getLogger("acr_blob")
-
-
-def _raw(response: httpx.Response) -> Iterable[bytes]:
-    # iter_raw() without a chunk size hands over each socket read as is: no copies.
-    # A transport may hand over a body it has already read (mocks do): take it whole.
-    return [response.content] if response.is_stream_consumed else response.iter_raw()
 
 
 class BlobDownload(DownloadBase):
@@ -73,8 +78,9 @@ class BlobDownload(DownloadBase):
         policy: RetryPolicy,
         deadline: float | None,
         reopen: Callable[[int], httpx.Response],
+        reporter: ProgressReporter | None = None,
     ) -> None:
-        super().__init__(response, verifier, policy, deadline)
+        super().__init__(response, verifier, policy, deadline, reporter)
         self._reopen = reopen
 
     def __iter__(self) -> Iterator[bytes]:
@@ -85,16 +91,16 @@ class BlobDownload(DownloadBase):
         try:
             while True:
                 try:
-                    for raw in _raw(self._response):
+                    for raw in body_chunks(self._response):
                         chunk = self._verifier.feed(raw)
-                        self._check_deadline()
+                        self._received()
                         if chunk:
                             yield chunk
                     break
                 except (httpx.TransportError, ResumeError) as error:
                     self._response.close()
                     self._resume(error)
-            self._verifier.finish()
+            self._verified()
         finally:
             self._response.close()
 
@@ -175,6 +181,7 @@ class BlobClient:
         verify: VerifyTypes = True,
         max_redirects: int = 10,
         allow_insecure: bool = False,
+        max_concurrency: int = 1,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._api = api_client(
@@ -189,22 +196,38 @@ class BlobClient:
         self._max_redirects = max_redirects
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
+        self._max_concurrency = check_concurrency(max_concurrency)
 
     @property
     def endpoint(self) -> str:
         """The registry's base URL."""
         return str(self._http.base_url).rstrip("/")
 
-    def download_blob(self, repository: str, digest: str) -> BlobDownload:
+    def download_blob(
+        self, repository: str, digest: str, *, progress: ProgressCallback | None = None
+    ) -> BlobDownload:
         """Request a blob and return once its headers are in; iterate the result for the bytes.
 
         Raises :class:`~acr_blob.errors.BlobNotFoundError` (and any other error answer) here,
-        before any byte of body is read.
+        before any byte of body is read. ``progress(done_bytes, total_bytes)`` is called as the
+        bytes pass, at most ten times a second, and once more when the blob is verified.
+
+        Example::
+
+            with client.download_blob("library/ubuntu", digest) as download:
+                data = download.readall()
         """
-        return self._download(repository, digest, BodyVerifier(parse_digest(digest)))
+        report = reporter(progress)
+        return self._download(repository, digest, BodyVerifier(parse_digest(digest)), 0, report)
 
     def download_blob_to_file(
-        self, repository: str, digest: str, path: str | os.PathLike[str]
+        self,
+        repository: str,
+        digest: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+        max_concurrency: int | None = None,
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
 
@@ -212,23 +235,35 @@ class BlobClient:
         the digest); the next call for the same digest checks them and continues from their end.
         Partial bytes that turn out bad are thrown away and the blob downloaded once more.
 
+        ``max_concurrency`` (default: the client's) above 1 fetches a large blob as disjoint
+        ``Range`` parts of the same (redirected) URL over that many connections, written in
+        place and hashed in order; a small blob, or a server that ignores ``Range``, gets one
+        stream. ``progress`` works as for :meth:`download_blob`.
+
         Example::
 
-            properties = client.download_blob_to_file("library/ubuntu", digest, "layer.tgz")
+            properties = client.download_blob_to_file(
+                "library/ubuntu", digest, "layer.tgz", max_concurrency=4
+            )
         """
         validate_repository(repository)
         checked = parse_digest(digest)
+        concurrency = check_concurrency(
+            self._max_concurrency if max_concurrency is None else max_concurrency
+        )
+        report = reporter(progress)
         with PartialFile(path, checked) as partial:
             verifier = BodyVerifier(checked)
             offset = partial.replay(verifier)
+            target = (partial, repository, digest)
             try:
-                return self._download_into(partial, repository, digest, verifier, offset)
+                return self._download_into(*target, verifier, offset, concurrency, report)
             except (DigestMismatchError, BlobSizeError, ResumeError):
                 if not offset:
                     raise
                 logger.info("partial data for %s was bad; downloading it again", digest)
             partial.restart()
-            return self._download_into(partial, repository, digest, BodyVerifier(checked), 0)
+            return self._download_into(*target, BodyVerifier(checked), 0, concurrency, report)
 
     def _download_into(
         self,
@@ -237,23 +272,107 @@ class BlobClient:
         digest: str,
         verifier: BodyVerifier,
         offset: int,
+        concurrency: int,
+        report: ProgressReporter | None,
     ) -> BlobProperties:
         try:
-            download = self._download(repository, digest, verifier, offset)
+            download = self._download(repository, digest, verifier, offset, report)
         except RegistryError as error:
             if not (offset and error.status_code == 416):
                 raise
             # The partial file already holds the whole blob: it only needs its check.
             verifier.finish()
+            if report is not None:
+                report.finish(offset)
             partial.commit()
             return BlobProperties(digest, offset)
         with download:
-            download.readinto(partial.file)
+            partial.preallocate(verifier.size)
+            if not self._download_ranges(partial, download, concurrency, repository, digest):
+                for chunk in download:
+                    partial.write(chunk)
         partial.commit()
         return download.properties
 
+    def _download_ranges(
+        self,
+        partial: PartialFile,
+        download: BlobDownload,
+        concurrency: int,
+        repository: str,
+        digest: str,
+    ) -> bool:
+        """Fetch the rest of ``download`` as parallel ranges; ``False`` if it is not worth it or
+        the server does not honour ``Range`` (``download`` is then still unread)."""
+        verifier, response = download._verifier, download._response
+        size, offset = verifier.size, verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return False
+        parts = plan_parts(offset, size, concurrency)
+        follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
+        url = response.url  # where the registry sent us: storage, or the registry itself
+
+        def open_direct(first: int, end: int) -> httpx.Response:
+            request = self._http.build_request(
+                "GET", url, headers={"Range": range_header(first, end)}
+            )
+            try:
+                answer = self._http.send(request, stream=True, auth=follower.auth_for(request))
+            except httpx.TransportError as error:
+                raise TransportError(f"GET {redact_url(url)} failed: {error!r}") from error
+            try:
+                check_part(answer, first, end, size)
+            except BaseException:
+                answer.close()
+                raise
+            return answer
+
+        def open_part(first: int, end: int) -> httpx.Response:
+            try:
+                return open_direct(first, end)
+            except (RegistryError, TransportError, ResumeError) as error:
+                logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
+            answer = self._send(
+                get_blob._get_kwargs,
+                repository,
+                digest,
+                download._deadline,
+                range_=range_header(first, end),
+            )[0]
+            try:
+                check_part(answer, first, end, size)
+            except BaseException:
+                answer.close()
+                raise
+            return answer
+
+        try:
+            probe = open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return False
+        download._start()
+        RangedDownload(
+            partial,
+            verifier,
+            parts,
+            [response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            deadline=download._deadline,
+            reporter=download._reporter,
+        ).run()
+        download._verified()
+        return True
+
     def _download(
-        self, repository: str, digest: str, verifier: BodyVerifier, offset: int = 0
+        self,
+        repository: str,
+        digest: str,
+        verifier: BodyVerifier,
+        offset: int = 0,
+        report: ProgressReporter | None = None,
     ) -> BlobDownload:
         deadline = time.monotonic() + self._deadline if self._deadline is not None else None
 
@@ -267,7 +386,7 @@ class BlobClient:
         except BaseException:
             response.close()
             raise
-        return BlobDownload(response, verifier, self._retry, deadline, open_at)
+        return BlobDownload(response, verifier, self._retry, deadline, open_at, report)
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""
