@@ -47,14 +47,15 @@ class Driver:
             )
         return args
 
-    def iterate(self, repository: str, digest: str) -> bytes:
-        return self._run("iterate", repository, digest)
+    def iterate(self, repository: str, digest: str, **options: Any) -> bytes:
+        return self._run("iterate", repository, digest, **options)
 
     def readall(self, repository: str, digest: str) -> bytes:
         return self._run("readall", repository, digest)
 
-    def to_file(self, repository: str, digest: str, path: Path) -> BlobProperties:
-        return self._run("to_file", repository, digest, path)
+    def to_file(self, repository: str, digest: str, path: Path, **options: Any) -> BlobProperties:
+        """``options``: ``progress``, ``max_concurrency``."""
+        return self._run("to_file", repository, digest, path, **options)
 
     def properties(self, repository: str, digest: str) -> BlobProperties:
         return self._run("properties", repository, digest)
@@ -66,15 +67,15 @@ class Driver:
         """Open a download, read nothing, return its announced size."""
         return self._run("open_size", repository, digest)
 
-    def _run(self, action: str, *args: Any) -> Any:
+    def _run(self, action: str, *args: Any, **options: Any) -> Any:
         if self.mode == "sync":
             with BlobClient(self.endpoint, **self._transport()) as client:
-                return _sync_action(client, action, *args)
-        return asyncio.run(self._async_run(action, *args))
+                return _sync_action(client, action, *args, **options)
+        return asyncio.run(self._async_run(action, *args, **options))
 
-    async def _async_run(self, action: str, *args: Any) -> Any:
+    async def _async_run(self, action: str, *args: Any, **options: Any) -> Any:
         async with AsyncBlobClient(self.endpoint, **self._transport()) as client:
-            return await _async_action(client, action, *args)
+            return await _async_action(client, action, *args, **options)
 
 
 def _snapshot(request: httpx.Request) -> httpx.Request:
@@ -102,10 +103,10 @@ class _AsyncRecordingTransport(httpx.AsyncHTTPTransport):
         return await super().handle_async_request(request)
 
 
-def _sync_action(client: BlobClient, action: str, *args: Any) -> Any:
+def _sync_action(client: BlobClient, action: str, *args: Any, **options: Any) -> Any:
     if action == "iterate":
         chunks = []
-        with client.download_blob(*args) as download:
+        with client.download_blob(*args, **options) as download:
             for chunk in download:
                 chunks.append(chunk)
         return b"".join(chunks)
@@ -113,7 +114,7 @@ def _sync_action(client: BlobClient, action: str, *args: Any) -> Any:
         with client.download_blob(*args) as download:
             return download.readall()
     if action == "to_file":
-        return client.download_blob_to_file(*args)
+        return client.download_blob_to_file(*args, **options)
     if action == "properties":
         return client.get_blob_properties(*args)
     if action == "exists":
@@ -124,10 +125,10 @@ def _sync_action(client: BlobClient, action: str, *args: Any) -> Any:
     raise AssertionError(action)
 
 
-async def _async_action(client: AsyncBlobClient, action: str, *args: Any) -> Any:
+async def _async_action(client: AsyncBlobClient, action: str, *args: Any, **options: Any) -> Any:
     if action == "iterate":
         chunks = []
-        async with await client.download_blob(*args) as download:
+        async with await client.download_blob(*args, **options) as download:
             async for chunk in download:
                 chunks.append(chunk)
         return b"".join(chunks)
@@ -135,7 +136,7 @@ async def _async_action(client: AsyncBlobClient, action: str, *args: Any) -> Any
         async with await client.download_blob(*args) as download:
             return await download.readall()
     if action == "to_file":
-        return await client.download_blob_to_file(*args)
+        return await client.download_blob_to_file(*args, **options)
     if action == "properties":
         return await client.get_blob_properties(*args)
     if action == "exists":

@@ -19,9 +19,18 @@ import httpx
 
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
-from ._config import DEFAULT_TIMEOUT, Credential, TimeoutTypes, VerifyTypes, api_client
+from ._body import abody_chunks
+from ._config import (
+    DEFAULT_TIMEOUT,
+    Credential,
+    TimeoutTypes,
+    VerifyTypes,
+    api_client,
+    check_concurrency,
+)
 from ._download import DownloadBase
 from ._files import PartialFile
+from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
     ERROR_BODY_LIMIT,
     BuildKwargs,
@@ -32,6 +41,8 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
+from ._ranged_async import AsyncRangedDownload
+from ._ranges import check_part, plan_parts, range_header, worth_splitting
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -48,15 +59,6 @@ from .retry import RetryPolicy, retry_delay
 __all__ = ["AsyncBlobClient", "AsyncBlobDownload"]
 
 logger = logging.getLogger("acr_blob")
-
-
-async def _raw(response: httpx.Response) -> AsyncIterator[bytes]:
-    # A transport may hand over a body it has already read (mocks do): take it whole.
-    if response.is_stream_consumed:
-        yield response.content
-    else:
-        async for chunk in response.aiter_raw():
-            yield chunk
 
 
 class AsyncBlobDownload(DownloadBase):
@@ -78,8 +80,9 @@ class AsyncBlobDownload(DownloadBase):
         policy: RetryPolicy,
         deadline: float | None,
         reopen: Callable[[int], Awaitable[httpx.Response]],
+        reporter: ProgressReporter | None = None,
     ) -> None:
-        super().__init__(response, verifier, policy, deadline)
+        super().__init__(response, verifier, policy, deadline, reporter)
         self._reopen = reopen
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -90,16 +93,16 @@ class AsyncBlobDownload(DownloadBase):
         try:
             while True:
                 try:
-                    async for raw in _raw(self._response):
+                    async for raw in abody_chunks(self._response):
                         chunk = self._verifier.feed(raw)
-                        self._check_deadline()
+                        self._received()
                         if chunk:
                             yield chunk
                     break
                 except (httpx.TransportError, ResumeError) as error:
                     await self._response.aclose()
                     await self._resume(error)
-            self._verifier.finish()
+            self._verified()
         finally:
             await self._response.aclose()
 
@@ -168,6 +171,7 @@ class AsyncBlobClient:
         verify: VerifyTypes = True,
         max_redirects: int = 10,
         allow_insecure: bool = False,
+        max_concurrency: int = 1,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api = api_client(
@@ -182,37 +186,67 @@ class AsyncBlobClient:
         self._max_redirects = max_redirects
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
+        self._max_concurrency = check_concurrency(max_concurrency)
 
     @property
     def endpoint(self) -> str:
         """The registry's base URL."""
         return str(self._http.base_url).rstrip("/")
 
-    async def download_blob(self, repository: str, digest: str) -> AsyncBlobDownload:
-        """Request a blob and return once its headers are in; ``async for`` the result."""
-        return await self._download(repository, digest, BodyVerifier(parse_digest(digest)))
+    async def download_blob(
+        self, repository: str, digest: str, *, progress: ProgressCallback | None = None
+    ) -> AsyncBlobDownload:
+        """Request a blob and return once its headers are in; ``async for`` the result.
+
+        ``progress`` works as for :meth:`acr_blob.BlobClient.download_blob`.
+
+        Example::
+
+            async with await client.download_blob("library/ubuntu", digest) as download:
+                data = await download.readall()
+        """
+        report = reporter(progress)
+        checked = parse_digest(digest)
+        return await self._download(repository, digest, BodyVerifier(checked), 0, report)
 
     async def download_blob_to_file(
-        self, repository: str, digest: str, path: str | os.PathLike[str]
+        self,
+        repository: str,
+        digest: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+        max_concurrency: int | None = None,
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
 
-        Partial files resume as in :meth:`~acr_blob.BlobClient.download_blob_to_file`.
+        Partial files, ``max_concurrency`` and ``progress`` work as in
+        :meth:`acr_blob.BlobClient.download_blob_to_file`.
+
+        Example::
+
+            await client.download_blob_to_file("library/ubuntu", digest, "layer.tgz")
         """
         validate_repository(repository)
         checked = parse_digest(digest)
+        concurrency = check_concurrency(
+            self._max_concurrency if max_concurrency is None else max_concurrency
+        )
+        report = reporter(progress)
         with PartialFile(path, checked) as partial:
             verifier = BodyVerifier(checked)
             # Rehashing a large partial file takes a while: keep it off the event loop.
             offset = await asyncio.to_thread(partial.replay, verifier)
+            target = (partial, repository, digest)
             try:
-                return await self._download_into(partial, repository, digest, verifier, offset)
+                return await self._download_into(*target, verifier, offset, concurrency, report)
             except (DigestMismatchError, BlobSizeError, ResumeError):
                 if not offset:
                     raise
                 logger.info("partial data for %s was bad; downloading it again", digest)
             partial.restart()
-            return await self._download_into(partial, repository, digest, BodyVerifier(checked), 0)
+            fresh = BodyVerifier(checked)
+            return await self._download_into(*target, fresh, 0, concurrency, report)
 
     async def _download_into(
         self,
@@ -221,24 +255,109 @@ class AsyncBlobClient:
         digest: str,
         verifier: BodyVerifier,
         offset: int,
+        concurrency: int,
+        report: ProgressReporter | None,
     ) -> BlobProperties:
         try:
-            download = await self._download(repository, digest, verifier, offset)
+            download = await self._download(repository, digest, verifier, offset, report)
         except RegistryError as error:
             if not (offset and error.status_code == 416):
                 raise
             # The partial file already holds the whole blob: it only needs its check.
             verifier.finish()
+            if report is not None:
+                report.finish(offset)
             await asyncio.to_thread(partial.commit)
             return BlobProperties(digest, offset)
         async with download:
-            await download.readinto(partial.file)
+            partial.preallocate(verifier.size)
+            if not await self._download_ranges(partial, download, concurrency, repository, digest):
+                async for chunk in download:
+                    partial.write(chunk)
         # fsync can take a while on a busy disk: keep it off the event loop.
         await asyncio.to_thread(partial.commit)
         return download.properties
 
+    async def _download_ranges(
+        self,
+        partial: PartialFile,
+        download: AsyncBlobDownload,
+        concurrency: int,
+        repository: str,
+        digest: str,
+    ) -> bool:
+        """The async twin of ``BlobClient._download_ranges``."""
+        verifier, response = download._verifier, download._response
+        size, offset = verifier.size, verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return False
+        parts = plan_parts(offset, size, concurrency)
+        follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
+        url = response.url  # where the registry sent us: storage, or the registry itself
+
+        async def open_direct(first: int, end: int) -> httpx.Response:
+            request = self._http.build_request(
+                "GET", url, headers={"Range": range_header(first, end)}
+            )
+            try:
+                answer = await self._http.send(
+                    request, stream=True, auth=follower.auth_for(request)
+                )
+            except httpx.TransportError as error:
+                raise TransportError(f"GET {redact_url(url)} failed: {error!r}") from error
+            try:
+                check_part(answer, first, end, size)
+            except BaseException:
+                await answer.aclose()
+                raise
+            return answer
+
+        async def open_part(first: int, end: int) -> httpx.Response:
+            try:
+                return await open_direct(first, end)
+            except (RegistryError, TransportError, ResumeError) as error:
+                logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
+            sent = await self._send(
+                get_blob._get_kwargs,
+                repository,
+                digest,
+                download._deadline,
+                range_=range_header(first, end),
+            )
+            try:
+                check_part(sent[0], first, end, size)
+            except BaseException:
+                await sent[0].aclose()
+                raise
+            return sent[0]
+
+        try:
+            probe = await open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return False
+        download._start()
+        await AsyncRangedDownload(
+            partial,
+            verifier,
+            parts,
+            [response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            deadline=download._deadline,
+            reporter=download._reporter,
+        ).run()
+        download._verified()
+        return True
+
     async def _download(
-        self, repository: str, digest: str, verifier: BodyVerifier, offset: int = 0
+        self,
+        repository: str,
+        digest: str,
+        verifier: BodyVerifier,
+        offset: int = 0,
+        report: ProgressReporter | None = None,
     ) -> AsyncBlobDownload:
         deadline = time.monotonic() + self._deadline if self._deadline is not None else None
 
@@ -253,7 +372,7 @@ class AsyncBlobClient:
         except BaseException:
             await response.aclose()
             raise
-        return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at)
+        return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at, report)
 
     async def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""

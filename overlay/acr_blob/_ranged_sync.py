@@ -138,23 +138,25 @@ class RangedDownload:
         try:
             while not self._stop.is_set() and (job := self._next(index)) is not None:
                 (first, end), response = job
-                self._fetch(first, end, response)
+                if not self._fetch(first, end, response):
+                    return  # stopped: the part is not complete
                 self._frontier.complete(first)
                 index = len(self._assigned)  # from now on, take parts from the queue
         except BaseException as error:
             self._fail(error)
 
-    def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
+    def _fetch(self, first: int, end: int, response: httpx.Response | None) -> bool:
+        """Write bytes ``first`` to ``end - 1``; ``False`` if stopped before the end."""
         position, failures, mark = first, 0, first
         while position < end:
             if self._stop.is_set():
-                return
+                return False
             if response is None:
                 response = self._open_part(position, end)
             try:
                 for chunk in body_chunks(response):
                     if self._stop.is_set():
-                        return
+                        return False
                     piece = memoryview(chunk)[: end - position]
                     self._partial.write_at(piece, position)
                     position += len(piece)
@@ -179,3 +181,4 @@ class RangedDownload:
             finally:
                 response.close()
                 response = None
+        return True

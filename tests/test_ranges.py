@@ -1,0 +1,248 @@
+"""Parallel ranges (max_concurrency) and progress callbacks, against the real registry, real
+S3-style storage behind a redirect, and the fault proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from acr_blob import AsyncBlobClient, BlobClient, RetryPolicy, TransportError
+from acr_blob._progress import ProgressReporter
+from acr_blob._ranges import MIN_PART, Frontier, plan_parts, range_header
+from tests.drivers import MODES, NO_WAIT, Driver
+from tools.faultproxy import Fault, FaultProxy
+from tools.testbed import BlobFactory, Deployment
+
+SIZE = 5 * MIN_PART + 12345  # several parts, the last one short
+BLOBS = r"/blobs/"
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def big(registry: Deployment) -> tuple[str, str, bytes]:
+    pushed = registry.push_random("ranges/big", SIZE)
+    return "ranges/big", pushed.digest, pushed.data
+
+
+@pytest.fixture
+def proxied(registry: Deployment, fault_proxy: Callable[[Deployment], FaultProxy]) -> FaultProxy:
+    return fault_proxy(registry)
+
+
+class Progress:
+    """Records every progress call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.calls.append((done, total))
+
+    def check(self, size: int, start: int = 0) -> None:
+        dones = [done for done, _ in self.calls]
+        assert dones == sorted(dones), "progress went backwards"
+        assert self.calls[-1] == (size, size)
+        assert all(done >= start for done in dones)
+        assert all(total in (None, size) for _, total in self.calls)
+
+
+def test_plan_parts_cover_the_range_in_order() -> None:
+    parts = plan_parts(100, SIZE, 4)
+    assert parts[0][0] == 100 and parts[-1][1] == SIZE
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    assert all(end - first <= max(MIN_PART, SIZE // 16 + 1) for first, end in parts)
+    assert range_header(0, 10) == "bytes=0-9"
+
+
+def test_frontier_moves_only_over_complete_parts() -> None:
+    parts = [(0, 10), (10, 20), (20, 30)]
+    frontier = Frontier(0, parts)
+    frontier.complete(10)
+    assert frontier.prefix == 0
+    frontier.complete(0)
+    assert frontier.prefix == 20
+    frontier.complete(20)
+    assert frontier.prefix == 30
+
+
+def test_progress_reporter_is_rate_limited_and_final() -> None:
+    now = [0.0]
+    calls: list[tuple[int, int | None]] = []
+    reporter = ProgressReporter(lambda d, t: calls.append((d, t)), clock=lambda: now[0])
+    for done in range(1, 101):
+        now[0] += 0.01
+        reporter.update(done, 100)
+    reporter.finish(100)
+    assert 9 <= len(calls) <= 12  # one per 0.1 s of a 1 s download, plus the final one
+    assert calls[-1] == (100, 100)
+
+
+def test_parallel_parts_are_disjoint_ranges_that_cover_the_blob(
+    mode: str, proxied: FaultProxy, big: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    repository, digest, data = big
+    target = tmp_path / "blob"
+    progress = Progress()
+    properties = Driver(mode, proxied.url, retry=NO_WAIT).to_file(
+        repository, digest, target, max_concurrency=4, progress=progress
+    )
+    assert properties.size == SIZE
+    assert target.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["blob"]
+    ranges = [r.header("Range") for r in proxied.requests]
+    parts = plan_parts(0, SIZE, 4)
+    # The first answer serves the first part; every other part is its own Range request.
+    assert ranges[0] is None
+    assert sorted(r for r in ranges[1:] if r) == sorted(range_header(*p) for p in parts[1:])
+    progress.check(SIZE)
+
+
+def test_parallel_ranges_from_storage_carry_no_credentials(
+    mode: str,
+    s3_basic_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    pushed = blob_factory(s3_basic_registry, SIZE)
+    storage = s3_basic_registry.proxy
+    assert storage is not None
+    storage.clear()
+    client = Driver(
+        mode,
+        s3_basic_registry.url,
+        credential=s3_basic_registry.auth,
+        retry=NO_WAIT,
+        max_concurrency=3,
+    )
+    client.to_file(repository, pushed.digest, tmp_path / "b")
+    assert hashlib.sha256((tmp_path / "b").read_bytes()).hexdigest() == pushed.digest[7:]
+    fetched = storage.presigned_requests
+    parts = plan_parts(0, SIZE, 3)
+    assert len(fetched) == len(parts)
+    assert all(r.header("Authorization") is None for r in fetched)
+    assert sorted(r.header("Range") or "" for r in fetched)[1:] == sorted(
+        range_header(*p) for p in parts[1:]
+    )
+
+
+def test_server_that_ignores_range_gets_one_stream(
+    mode: str, proxied: FaultProxy, big: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    repository, digest, data = big
+    proxied.add(Fault.ignore_range(), path=BLOBS, ranged=True)
+    Driver(mode, proxied.url, retry=NO_WAIT).to_file(
+        repository, digest, tmp_path / "blob", max_concurrency=4
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    # The first answer, then the probe for the second part (answered 200, so dropped).
+    assert [r.header("Range") for r in proxied.requests] == [
+        None,
+        range_header(*plan_parts(0, SIZE, 4)[1]),
+    ]
+
+
+def test_a_part_that_breaks_off_is_resumed_inside_the_part(
+    mode: str, proxied: FaultProxy, big: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    repository, digest, data = big
+    proxied.add(Fault.cut_after(3 << 20), path=BLOBS, ranged=True, times=1)
+    Driver(mode, proxied.url, retry=NO_WAIT).to_file(
+        repository, digest, tmp_path / "blob", max_concurrency=2
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    ranges = [r.header("Range") or "" for r in proxied.requests]
+    probe_first, probe_last = plan_parts(0, SIZE, 2)[1]
+    assert f"bytes={probe_first + (3 << 20)}-{probe_last - 1}" in ranges
+
+
+def test_a_part_that_keeps_failing_keeps_the_complete_prefix_for_the_next_call(
+    mode: str, proxied: FaultProxy, big: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    repository, digest, data = big
+    parts = plan_parts(0, SIZE, 2)
+    # Every ranged answer comes late (the first part, from the first answer, is complete by
+    # then) and breaks off before its first byte, so no part but the first completes.
+    proxied.add(Fault.stall_before_headers(0.5) | Fault.cut_after(0), path=BLOBS, ranged=True)
+    policy = RetryPolicy(resume_attempts=1, sleep=NO_WAIT.sleep, async_sleep=NO_WAIT.async_sleep)
+    with pytest.raises(TransportError):
+        Driver(mode, proxied.url, retry=policy).to_file(
+            repository, digest, tmp_path / "blob", max_concurrency=2
+        )
+    assert not (tmp_path / "blob").exists()
+    partials = list(tmp_path.glob(".sha256-*.partial"))
+    assert len(partials) == 1
+    kept = partials[0].read_bytes()
+    # Only the complete prefix is kept: bytes of the blob, in order, ending at a part boundary.
+    assert kept == data[: parts[0][1]]
+    proxied.clear_faults()
+    progress = Progress()
+    Driver(mode, proxied.url, retry=NO_WAIT).to_file(
+        repository, digest, tmp_path / "blob", progress=progress
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    progress.check(SIZE, start=len(kept))
+
+
+def test_small_blob_with_concurrency_is_one_request(
+    mode: str,
+    proxied: FaultProxy,
+    blob_factory: BlobFactory,
+    registry: Deployment,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    pushed = blob_factory(registry, 1 << 20)
+    Driver(mode, proxied.url, retry=NO_WAIT, max_concurrency=8).to_file(
+        repository, pushed.digest, tmp_path / "blob"
+    )
+    assert (tmp_path / "blob").read_bytes() == pushed.data
+    assert len(proxied.requests) == 1
+
+
+@pytest.mark.parametrize("api", ["iterate", "to_file"])
+def test_single_stream_progress(
+    mode: str, api: str, registry: Deployment, big: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    repository, digest, data = big
+    progress = Progress()
+    client = Driver(mode, registry.url, retry=NO_WAIT)
+    if api == "iterate":
+        assert client.iterate(repository, digest, progress=progress) == data
+    else:
+        client.to_file(repository, digest, tmp_path / "blob", progress=progress)
+    progress.check(SIZE)
+    # Bounded: far fewer calls than chunks (a local 40 MiB download takes well under 2 s).
+    assert len(progress.calls) < 25
+
+
+@pytest.mark.parametrize("value", [0, -1, 65, True, 2.0, "4"])
+def test_bad_max_concurrency_is_refused_before_any_request(mode: str, value: object) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request may be sent")
+
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Driver(mode, "http://127.0.0.1:9", handler=handler).to_file(
+            "library/x", "sha256:" + "a" * 64, Path("unused"), max_concurrency=value
+        )
+    with pytest.raises(ValueError, match="max_concurrency"):
+        if mode == "sync":
+            BlobClient("http://127.0.0.1:9", max_concurrency=value)  # type: ignore[arg-type]
+        else:
+            AsyncBlobClient("http://127.0.0.1:9", max_concurrency=value)  # type: ignore[arg-type]
+
+
+def test_progress_must_be_callable(mode: str) -> None:
+    with pytest.raises(TypeError, match="progress"):
+        Driver(mode, "http://127.0.0.1:9").iterate(
+            "library/x", "sha256:" + "a" * 64, progress="not callable"
+        )
