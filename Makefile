@@ -10,14 +10,14 @@ GEN_PACKAGE := generated/acr_blob_api
 GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
 	--config $(GEN_CONFIG) --meta none --fail-on-warning
 
-.PHONY: venv system-deps generate check-generated validate-spec test lint demo compare clean
+.PHONY: venv system-deps generate check-generated validate-spec test lint demo compare docs clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ is required" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,generate]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,generate,docs]'
 	touch $@
 
 venv: $(STAMP)
@@ -63,6 +63,10 @@ compare: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
+# The documentation site, docs/ + mkdocs.yml -> site/ (every warning is an error).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .compare build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .compare site build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

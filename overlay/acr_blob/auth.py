@@ -42,7 +42,13 @@ from .errors import AuthenticationError, InsecureCredentialError
 __all__ = ["ACR_AAD_SCOPE", "RegistryAuth"]
 
 ACR_AAD_SCOPE = "https://containerregistry.azure.net/.default"
-"""The Azure AD scope of Azure Container Registry (public cloud)."""
+"""The Azure AD scope of Azure Container Registry (public cloud).
+
+Example::
+
+    # What RegistryAuth asks an Azure AD credential for, unless given another aad_scope:
+    access = DefaultAzureCredential().get_token(ACR_AAD_SCOPE)
+"""
 CLIENT_ID = "acr-blob"
 DEFAULT_LIFETIME = 60.0
 # ACR refresh tokens live about three hours; without an `exp` claim assume less.
@@ -114,9 +120,12 @@ class RegistryAuth(httpx.Auth):
     Basic credential is sent as the OAuth2 ``grant_type=password`` form instead.
     ``allow_insecure`` permits credentials to a token server on plain http beyond loopback.
 
+    Its repr names the kind of credential, never the secret:
+    ``RegistryAuth(BasicCredential)``.
+
     Example::
 
-        auth = RegistryAuth(BasicCredential("user", "password"))
+        auth = RegistryAuth(BasicCredential("user", "password"), oauth2_password=True)
         client = BlobClient("registry.example.com", auth)
     """
 

@@ -27,6 +27,13 @@ class Challenge:
     params: dict[str, str] = attrs.field(factory=dict)
 
     def get(self, name: str) -> str | None:
+        """The parameter ``name`` (lowercase), or ``None``.
+
+        Example::
+
+            >>> parse_challenges(['Basic realm="registry"'])[0].get("realm")
+            'registry'
+        """
         return self.params.get(name)
 
 
@@ -42,6 +49,11 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
 
     Handles several challenges in one header or several headers, quoted values with commas and
     escapes, and any letter case in schemes and parameter names.
+
+    Example::
+
+        >>> [c.scheme for c in parse_challenges(['Basic realm="r", Bearer realm="https://a/t"'])]
+        ['basic', 'bearer']
     """
     challenges: list[Challenge] = []
     for header in headers:

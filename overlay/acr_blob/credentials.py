@@ -36,6 +36,14 @@ class RefreshTokenCredential:
     """An OAuth2 refresh token: Docker's ``identitytoken``, or an ACR refresh token.
 
     It is sent to the token server (``POST``, ``grant_type=refresh_token``), never to the registry.
+    Its repr hides the token.
+
+    Example::
+
+        credential = RefreshTokenCredential(refresh_token)
+        with BlobClient("myregistry.azurecr.io", credential) as client:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        print(credential)  # RefreshTokenCredential(<redacted>)
     """
 
     refresh_token: str
@@ -45,7 +53,13 @@ class RefreshTokenCredential:
 
 
 class AccessTokenLike(Protocol):
-    """What azure-core's ``get_token`` returns: ``token`` and ``expires_on`` (Unix seconds)."""
+    """What azure-core's ``get_token`` returns: ``token`` and ``expires_on`` (Unix seconds).
+
+    Example::
+
+        access = credential.get_token("https://containerregistry.azure.net/.default")
+        print(access.expires_on)  # the token itself stays out of logs
+    """
 
     @property
     def token(self) -> str: ...
@@ -56,6 +70,18 @@ class AccessTokenLike(Protocol):
 
 @runtime_checkable
 class TokenCredential(Protocol):
-    """The azure-core credential shape (``azure.identity.DefaultAzureCredential`` and friends)."""
+    """The azure-core credential shape (``azure.identity.DefaultAzureCredential`` and friends).
+
+    No Azure package is needed by acr-blob: any object with ``get_token(*scopes)`` returning an
+    object with ``token`` and ``expires_on`` will do. Its token is exchanged for an ACR refresh
+    token (``POST /oauth2/exchange``), then for access tokens (``POST /oauth2/token``).
+
+    Example::
+
+        from azure.identity import DefaultAzureCredential
+
+        with BlobClient("myregistry.azurecr.io", DefaultAzureCredential()) as client:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+    """
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...

@@ -87,6 +87,9 @@ class DockerConfigError(BlobError):
         self.path = None if path is None else Path(path)
         super().__init__(message)
 
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"path": None if self.path is None else str(self.path)}
+
 
 class CredentialHelperError(DockerConfigError):
     """A credential helper is missing, failed, timed out or answered something other than JSON.
@@ -116,6 +119,9 @@ class CredentialHelperError(DockerConfigError):
         self.exit_code = exit_code
         self.stderr = stderr
         super().__init__(message, path=path)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"helper": self.helper, "exit_code": self.exit_code, **super()._repr_fields()}
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 Everything is a :class:`BlobError`. Bad input (:class:`InvalidRepositoryError`,
 :class:`InvalidDigestError`, :class:`InvalidEndpointError`) is also a :class:`ValueError` and is
 raised before any request is sent. No message or repr carries a password, a token or the query
-string of a signed storage URL.
+string of a signed storage URL. Each error's repr is its class, its message and the attributes
+that tell errors of one class apart, such as
+``BlobNotFoundError('registry answered 404 ...', status_code=404, codes=['BLOB_UNKNOWN'])``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from acr_blob_api.models import AcrErrorInfo
 
@@ -44,9 +47,28 @@ class BlobError(Exception):
             print(f"download failed: {error}")
     """
 
+    def _repr_fields(self) -> dict[str, Any]:
+        """The attributes the repr shows after the message (none that can hold a secret)."""
+        return {}
+
+    def __repr__(self) -> str:
+        fields = "".join(f", {name}={value!r}" for name, value in self._repr_fields().items())
+        return f"{type(self).__name__}({str(self)!r}{fields})"
+
 
 class InvalidRepositoryError(BlobError, ValueError):
-    """The repository name does not match the OCI distribution grammar; nothing was sent."""
+    """The repository name does not match the OCI distribution grammar; nothing was sent.
+
+    ``repository`` is the name as given. Names are lowercase letters and digits, separated by
+    ``.``, ``_``, ``__`` or ``-``, in ``/``-separated components.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("Prod/Bash", digest, "layer.tar.gz")
+        except InvalidRepositoryError as error:
+            print(error)  # invalid repository name 'Prod/Bash': use lowercase letters ...
+    """
 
     def __init__(self, repository: str, reason: str) -> None:
         self.repository = repository
@@ -54,7 +76,17 @@ class InvalidRepositoryError(BlobError, ValueError):
 
 
 class InvalidDigestError(BlobError, ValueError):
-    """The digest is not ``sha256:<64 hex>`` or ``sha512:<128 hex>``; nothing was sent."""
+    """The digest is not ``sha256:<64 hex>`` or ``sha512:<128 hex>``; nothing was sent.
+
+    ``digest`` is the digest as given.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", "sha256:ABC", "layer.tar.gz")
+        except InvalidDigestError as error:
+            print(error)  # invalid digest 'sha256:ABC': sha256 takes 64 lowercase hex digits
+    """
 
     def __init__(self, digest: str, reason: str) -> None:
         self.digest = digest
@@ -62,7 +94,19 @@ class InvalidDigestError(BlobError, ValueError):
 
 
 class InvalidEndpointError(BlobError, ValueError):
-    """The registry endpoint is not an http(s) URL or host name; nothing was sent."""
+    """The registry endpoint is not an http(s) URL or host name; nothing was sent.
+
+    Raised by the client's constructor (and by
+    :func:`~acr_blob.docker_config.docker_config_credential`) for an empty endpoint, another
+    scheme, or a URL with a path, query or user info.
+
+    Example::
+
+        try:
+            BlobClient("https://myregistry.azurecr.io/v2/")
+        except InvalidEndpointError as error:
+            print(error)  # ... give the host only, without path, query or credentials
+    """
 
 
 class DigestMismatchError(BlobError):
@@ -70,6 +114,14 @@ class DigestMismatchError(BlobError):
 
     ``source`` says which: ``"content"`` when the bytes received hash to ``actual``, or
     ``"Docker-Content-Digest"`` when the registry's header disagreed before any body was read.
+    ``expected`` is the requested digest.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except DigestMismatchError as error:
+            print(f"corrupt blob from the {error.source}: got {error.actual}")
     """
 
     def __init__(self, expected: str, actual: str, *, source: str = "content") -> None:
@@ -79,9 +131,23 @@ class DigestMismatchError(BlobError):
         what = "content" if source == "content" else f"{source} header"
         super().__init__(f"digest mismatch: requested {expected}, {what} is {actual}")
 
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"source": self.source}
+
 
 class BlobSizeError(BlobError):
-    """The body was shorter or longer than the ``Content-Length`` the server announced."""
+    """The body was shorter or longer than the ``Content-Length`` the server announced.
+
+    ``expected`` is the announced size, ``received`` how many bytes came (a body that runs past
+    its length stops at the first byte too many).
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except BlobSizeError as error:
+            print(f"expected {error.expected} bytes, received {error.received}")
+    """
 
     def __init__(self, expected: int, received: int) -> None:
         self.expected = expected
@@ -93,32 +159,85 @@ class BlobSizeError(BlobError):
 
 
 class RedirectError(BlobError):
-    """A redirect could not be followed safely."""
+    """A redirect could not be followed safely.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except RedirectError as error:
+            print(f"not following the registry's redirect: {error}")
+    """
 
 
 class TooManyRedirectsError(RedirectError):
-    """More redirects than ``max_redirects`` in a row (a loop, most likely)."""
+    """More redirects than ``max_redirects`` in a row (a loop, most likely).
+
+    Example::
+
+        client = BlobClient("myregistry.azurecr.io", max_redirects=3)
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except TooManyRedirectsError as error:
+            print(error)  # more than 3 redirects, last to https://...?<redacted>
+    """
 
 
 class InsecureRedirectError(RedirectError):
-    """An https URL redirected to plain http; acr-blob refuses to downgrade."""
+    """An https URL redirected to plain http; acr-blob refuses to downgrade.
+
+    There is no option to allow it: fix the registry's storage configuration (its redirect
+    URLs must be https), or talk to the registry itself over plain http.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except InsecureRedirectError as error:
+            print(error)  # refusing to follow https redirect to http://storage/...?<redacted>
+    """
 
 
 class TransportError(BlobError):
     """The connection failed, timed out or broke (the httpx error is the ``__cause__``).
 
     Raised once the client's :class:`~acr_blob.retry.RetryPolicy` is spent: connections are
-    retried, and a body that breaks off is resumed from its last byte first.
+    retried, and a body that breaks off is resumed from its last byte first. The partial file of
+    :meth:`~acr_blob.BlobClient.download_blob_to_file` is kept: the same call again continues.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except TransportError as error:
+            print(f"network trouble, run again to resume: {error}")
     """
 
 
 class ResumeError(TransportError):
     """A server answered a resumption with the wrong bytes (a ``Content-Range`` that does not
-    start where the body broke off, or content that differs from what came before)."""
+    start where the body broke off, or content that differs from what came before).
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except ResumeError as error:
+            print(f"the server cannot resume this download: {error}")
+    """
 
 
 class DeadlineExceededError(TransportError):
-    """The download's total ``deadline`` passed (a server dripping bytes, or endless retries)."""
+    """The download's total ``deadline`` passed (a server dripping bytes, or endless retries).
+
+    Example::
+
+        client = BlobClient("myregistry.azurecr.io", deadline=600)
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except DeadlineExceededError as error:
+            print(error)  # deadline passed after 1048576 of 734003200 bytes; ...
+    """
 
 
 class RegistryError(BlobError):
@@ -128,6 +247,13 @@ class RegistryError(BlobError):
     ``code``, ``message`` and ``detail``), empty when the body was not the distribution JSON
     error format; ``excerpt`` is then a short, cleaned piece of whatever the body was.
     ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except RegistryError as error:
+            print(error.status_code, error.codes)  # 503 ['UNAVAILABLE']
     """
 
     def __init__(
@@ -165,12 +291,23 @@ class RegistryError(BlobError):
             parts.append(repr(self.excerpt))
         return ": ".join(parts)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(status_code={self.status_code}, codes={self.codes!r})"
+    def _repr_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"status_code": self.status_code}
+        if self.codes:
+            fields["codes"] = self.codes
+        return fields
 
 
 class BlobNotFoundError(RegistryError):
-    """404: the repository or the blob does not exist (or is not visible to these credentials)."""
+    """404: the repository or the blob does not exist (or is not visible to these credentials).
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except BlobNotFoundError as error:
+            print(error.codes)  # ['BLOB_UNKNOWN']
+    """
 
 
 class AuthenticationError(RegistryError):
@@ -179,6 +316,13 @@ class AuthenticationError(RegistryError):
     Raised for the registry's refusal and for the token server's. ``codes`` holds the error codes
     (``UNAUTHORIZED``, ``DENIED``, ...), ``scope`` the refused scope when a challenge named one
     (``repository:prod/bash:pull``).
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except AuthenticationError as error:
+            print(f"not allowed ({error.scope}): {error.codes}")  # ... ['UNAUTHORIZED']
     """
 
     def __init__(
@@ -197,17 +341,24 @@ class AuthenticationError(RegistryError):
         text = super()._describe()
         return f"{text} (scope {self.scope})" if self.scope else text
 
-    def __repr__(self) -> str:
-        return (
-            f"AuthenticationError(status_code={self.status_code}, codes={self.codes!r}, "
-            f"scope={self.scope!r})"
-        )
+    def _repr_fields(self) -> dict[str, Any]:
+        fields = super()._repr_fields()
+        if self.scope:
+            fields["scope"] = self.scope
+        return fields
 
 
 class InsecureCredentialError(BlobError, ValueError):
     """Credentials would travel in clear text (plain http beyond loopback); nothing was sent.
 
     Pass ``allow_insecure=True`` to the client to permit it anyway.
+
+    Example::
+
+        try:
+            BlobClient("http://registry.internal:5000", ("user", "password"))
+        except InsecureCredentialError:
+            client = BlobClient("https://registry.internal:5000", ("user", "password"))
     """
 
 
@@ -217,6 +368,13 @@ class StorageError(BlobError):
     ``code`` is the storage service's error code (S3 or Azure ``<Error><Code>``), such as
     ``AccessDenied`` or ``AuthenticationFailed``; ``None`` when the body had none.
     ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except StorageError as error:
+            print(error.status_code, error.code)  # 403 AuthenticationFailed
     """
 
     def __init__(
@@ -236,5 +394,5 @@ class StorageError(BlobError):
             message += f": {excerpt!r}"
         super().__init__(message)
 
-    def __repr__(self) -> str:
-        return f"StorageError(status_code={self.status_code}, code={self.code!r})"
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"status_code": self.status_code, "code": self.code}

@@ -14,6 +14,10 @@ class BlobProperties:
     ``digest`` is the requested digest; when a download returns these, the content was verified
     against it. ``size`` is ``None`` when the server sent no ``Content-Length``.
 
+    Its repr shows every field:
+    ``BlobProperties(digest='sha256:...', size=1234, media_type='application/octet-stream',
+    etag='"sha256:..."')``.
+
     Example::
 
         properties = client.get_blob_properties("library/ubuntu", digest)

@@ -19,7 +19,13 @@ from .errors import RegistryError, StorageError, TransportError
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-"""Answers that say "not now" rather than "no"; every other 4xx is final."""
+"""Answers that say "not now" rather than "no"; every other 4xx is final.
+
+Example::
+
+    >>> 429 in RETRYABLE_STATUSES, 404 in RETRYABLE_STATUSES
+    (True, False)
+"""
 
 
 @attrs.frozen
@@ -52,11 +58,25 @@ class RetryPolicy:
 
     @classmethod
     def never(cls) -> RetryPolicy:
-        """No retries and no resumption: every failure is final."""
+        """No retries and no resumption: every failure is final.
+
+        Example::
+
+            >>> RetryPolicy.never()
+            RetryPolicy(attempts=1, base=0.5, cap=30.0, total=120.0, resume_attempts=0)
+        """
         return cls(attempts=1, resume_attempts=0)
 
     def delay(self, failures: int, retry_after: float | None, waited: float) -> float | None:
-        """The wait before the next try after ``failures`` failures, or ``None``: give up."""
+        """The wait before the next try after ``failures`` failures, or ``None``: give up.
+
+        Example::
+
+            >>> RetryPolicy(attempts=3).delay(1, retry_after=2.0, waited=0.0)
+            2.0
+            >>> RetryPolicy(attempts=3).delay(3, retry_after=None, waited=0.0) is None
+            True
+        """
         if failures >= self.attempts:
             return None
         if retry_after is not None:
@@ -68,7 +88,13 @@ class RetryPolicy:
         return wait if waited + wait <= self.total else None
 
     def resume_delay(self, failures: int) -> float | None:
-        """The wait before resuming a body after ``failures`` tries in a row without progress."""
+        """The wait before resuming a body after ``failures`` tries in a row without progress.
+
+        Example::
+
+            >>> RetryPolicy().resume_delay(1)  # the first resumption is immediate
+            0.0
+        """
         if failures > self.resume_attempts:
             return None
         # The first resumption is immediate: a dropped connection is usually just that.
