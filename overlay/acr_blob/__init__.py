@@ -10,6 +10,7 @@ Example::
 
 from ._async import AsyncBlobClient, AsyncBlobDownload
 from ._config import DEFAULT_TIMEOUT, Credential, __version__
+from ._progress import ProgressCallback
 from ._sync import BlobClient, BlobDownload
 from .auth import RegistryAuth
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidDigestError",
     "InvalidEndpointError",
     "InvalidRepositoryError",
+    "ProgressCallback",
     "RedirectError",
     "RefreshTokenCredential",
     "RegistryAuth",

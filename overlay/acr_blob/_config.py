@@ -17,18 +17,40 @@ from .errors import InsecureCredentialError, InvalidEndpointError
 __all__ = ["DEFAULT_TIMEOUT", "Credential", "TimeoutTypes", "VerifyTypes"]
 
 __version__ = "0.1.0"
+"""The installed version of acr-blob, also sent in the ``User-Agent`` header.
+
+Example::
+
+    >>> import acr_blob
+    >>> acr_blob.__version__.count(".")
+    2
+"""
 
 Credential: TypeAlias = (
     tuple[str, str] | BasicCredential | RefreshTokenCredential | TokenCredential | httpx.Auth | None
 )
 """``None`` (anonymous), ``(username, password)``, a credential of :mod:`acr_blob.credentials`,
-or any ``httpx.Auth`` (a :class:`~acr_blob.auth.RegistryAuth` with options, for example)."""
+or any ``httpx.Auth`` (a :class:`~acr_blob.auth.RegistryAuth` with options, for example).
+
+Example::
+
+    BlobClient("myregistry.azurecr.io", ("user", "password"))
+    BlobClient("myregistry.azurecr.io", RefreshTokenCredential(token))
+"""
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 VerifyTypes: TypeAlias = bool | str | ssl.SSLContext
 """``True`` (system CAs), ``False``, a CA bundle path, or an ``ssl.SSLContext``."""
 
-# A read timeout bounds the silence between two reads, not the whole download.
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+"""10 s to connect, 60 s for each read, write and pool wait: a read timeout bounds the silence
+between two reads, not the whole download (``deadline=`` does that).
+
+Example::
+
+    >>> from acr_blob import DEFAULT_TIMEOUT
+    >>> DEFAULT_TIMEOUT.connect, DEFAULT_TIMEOUT.read
+    (10.0, 60.0)
+"""
 _HEADERS = {
     "User-Agent": f"acr-blob/{__version__}",
     # The digest covers the bytes as stored: a proxy must not compress them on the way.

@@ -14,6 +14,14 @@ ProgressCallback: TypeAlias = Callable[[int, int | None], None]
 Called at most ten times a second and once more, with ``done_bytes == total_bytes``, when the
 blob is complete and verified. ``done_bytes`` never goes backwards: bytes that a resumed
 download already had count from the start, and bytes that parallel ranges fetch count once.
+The callback runs on the downloading thread (or event loop): keep it quick.
+
+Example::
+
+    def show(done: int, total: int | None) -> None:
+        print(f"{done} of {total or '?'} bytes")
+
+    client.download_blob_to_file("library/ubuntu", digest, "layer.tgz", progress=show)
 """
 
 INTERVAL = 0.1

@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         "--throttle-size",
         type=parse_size,
         default=64 * MIB,
-        help="blob size for the throttled cases (default 64MiB)",
+        help="blob size for the throttled cases (default 128MiB)",
     )
     parser.add_argument(
         "--throttle-rate",
