@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--throttle-size",
         type=parse_size,
-        default=64 * MIB,
+        default=128 * MIB,
         help="blob size for the throttled cases (default 128MiB)",
     )
     parser.add_argument(
