@@ -246,3 +246,44 @@ def test_progress_must_be_callable(mode: str) -> None:
         Driver(mode, "http://127.0.0.1:9").iterate(
             "library/x", "sha256:" + "a" * 64, progress="not callable"
         )
+
+
+def test_a_part_whose_signed_url_expired_gets_a_fresh_redirect(mode: str, tmp_path: Path) -> None:
+    # A signed URL that expires in the middle of a download: moto's cannot be made to expire
+    # mid-test, so storage is a MockTransport here. The registry signs each redirect anew.
+    data = bytes(range(256)) * (SIZE // 256)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    signatures = iter(range(1, 100))
+    storage_log: list[tuple[str, str | None, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "127.0.0.1":
+            location = f"http://storage.invalid/blob?sig={next(signatures)}"
+            return httpx.Response(307, headers={"Location": location})
+        assert "Authorization" not in request.headers
+        signature = request.url.params["sig"]
+        served = sum(1 for sig, _, status in storage_log if sig == "1" and status != 403)
+        if signature == "1" and served >= 2:  # the first signature expires after two answers
+            storage_log.append((signature, request.headers.get("Range"), 403))
+            return httpx.Response(403, content=b"<Error><Code>AccessDenied</Code></Error>")
+        ranged = request.headers.get("Range")
+        if ranged is None:
+            storage_log.append((signature, ranged, 200))
+            return httpx.Response(200, content=data)
+        first, last = (int(n) for n in ranged.removeprefix("bytes=").split("-"))
+        storage_log.append((signature, ranged, 206))
+        return httpx.Response(
+            206,
+            content=data[first : last + 1],
+            headers={"Content-Range": f"bytes {first}-{last}/{len(data)}"},
+        )
+
+    Driver(mode, "http://127.0.0.1:5000", handler=handler, retry=NO_WAIT).to_file(
+        "library/x", digest, tmp_path / "blob", max_concurrency=2
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    refused = [entry for entry in storage_log if entry[2] == 403]
+    assert refused, "the expired signature was never used"
+    # Every refused part was fetched again with a later signature, from the registry.
+    fetched_later = {r for sig, r, status in storage_log if sig != "1" and status == 206}
+    assert {r for _, r, _ in refused} <= fetched_later

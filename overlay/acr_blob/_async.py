@@ -294,6 +294,15 @@ class AsyncBlobClient:
         parts = plan_parts(offset, size, concurrency)
         follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
         url = response.url  # where the registry sent us: storage, or the registry itself
+        deadline = download._deadline
+
+        async def checked(answer: httpx.Response, first: int, end: int) -> httpx.Response:
+            try:
+                check_part(answer, first, end, size)
+            except BaseException:
+                await answer.aclose()
+                raise
+            return answer
 
         async def open_direct(first: int, end: int) -> httpx.Response:
             request = self._http.build_request(
@@ -305,31 +314,20 @@ class AsyncBlobClient:
                 )
             except httpx.TransportError as error:
                 raise TransportError(f"GET {redact_url(url)} failed: {error!r}") from error
-            try:
-                check_part(answer, first, end, size)
-            except BaseException:
-                await answer.aclose()
-                raise
-            return answer
+            return await checked(answer, first, end)
 
         async def open_part(first: int, end: int) -> httpx.Response:
+            """Straight to ``url`` first; through the registry again (a fresh redirect) if
+            that fails, for signed URLs expire."""
             try:
                 return await open_direct(first, end)
             except (RegistryError, TransportError, ResumeError) as error:
                 logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
+            range_ = range_header(first, end)
             sent = await self._send(
-                get_blob._get_kwargs,
-                repository,
-                digest,
-                download._deadline,
-                range_=range_header(first, end),
+                get_blob._get_kwargs, repository, digest, deadline, range_=range_
             )
-            try:
-                check_part(sent[0], first, end, size)
-            except BaseException:
-                await sent[0].aclose()
-                raise
-            return sent[0]
+            return await checked(sent[0], first, end)
 
         try:
             probe = await open_direct(*parts[1])

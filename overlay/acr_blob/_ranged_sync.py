@@ -8,20 +8,15 @@ breaks off is resumed from its last byte, through the registry again (a fresh re
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
 from ._body import body_chunks
-from ._files import PartialFile
-from ._progress import INTERVAL, ProgressReporter
-from ._ranges import HASH_READ, Frontier
-from ._verify import BodyVerifier
-from .errors import DeadlineExceededError, TransportError
-from .retry import RetryPolicy, retryable_transport_error
+from ._progress import INTERVAL
+from ._ranges import PartRetries, RangedBase
 
 logger = logging.getLogger("acr_blob")
 
@@ -29,38 +24,16 @@ OpenPart = Callable[[int, int], httpx.Response]
 """``open_part(first, end)``: a checked 206 answer for bytes ``first`` to ``end - 1``."""
 
 
-class RangedDownload:
-    """Fetches ``parts`` over ``len(first_responses)`` or more connections into ``partial``."""
+class RangedDownload(RangedBase):
+    """Fetches ``parts`` over ``concurrency`` threads into the partial file."""
 
-    def __init__(
-        self,
-        partial: PartialFile,
-        verifier: BodyVerifier,
-        parts: list[tuple[int, int]],
-        first_responses: list[httpx.Response],
-        open_part: OpenPart,
-        *,
-        concurrency: int,
-        policy: RetryPolicy,
-        deadline: float | None,
-        reporter: ProgressReporter | None,
-    ) -> None:
-        self._partial = partial
-        self._verifier = verifier
-        self._parts = parts
-        self._open_part = open_part
-        self._policy = policy
-        self._deadline = deadline
-        self._reporter = reporter
-        self._start = verifier.received
-        self._frontier = Frontier(self._start, parts)
-        # The answers already open serve the first parts; the others are requested as needed.
-        self._assigned: list[tuple[tuple[int, int], httpx.Response | None]] = list(
-            zip(parts, first_responses, strict=False)
-        )
-        self._queue: Iterator[tuple[int, int]] = iter(parts[len(first_responses) :])
+    _open_part: OpenPart
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._assigned: list[tuple[tuple[int, int], httpx.Response | None]] = list(self._first)
+        self._queue: Iterator[tuple[int, int]] = iter(self._parts[len(self._first) :])
         self._queue_lock = threading.Lock()
-        self._threads = max(concurrency, len(first_responses))
         self._stop = threading.Event()
         self._error: BaseException | None = None
 
@@ -68,7 +41,7 @@ class RangedDownload:
         """Download every part and feed the verifier in order; raise the first failure."""
         threads = [
             threading.Thread(target=self._work, args=(index,), name=f"acr-blob-range-{index}")
-            for index in range(self._threads)
+            for index in range(self._workers)
         ]
         for thread in threads:
             thread.start()
@@ -89,11 +62,9 @@ class RangedDownload:
                 self._partial.truncate(self._frontier.prefix)
 
     def _hash_in_order(self) -> None:
-        size = self._parts[-1][1]
-        fd = self._partial.file.fileno()
         hashed = self._start
         frontier = self._frontier
-        while hashed < size:
+        while hashed < self._size:
             with frontier.changed:
                 while frontier.prefix == hashed and self._error is None:
                     frontier.changed.wait(INTERVAL)
@@ -101,22 +72,9 @@ class RangedDownload:
                 prefix = frontier.prefix
             if self._error is not None:
                 raise self._error
-            while hashed < prefix:
-                chunk = os.pread(fd, min(HASH_READ, prefix - hashed), hashed)
-                if not chunk:
-                    raise TransportError(f"the partial file ended at byte {hashed}")
-                self._verifier.feed(chunk)
-                hashed += len(chunk)
+            self._hash(hashed, prefix)
+            hashed = prefix
             self._tick()
-
-    def _tick(self) -> None:
-        if self._reporter is not None:
-            self._reporter.update(self._start + self._frontier.written, self._parts[-1][1])
-        if self._deadline is not None and time.monotonic() > self._deadline:
-            raise DeadlineExceededError(
-                f"deadline passed after {self._start + self._frontier.written} of "
-                f"{self._parts[-1][1]} bytes; the server is too slow"
-            )
 
     def _fail(self, error: BaseException) -> None:
         with self._frontier.changed:
@@ -147,7 +105,7 @@ class RangedDownload:
 
     def _fetch(self, first: int, end: int, response: httpx.Response | None) -> bool:
         """Write bytes ``first`` to ``end - 1``; ``False`` if stopped before the end."""
-        position, failures, mark = first, 0, first
+        position, retries = first, PartRetries(self._policy, first, end)
         while position < end:
             if self._stop.is_set():
                 return False
@@ -157,24 +115,14 @@ class RangedDownload:
                 for chunk in body_chunks(response):
                     if self._stop.is_set():
                         return False
-                    piece = memoryview(chunk)[: end - position]
-                    self._partial.write_at(piece, position)
-                    position += len(piece)
-                    self._frontier.add(len(piece))
+                    position += self._write(chunk, position, end)
                     if position >= end:
                         break
                 else:
                     if position < end:
                         raise httpx.RemoteProtocolError("the part ended early")
             except httpx.TransportError as error:
-                if position > mark:
-                    failures, mark = 0, position
-                failures += 1
-                delay = self._policy.resume_delay(failures)
-                if delay is None or not retryable_transport_error(error):
-                    raise TransportError(
-                        f"bytes {first}-{end - 1} broke off at {position}: {error!r}"
-                    ) from error
+                delay = retries.delay(error, position)
                 logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
                 if delay:
                     self._policy.sleep(delay)

@@ -8,12 +8,19 @@ whatever the blob's size. This module holds what the sync and async drivers shar
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from typing import Any
 
 import httpx
 
+from ._files import PartialFile
+from ._progress import ProgressReporter
 from ._protocol import parse_content_range
-from .errors import ResumeError
+from ._verify import BodyVerifier
+from .errors import DeadlineExceededError, ResumeError, TransportError
+from .retry import RetryPolicy, retryable_transport_error
 
 # Parts are fetched in order, so the complete prefix, and with it the hash, keeps moving; a
 # few parts per connection let fast connections take over the work of a slow one.
@@ -81,3 +88,82 @@ class Frontier:
                 self._done.discard(self.prefix)
                 self.prefix = self._ends[self.prefix]
             self.changed.notify_all()
+
+
+class PartRetries:
+    """Resumption of one part: how long to wait after a failure, or the error that ends it."""
+
+    def __init__(self, policy: RetryPolicy, first: int, end: int) -> None:
+        self._policy = policy
+        self._first, self._end = first, end
+        self._failures = 0
+        self._mark = first
+
+    def delay(self, error: httpx.TransportError, position: int) -> float:
+        if position > self._mark:
+            self._failures, self._mark = 0, position
+        self._failures += 1
+        delay = self._policy.resume_delay(self._failures)
+        if delay is None or not retryable_transport_error(error):
+            raise TransportError(
+                f"bytes {self._first}-{self._end - 1} broke off at {position}: {error!r}"
+            ) from error
+        return delay
+
+
+class RangedBase:
+    """What the sync and async drivers share: the parts, the frontier, hashing and progress."""
+
+    def __init__(
+        self,
+        partial: PartialFile,
+        verifier: BodyVerifier,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: Any,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        deadline: float | None,
+        reporter: ProgressReporter | None,
+    ) -> None:
+        self._partial = partial
+        self._verifier = verifier
+        self._parts = parts
+        self._size = parts[-1][1]
+        self._open_part = open_part
+        self._policy = policy
+        self._deadline = deadline
+        self._reporter = reporter
+        self._start = verifier.received
+        self._frontier = Frontier(self._start, parts)
+        # The answers already open serve the first parts; the others are requested as needed.
+        self._first = list(zip(parts, first_responses, strict=False))
+        self._workers = max(concurrency, len(first_responses))
+
+    def _hash(self, offset: int, end: int) -> None:
+        """Feed bytes ``offset`` to ``end - 1`` of the partial file to the verifier."""
+        fd = self._partial.file.fileno()
+        while offset < end:
+            chunk = os.pread(fd, min(HASH_READ, end - offset), offset)
+            if not chunk:
+                raise TransportError(f"the partial file ended at byte {offset}")
+            self._verifier.feed(chunk)
+            offset += len(chunk)
+
+    def _tick(self) -> None:
+        """Progress, and the deadline."""
+        done = self._start + self._frontier.written
+        if self._reporter is not None:
+            self._reporter.update(done, self._size)
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceededError(
+                f"deadline passed after {done} of {self._size} bytes; the server is too slow"
+            )
+
+    def _write(self, chunk: bytes, position: int, end: int) -> int:
+        """Write what of ``chunk`` belongs to the part ending at ``end``; return its length."""
+        piece = memoryview(chunk)[: end - position]
+        self._partial.write_at(piece, position)
+        self._frontier.add(len(piece))
+        return len(piece)

@@ -311,6 +311,15 @@ class BlobClient:
         parts = plan_parts(offset, size, concurrency)
         follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
         url = response.url  # where the registry sent us: storage, or the registry itself
+        deadline = download._deadline
+
+        def checked(answer: httpx.Response, first: int, end: int) -> httpx.Response:
+            try:
+                check_part(answer, first, end, size)
+            except BaseException:
+                answer.close()
+                raise
+            return answer
 
         def open_direct(first: int, end: int) -> httpx.Response:
             request = self._http.build_request(
@@ -320,31 +329,18 @@ class BlobClient:
                 answer = self._http.send(request, stream=True, auth=follower.auth_for(request))
             except httpx.TransportError as error:
                 raise TransportError(f"GET {redact_url(url)} failed: {error!r}") from error
-            try:
-                check_part(answer, first, end, size)
-            except BaseException:
-                answer.close()
-                raise
-            return answer
+            return checked(answer, first, end)
 
         def open_part(first: int, end: int) -> httpx.Response:
+            """Straight to ``url`` first; through the registry again (a fresh redirect) if
+            that fails, for signed URLs expire."""
             try:
                 return open_direct(first, end)
             except (RegistryError, TransportError, ResumeError) as error:
                 logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
-            answer = self._send(
-                get_blob._get_kwargs,
-                repository,
-                digest,
-                download._deadline,
-                range_=range_header(first, end),
-            )[0]
-            try:
-                check_part(answer, first, end, size)
-            except BaseException:
-                answer.close()
-                raise
-            return answer
+            range_ = range_header(first, end)
+            answer = self._send(get_blob._get_kwargs, repository, digest, deadline, range_=range_)
+            return checked(answer[0], first, end)
 
         try:
             probe = open_direct(*parts[1])
