@@ -287,3 +287,33 @@ def test_a_part_whose_signed_url_expired_gets_a_fresh_redirect(mode: str, tmp_pa
     # Every refused part was fetched again with a later signature, from the registry.
     fetched_later = {r for sig, r, status in storage_log if sig != "1" and status == 206}
     assert {r for _, r, _ in refused} <= fetched_later
+
+
+@pytest.mark.parametrize("api", ["iterate", "to_file"])
+def test_a_large_single_stream_is_one_request_plus_the_redirect(
+    mode: str,
+    api: str,
+    s3_basic_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+) -> None:
+    # Large enough for the 1 MiB direct reads: still one request, never one per chunk.
+    pushed = blob_factory(s3_basic_registry, 3 * MIN_PART)
+    storage = s3_basic_registry.proxy
+    assert storage is not None
+    storage.clear()
+    sent: list[httpx.Request] = []
+    client = Driver(mode, s3_basic_registry.url, credential=s3_basic_registry.auth, record=sent)
+    if api == "iterate":
+        assert client.iterate(repository, pushed.digest) == pushed.data
+    else:
+        client.to_file(repository, pushed.digest, tmp_path / "blob")
+        assert (tmp_path / "blob").read_bytes() == pushed.data
+    # The challenge, the registry with credentials, storage after the 307.
+    assert [(r.url.host, "Range" in r.headers) for r in sent] == [
+        ("127.0.0.1", False),
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),
+    ]
+    assert len(storage.presigned_requests) == 1
