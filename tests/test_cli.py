@@ -3,33 +3,54 @@
 from __future__ import annotations
 
 import base64
+import fcntl
+import io
 import json
 import os
+import pty
+import re
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
+from acr_blob.cli import ProgressBar, redact
+from tools.faultproxy import Fault, FaultProxyFactory
 from tools.testbed import BlobFactory, Deployment, flip_byte, free_port
 
 SCRIPT = Path(sys.executable).with_name("acr-blob")
 MISSING = "sha256:" + "0" * 64
+MiB = 1024 * 1024
+
+
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("ACR_BLOB_")}
+    variables.update(env or {})
+    return variables
 
 
 def run(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[bytes]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACR_BLOB_")}
-    environment.update(env or {})
     return subprocess.run(
         [str(SCRIPT), *args],
         input=stdin.encode(),
         capture_output=True,
-        env=environment,
-        timeout=120,
+        env=environment(env),
+        timeout=timeout,
         check=False,
     )
+
+
+def reference(endpoint: str, repository: str, digest: str) -> str:
+    return f"{endpoint}/{repository}@{digest}"
 
 
 def test_get_to_a_file(
@@ -41,6 +62,9 @@ def test_get_to_a_file(
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == data
     assert f"verified {digest}".encode() in result.stderr
+    # stderr is no terminal here: no progress bar.
+    assert b"\r" not in result.stderr
+    assert b"%" not in result.stderr
 
 
 def test_get_json_and_stdout(
@@ -197,3 +221,478 @@ def test_failures_exit_with_their_code_and_leave_nothing(
     assert result.returncode == code, result.stderr
     assert result.stderr.startswith(b"acr-blob: ")
     assert list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Image-style references, head, exists
+
+
+def test_get_by_reference(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(registry, 100_001)
+    ref = reference(registry.url, repository, digest)
+    target = tmp_path / "layer.bin"
+    result = run("get", ref, "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    assert result.stderr == f"verified {digest} (100001 bytes) -> {target}\n".encode()
+    piped = run("get", ref, "-o", "-", "--quiet")
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, data, b"")
+
+
+def test_head_and_exists_by_reference(
+    registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, _ = blob_factory(registry, 4321)
+    ref = reference(registry.url, repository, digest)
+    head = run("head", ref, "--json")
+    assert head.returncode == 0, head.stderr
+    assert json.loads(head.stdout)["size"] == 4321
+    assert json.loads(head.stdout)["digest"] == digest
+
+    present = run("exists", ref)
+    assert (present.returncode, present.stdout, present.stderr) == (0, b"", b"")
+    absent = run("exists", reference(registry.url, repository, MISSING))
+    assert (absent.returncode, absent.stdout, absent.stderr) == (3, b"", b"")
+    in_json = run("exists", registry.url, repository, MISSING, "--json")
+    assert in_json.returncode == 3
+    assert json.loads(in_json.stdout) == {"exists": False, "digest": MISSING}
+    assert json.loads(run("exists", ref, "--json").stdout)["exists"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prod/bash@" + MISSING], "no registry in blob reference"),
+        (["ubuntu@" + MISSING], "no registry in blob reference"),
+        (["myregistry.azurecr.io/prod/bash:latest"], "'latest' is a tag"),
+        (["myregistry.azurecr.io/prod/bash"], "no digest"),
+        (["myregistry.azurecr.io/Prod/bash@" + MISSING], "invalid repository name 'Prod/bash'"),
+        (["myregistry.azurecr.io/prod/bash@sha256:abc"], "invalid digest 'sha256:abc'"),
+        (["ftp://myregistry.azurecr.io/prod/bash@" + MISSING], "only https:// and http://"),
+        (["https://alice:hunter2@r.io/prod/bash@" + MISSING], "credentials do not belong"),
+        (["myregistry.azurecr.io", "prod/bash"], "give one blob reference"),
+    ],
+)
+def test_bad_references_are_usage_errors(args: list[str], message: str) -> None:
+    result = run("head", *args, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(b"acr-blob: ")
+    assert message.encode() in result.stderr
+    assert b"hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["http://10.255.255.1/prod/bash@" + MISSING],
+        ["http://10.255.255.1:5000", "prod/bash", MISSING],
+        ["http://registry.example/prod/bash@" + MISSING, "--anonymous"],
+    ],
+)
+def test_plain_http_beyond_loopback_is_refused_before_connecting(
+    args: list[str], tmp_path: Path
+) -> None:
+    # 10.255.255.1 does not answer: a connection attempt would hang until --timeout.
+    started = time.monotonic()
+    result = run("get", *args, "-o", str(tmp_path / "blob"), "--timeout", "30", timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 2, result.stderr
+    assert b"refusing plain http to http://" in result.stderr
+    assert b"--insecure" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_insecure_allows_plain_http_beyond_loopback(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(registry, 3000)
+    # On Linux, 0.0.0.0 reaches this machine's loopback listeners, yet it is no loopback
+    # address: the nearest thing to a remote plain-http registry that a test can own.
+    ref = reference(f"http://0.0.0.0:{registry.port}", repository, digest)
+    refused = run("get", ref, "-o", str(tmp_path / "refused"))
+    assert refused.returncode == 2
+    target = tmp_path / "blob"
+    allowed = run("get", ref, "-o", str(target), "--insecure")
+    assert allowed.returncode == 0, allowed.stderr
+    assert target.read_bytes() == data
+
+
+def test_credentials_with_a_reference(
+    basic_registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(basic_registry, 2500)
+    user, password = basic_registry.auth or ("", "")
+    ref = reference(basic_registry.url, repository, digest)
+    config = tmp_path / "docker"
+    config.mkdir()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    host = f"{basic_registry.host}:{basic_registry.port}"
+    (config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    target = tmp_path / "blob"
+    from_docker = run("get", ref, "-o", str(target), env={"DOCKER_CONFIG": str(config)})
+    assert from_docker.returncode == 0, from_docker.stderr
+    assert target.read_bytes() == data
+    from_stdin = run("exists", ref, "--username", user, "--password-stdin", stdin=password + "\n")
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    # A refusal is not an absence.
+    assert run("exists", ref, "--anonymous").returncode == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Options: --max-concurrency, --timeout, --json with stdout
+
+
+def test_max_concurrency_fetches_parallel_ranges(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 17 * MiB)
+    proxy = fault_proxy(registry)
+    target = tmp_path / "blob"
+    ref = reference(proxy.url, repository, digest)
+    result = run("get", ref, "-o", str(target), "--max-concurrency", "4")
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    ranged = [r for r in proxy.requests if r.method == "GET" and r.header("Range")]
+    assert len(ranged) >= 2, [r.header("Range") for r in proxy.requests]
+
+    proxy.clear()
+    single = run("get", ref, "-o", str(tmp_path / "single"), "--max-concurrency", "1")
+    assert single.returncode == 0, single.stderr
+    assert [r.header("Range") for r in proxy.requests if r.method == "GET"] == [None]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--max-concurrency", "0"],
+        ["--max-concurrency", "65"],
+        ["--max-concurrency", "two"],
+        ["--timeout", "0"],
+        ["--timeout", "-1"],
+        ["--timeout", "nan"],
+    ],
+)
+def test_bad_option_values_are_usage_errors(option: list[str], tmp_path: Path) -> None:
+    result = run("get", "myregistry.azurecr.io/a@" + MISSING, "-o", str(tmp_path / "x"), *option)
+    assert result.returncode == 2
+    assert option[0].encode() in result.stderr
+
+
+def test_timeout_bounds_the_silence(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 1000)
+    proxy = fault_proxy(registry)
+    # The first GET stalls 4 s: with --timeout 0.3 it times out and the retry succeeds at once.
+    proxy.add(Fault.stall_before_headers(4.0), method="GET", path="/blobs/", times=1)
+    target = tmp_path / "blob"
+    started = time.monotonic()
+    result = run(
+        "get", reference(proxy.url, repository, digest), "-o", str(target), "--timeout=0.3"
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 3.5
+    assert target.read_bytes() == data
+    assert len([r for r in proxy.requests if r.method == "GET" and "/blobs/" in r.path]) == 2
+
+
+def test_json_with_stdout_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("get", "myregistry.azurecr.io/a@" + MISSING, "-o", "-", "--json")
+    assert result.returncode == 2
+    assert b"--json needs -o FILE" in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly(
+    registry: Deployment, blob_factory: BlobFactory, repository: str
+) -> None:
+    digest, _ = blob_factory(registry, 4 * MiB)
+    process = subprocess.Popen(
+        [str(SCRIPT), "get", reference(registry.url, repository, digest), "-o", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(1000)) == 1000
+    process.stdout.close()  # `| head -c 1000`
+    stderr = process.stderr.read()
+    assert process.wait(timeout=30) == 1
+    assert stderr == b"acr-blob: output closed before the end of the blob\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# --verbose: request logs, secrets redacted
+
+
+@pytest.mark.parametrize("verbosity", ["-v", "-vv"])
+def test_verbose_logs_requests_without_secrets(
+    s3_basic_registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    tmp_path: Path,
+    verbosity: str,
+) -> None:
+    digest, data = blob_factory(s3_basic_registry, 20_000)
+    assert s3_basic_registry.auth is not None and s3_basic_registry.proxy is not None
+    user, password = s3_basic_registry.auth
+    target = tmp_path / "blob"
+    result = run(
+        "get",
+        reference(s3_basic_registry.url, repository, digest),
+        "-o",
+        str(target),
+        verbosity,
+        env={"ACR_BLOB_USERNAME": user, "ACR_BLOB_PASSWORD": password},
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    log = result.stderr.decode()
+    # The registry's 307, and the storage request it led to, with its query hidden.
+    blob_path = f"/v2/{repository}/blobs/{digest}"
+    assert f'HTTP Request: GET {s3_basic_registry.url}{blob_path} "HTTP/1.1 307' in log, log
+    storage = re.search(r"HTTP Request: GET (http://127\.0\.0\.2:\d+/\S+) \"HTTP/1.1 200", log)
+    assert storage is not None, log
+    assert storage.group(1).endswith("?<redacted>")
+    assert f"acr_blob: GET {storage.group(1)} -> 200" in log  # the SDK's own log
+    [presigned] = s3_basic_registry.proxy.presigned_requests
+    signature = parse_qs(presigned.query)["X-Amz-Signature"][0]
+    assert len(signature) >= 32
+    assert signature not in log
+    assert "X-Amz-Signature=" not in log
+    assert "X-Amz-Credential=" not in log
+    assert password not in log
+    assert base64.b64encode(f"{user}:{password}".encode()).decode() not in log
+    if verbosity == "-vv":
+        # httpcore's connection-level log, response headers (the signed Location) included.
+        assert "httpcore.http11: receive_response_headers.complete" in log
+        assert re.search(r"b'Location', b'http://127\.0\.0\.2:\d+/[^'?]+\?<redacted>'", log), log
+    else:
+        assert "httpcore" not in log
+
+
+def test_redact() -> None:
+    signed = "http://127.0.0.2:9000/bucket/blob?X-Amz-Signature=abc123&X-Amz-Credential=key"
+    assert redact(f'HTTP Request: GET {signed} "HTTP/1.1 200 OK"') == (
+        'HTTP Request: GET http://127.0.0.2:9000/bucket/blob?<redacted> "HTTP/1.1 200 OK"'
+    )
+    headers = f"[(b'Location', b'{signed}'), (b'Authorization', b'Basic YWxpY2U6cw==')]"
+    assert redact(headers) == (
+        "[(b'Location', b'http://127.0.0.2:9000/bucket/blob?<redacted>'), "
+        "(b'Authorization', b'<redacted>')]"
+    )
+    assert redact("Authorization: Bearer eyJhbGciOi.x.y") == "Authorization: <redacted>"
+    assert redact("token eyJ... sent as Bearer eyJhbGciOi.x.y") == (
+        "token eyJ... sent as Bearer <redacted>"
+    )
+    assert redact("(b'Location', b'/v2/x/blobs/uploads/1?_state=abc')") == (
+        "(b'Location', b'/v2/x/blobs/uploads/1?<redacted>')"
+    )
+    assert redact("https://alice:pw@r.io/v2/") == "https://<redacted>@r.io/v2/"
+    # What the SDK already redacted stays as it is.
+    for done in ("GET http://s/blob?<redacted> -> 200", "(b'Location', b'/v2/?<redacted>')"):
+        assert redact(done) == done
+    challenge = 'Bearer realm="https://r.io/oauth2/token",service="r.io"'
+    assert redact(challenge) == challenge
+    assert redact("Set-Cookie: session=s3cret; Path=/") == "Set-Cookie: <redacted>"
+
+
+# ---------------------------------------------------------------------------------------------
+# The progress bar
+
+
+def run_on_terminal(*args: str, columns: int = 60, timeout: float = 60) -> tuple[int, str, float]:
+    """Run with stderr on a pseudo-terminal; return the exit code, what the terminal showed
+    and how long it took."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [str(SCRIPT), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=environment(),
+    )
+    os.close(slave)
+    shown = bytearray()
+    deadline = started + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child's end is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        code = process.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return code, shown.decode(), time.monotonic() - started
+
+
+def test_progress_bar_on_a_terminal(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 2 * MiB)
+    proxy = fault_proxy(registry)
+    proxy.add(Fault.drip(128 * 1024, 0.05), method="GET", path="/blobs/")  # about 0.8 s
+    target = tmp_path / "blob"
+    ref = reference(proxy.url, repository, digest)
+    code, shown, elapsed = run_on_terminal("get", ref, "-o", str(target), columns=70)
+    assert code == 0, shown
+    assert target.read_bytes() == data
+    frames = [f.rstrip() for f in re.split(r"[\r\n]+", shown) if f.strip()]
+    assert all(len(f) < 70 for f in frames if not f.startswith("verified")), frames
+    bar = r" *\d{1,3}% \[[=> ]+\] "
+    moving = [f for f in frames if re.fullmatch(bar + r"[\d.]+ [KM]?i?B / 2\.0 MiB .*", f)]
+    assert any(
+        re.search(r"[\d.]+ [KM]iB/s  ETA \d+:\d\d$", f) and not f.startswith("100%") for f in moving
+    ), frames
+    # Redrawn at most about ten times a second.
+    assert len(moving) <= 10 * elapsed + 3, frames
+    assert frames[-1] == f"verified {digest} ({2 * MiB} bytes) -> {target}"
+    assert re.fullmatch(r"100% \[=+\] 2\.0 MiB  [\d.]+ [KM]iB/s  in 0:0\d", frames[-2])
+    # The final line is ended before the message: the message is a line of its own.
+    assert re.search(r"in 0:0\d *\r?\n\r?verified", shown)
+
+    quiet_code, quiet_shown, _ = run_on_terminal("get", ref, "-o", str(target), "--quiet")
+    assert (quiet_code, quiet_shown) == (0, "")
+
+
+def test_progress_bar_redraws_at_a_bounded_rate() -> None:
+    now = [100.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, clock=lambda: now[0], columns=lambda: 80)
+    bar(0, 10 * MiB)
+    now[0] += 0.05
+    bar(MiB, 10 * MiB)  # too soon after the last redraw: not drawn
+    assert stream.getvalue().count("\r") == 1
+    now[0] += 1.0
+    bar(3 * MiB, 10 * MiB)
+    line = stream.getvalue().rpartition("\r")[2]
+    assert line.startswith(" 30% [")
+    assert line.rstrip().endswith("3.0 MiB / 10.0 MiB  2.9 MiB/s  ETA 0:02")
+    assert len(line) <= 79
+    now[0] += 1.0
+    bar(10 * MiB, 10 * MiB)
+    bar.finish()
+    bar(10 * MiB, 10 * MiB)  # nothing after the end
+    bar.finish()
+    assert stream.getvalue().endswith("\n")
+    assert stream.getvalue().count("\n") == 1
+    final = stream.getvalue().rpartition("\r")[2]
+    assert re.fullmatch(r"100% \[=+\] 10\.0 MiB  4\.9 MiB/s  in 0:02\s*\n", final), final
+
+
+def test_progress_bar_without_a_size_or_room() -> None:
+    stream = io.StringIO()
+    now = [0.0]
+    bar = ProgressBar(stream, clock=lambda: now[0], columns=lambda: 30)
+    bar(5000, None)
+    now[0] += 1
+    bar(2 * MiB + 5000, None)
+    assert stream.getvalue().rpartition("\r")[2].rstrip() == "2.0 MiB  2.0 MiB/s"
+    bar.abort()
+    assert stream.getvalue().endswith("\n")
+    # Too narrow for a bar: the numbers alone, cut to the width.
+    narrow_stream = io.StringIO()
+    narrow = ProgressBar(narrow_stream, columns=lambda: 30)
+    narrow(1, 1000)
+    assert narrow_stream.getvalue().startswith("\r  0% 1 B / 1000 B")
+    assert all(len(line) <= 29 for line in narrow_stream.getvalue().split("\r"))
+    # An aborted bar that never drew anything prints nothing.
+    silent = io.StringIO()
+    ProgressBar(silent).abort()
+    assert silent.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def arrived(partial: Path, prefix: bytes) -> bool:
+    """Whether the partial file begins with ``prefix`` (parallel parts write further on first)."""
+    try:
+        with partial.open("rb") as file:
+            return file.read(len(prefix)) == prefix
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_ctrl_c_exits_130_and_leaves_nothing_at_the_target(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+    concurrency: int,
+) -> None:
+    size = 17 * MiB if concurrency > 1 else 4 * MiB  # parallel ranges start at 16 MiB
+    digest, data = blob_factory(registry, size)
+    proxy = fault_proxy(registry)
+    proxy.add(Fault.drip(64 * 1024, 0.05), method="GET", path="/blobs/")  # 1.25 MiB/s
+    target = tmp_path / "layer.bin"
+    partial = tmp_path / f".sha256-{digest.removeprefix('sha256:')}.partial"
+    ref = reference(proxy.url, repository, digest)
+    args = ["get", ref, "-o", str(target), "--max-concurrency", str(concurrency)]
+    process = subprocess.Popen(
+        [str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not arrived(partial, data[: 256 * 1024]):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no bytes arrived"
+            time.sleep(0.02)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - interrupted < 5
+    assert stderr.endswith(b"acr-blob: interrupted\n"), stderr
+    assert b"Traceback" not in stderr
+    assert not target.exists()
+    left = [p.name for p in tmp_path.iterdir()]
+    if concurrency == 1:
+        # The partial file stays beside the target, for the next run to continue.
+        assert left == [partial.name]
+    else:
+        # Parallel parts keep only whole parts (8 MiB and more): maybe none yet.
+        assert set(left) <= {partial.name}
+
+    proxy.clear_faults()
+    proxy.clear()
+    again = run(*args)
+    assert again.returncode == 0, again.stderr
+    assert target.read_bytes() == data
+    assert list(tmp_path.iterdir()) == [target]
+    if concurrency == 1:
+        [get] = [r for r in proxy.requests if r.method == "GET" and "/blobs/" in r.path]
+        resumed = re.fullmatch(r"bytes=(\d+)-", get.header("Range") or "")
+        assert resumed is not None and int(resumed.group(1)) >= 256 * 1024

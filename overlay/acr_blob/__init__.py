@@ -35,7 +35,13 @@ from .errors import (
     TransportError,
 )
 from .models import BlobProperties
-from .references import Digest, parse_digest, validate_repository
+from .references import (
+    BlobReference,
+    Digest,
+    parse_blob_reference,
+    parse_digest,
+    validate_repository,
+)
 from .retry import RetryPolicy
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "BlobError",
     "BlobNotFoundError",
     "BlobProperties",
+    "BlobReference",
     "BlobSizeError",
     "Credential",
     "CredentialHelperError",
@@ -74,6 +81,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "docker_config_credential",
+    "parse_blob_reference",
     "parse_digest",
     "validate_repository",
 ]

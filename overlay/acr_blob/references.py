@@ -1,4 +1,5 @@
-"""Checks repository names and digests against the OCI distribution grammar."""
+"""Checks repository names and digests against the OCI distribution grammar, and parses
+image-style blob references (``myregistry.azurecr.io/prod/bash@sha256:<hex>``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .errors import InvalidDigestError, InvalidRepositoryError
+from .errors import InvalidDigestError, InvalidEndpointError, InvalidRepositoryError
 
-__all__ = ["Digest", "parse_digest", "validate_repository"]
+__all__ = ["BlobReference", "Digest", "parse_blob_reference", "parse_digest", "validate_repository"]
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -90,3 +91,153 @@ def validate_repository(repository: str) -> str:
             "in '/'-separated components",
         )
     return repository
+
+
+# Docker's reference grammar (distribution/reference): a registry is a domain name or a
+# bracketed IPv6 address, with an optional port.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = re.compile(
+    rf"(?P<host>{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_SCHEMES = ("https://", "http://")
+# Docker Hub's names for itself in references, and the host that serves its registry API.
+_DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io"})
+_DOCKER_HUB_REGISTRY = "https://registry-1.docker.io"
+
+
+@attrs.frozen
+class BlobReference:
+    """A blob named the way an image reference names an image: ``REGISTRY/REPOSITORY@DIGEST``.
+
+    ``endpoint`` is the registry's base URL, ready for :class:`~acr_blob.BlobClient`
+    (``https://myregistry.azurecr.io``, or ``http://127.0.0.1:5000`` when the reference said
+    ``http://``); ``repository`` and ``digest`` are checked. ``str()`` gives the reference back
+    in its canonical form. Build one with :func:`parse_blob_reference`.
+
+    Example::
+
+        reference = parse_blob_reference("myregistry.azurecr.io/prod/bash@sha256:" + "ab" * 32)
+        with BlobClient(reference.endpoint) as client:
+            client.download_blob_to_file(reference.repository, reference.digest, "layer.tgz")
+    """
+
+    endpoint: str
+    repository: str
+    digest: str
+
+    def __str__(self) -> str:
+        registry = self.endpoint.removeprefix("https://")
+        if not ("." in registry or ":" in registry or registry == "localhost"):
+            registry = self.endpoint  # a bare name reads as a repository without its scheme
+        return f"{registry}/{self.repository}@{self.digest}"
+
+
+def parse_blob_reference(reference: str) -> BlobReference:
+    """Parse ``[http(s)://]REGISTRY/REPOSITORY@ALGORITHM:HEX`` into a :class:`BlobReference`.
+
+    The registry is the part before the first ``/``. Without a scheme it is recognised as
+    Docker does: it contains a ``.`` or a ``:`` (a port), is ``localhost``, or has an uppercase
+    letter; the registry is then reached over https. A reference whose first component is none
+    of these names no registry (``prod/bash@sha256:...``, ``ubuntu@sha256:...``): unlike
+    ``docker pull``, this does not default to Docker Hub, since the request and any credential
+    would go to a third party; write ``docker.io/library/ubuntu@sha256:...`` for Docker Hub
+    (``docker.io`` and ``index.docker.io`` mean its registry, ``registry-1.docker.io``, and a
+    one-component repository there gets Docker's ``library/``). An explicit ``https://`` or
+    ``http://`` prefix makes the first component the registry whatever it looks like.
+
+    A blob is named by its digest: a reference with only a tag (``:latest``) is refused, and a
+    tag next to a digest (``bash:5.2@sha256:...``) is ignored, as Docker ignores it.
+
+    Raises :class:`~acr_blob.errors.InvalidEndpointError` when there is no registry, or one that
+    is not a host name or address with an optional port;
+    :class:`~acr_blob.errors.InvalidDigestError` when the digest is missing (a tag instead)
+    or malformed; :class:`~acr_blob.errors.InvalidRepositoryError` for a bad repository name.
+    Each is a :class:`ValueError`; nothing is sent anywhere.
+
+    Example::
+
+        >>> reference = parse_blob_reference("myregistry.azurecr.io/prod/bash@sha256:" + "0" * 64)
+        >>> reference.endpoint, reference.repository
+        ('https://myregistry.azurecr.io', 'prod/bash')
+        >>> reference = parse_blob_reference("http://127.0.0.1:5000/busybox:1@sha256:" + "0" * 64)
+        >>> reference.endpoint, reference.repository
+        ('http://127.0.0.1:5000', 'busybox')
+    """
+    if not isinstance(reference, str):
+        raise InvalidEndpointError(f"a blob reference is a string, not {type(reference).__name__}")
+    text = reference
+    scheme = next((p for p in _SCHEMES if text[: len(p)].lower() == p), "")
+    text = text[len(scheme) :]
+    if "://" in text:
+        raise InvalidEndpointError(
+            f"invalid blob reference {_shorten(reference)!r}: "
+            "only https:// and http:// registries are supported"
+        )
+    first, slash, rest = text.partition("/")
+    if scheme and not slash:
+        raise InvalidRepositoryError("", "the reference names no repository")
+    if slash and "@" in first:
+        # User info (user:password@host): never echoed, it may hold a password.
+        raise InvalidEndpointError(
+            "credentials do not belong in a blob reference: give them separately "
+            "(a blob reference is REGISTRY/REPOSITORY@DIGEST)"
+        )
+    if not scheme and not (
+        slash and ("." in first or ":" in first or first == "localhost" or first != first.lower())
+    ):
+        raise InvalidEndpointError(
+            f"no registry in blob reference {_shorten(reference)!r}: begin it with the "
+            "registry's host, as in myregistry.azurecr.io/prod/bash@sha256:<hex> (a first "
+            "component without '.' or ':' is part of the repository; Docker Hub is not assumed)"
+        )
+    endpoint = _endpoint(scheme or "https://", first, reference)
+    repository, at, digest = rest.rpartition("@")
+    if not at:
+        repository, digest = rest, ""
+    name, colon, tag = repository.rpartition(":")
+    if colon and "/" not in tag:
+        if not digest:
+            raise InvalidDigestError(
+                _shorten(reference),
+                f"a blob is named by its digest, and {tag[:40]!r} is a tag (tags name images); "
+                "give REGISTRY/REPOSITORY@sha256:<64 hex>",
+            )
+        if not _TAG.fullmatch(tag):
+            raise InvalidRepositoryError(
+                repository, "the part after ':' is not a tag; the digest follows '@'"
+            )
+        repository = name
+    if not digest:
+        raise InvalidDigestError(
+            _shorten(reference), "no digest: end the reference with @sha256:<64 hex>"
+        )
+    if not repository:
+        raise InvalidRepositoryError(repository, "the reference names no repository")
+    if endpoint == _DOCKER_HUB_REGISTRY and "/" not in repository:
+        repository = f"library/{repository}"
+    return BlobReference(
+        endpoint=endpoint,
+        repository=validate_repository(repository),
+        digest=str(parse_digest(digest)),
+    )
+
+
+def _endpoint(scheme: str, registry: str, reference: str) -> str:
+    """``scheme://registry`` once ``registry`` is checked to be HOST[:PORT]."""
+    match = _HOST.fullmatch(registry)
+    port = match.group("port") if match else None
+    if match is None or (port is not None and not 0 < int(port) < 65536):
+        raise InvalidEndpointError(
+            f"invalid registry {registry[:300]!r} in blob reference {_shorten(reference)!r}: "
+            "expected a host name or address, with an optional :PORT"
+        )
+    host = registry.lower()
+    if scheme == "https://" and match.group("host").lower() in _DOCKER_HUB_NAMES and not port:
+        return _DOCKER_HUB_REGISTRY
+    return scheme + host
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 300 else text[:300] + "..."
