@@ -293,7 +293,16 @@ def test_errors_page_covers_every_exception() -> None:
 
 def test_docstring_doctests_pass() -> None:
     attempted = 0
-    for module in ("references", "retry", "challenges", "_protocol", "errors", "models"):
+    for module in (
+        "references",
+        "retry",
+        "challenges",
+        "_protocol",
+        "errors",
+        "models",
+        "_cli_logs",
+        "_config",
+    ):
         result = doctest.testmod(importlib.import_module(f"acr_blob.{module}"))
         assert result.failed == 0, module
         attempted += result.attempted

@@ -74,6 +74,19 @@ def test_frontier_moves_only_over_complete_parts() -> None:
     assert frontier.prefix == 30
 
 
+def test_frontier_keeps_the_bytes_in_order_of_the_part_under_way() -> None:
+    frontier = Frontier(0, [(0, 10), (10, 20), (20, 30)])
+    frontier.advance(0, 4, 4)
+    frontier.advance(20, 25, 5)  # further on, but not in order: not kept
+    assert frontier.in_order() == 4
+    frontier.advance(0, 10, 6)
+    frontier.complete(0)
+    assert frontier.in_order() == 10
+    frontier.advance(10, 13, 3)
+    assert frontier.in_order() == 13
+    assert frontier.written == 18
+
+
 def test_progress_reporter_is_rate_limited_and_final() -> None:
     now = [0.0]
     calls: list[tuple[int, int | None]] = []

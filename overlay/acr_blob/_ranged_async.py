@@ -53,8 +53,8 @@ class AsyncRangedDownload(RangedBase):
             for _, response in self._first:
                 await response.aclose()
             if failed:
-                # Keep only the complete prefix, so that the next call resumes from its end.
-                self._partial.truncate(self._frontier.prefix)
+                # Keep only the bytes in order from the start: the next call resumes there.
+                self._partial.truncate(self._frontier.in_order())
 
     async def _hash_in_order(self, workers: list[asyncio.Task[None]]) -> None:
         hashed = self._start
@@ -87,7 +87,7 @@ class AsyncRangedDownload(RangedBase):
                 response = await self._open_part(position, end)
             try:
                 async for chunk in abody_chunks(response):
-                    position += self._write(chunk, position, end)
+                    position += self._write(chunk, first, position, end)
                     if position >= end:
                         break
                 else:

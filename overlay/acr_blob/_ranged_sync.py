@@ -58,8 +58,8 @@ class RangedDownload(RangedBase):
                 if response is not None:
                     response.close()
             if self._error is not None:
-                # Keep only the complete prefix, so that the next call resumes from its end.
-                self._partial.truncate(self._frontier.prefix)
+                # Keep only the bytes in order from the start: the next call resumes there.
+                self._partial.truncate(self._frontier.in_order())
 
     def _hash_in_order(self) -> None:
         hashed = self._start
@@ -115,7 +115,7 @@ class RangedDownload(RangedBase):
                 for chunk in body_chunks(response):
                     if self._stop.is_set():
                         return False
-                    position += self._write(chunk, position, end)
+                    position += self._write(chunk, first, position, end)
                     if position >= end:
                         break
                 else:

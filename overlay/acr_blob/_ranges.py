@@ -71,23 +71,32 @@ class Frontier:
     def __init__(self, start: int, parts: list[tuple[int, int]]) -> None:
         self._ends = {first: end for first, end in parts}
         self._done: set[int] = set()
+        self._positions: dict[int, int] = {}
         self.prefix = start
         self.written = 0
         self.changed = threading.Condition()
 
-    def add(self, count: int) -> None:
-        """``count`` more bytes written somewhere (progress)."""
+    def advance(self, first: int, position: int, count: int) -> None:
+        """The part starting at ``first`` is written up to ``position``, ``count`` bytes more."""
         with self.changed:
+            self._positions[first] = position
             self.written += count
 
     def complete(self, first: int) -> None:
         """The part starting at ``first`` is fully written."""
         with self.changed:
             self._done.add(first)
+            self._positions.pop(first, None)
             while self.prefix in self._done:
                 self._done.discard(self.prefix)
                 self.prefix = self._ends[self.prefix]
             self.changed.notify_all()
+
+    def in_order(self) -> int:
+        """The end of the bytes written in order from the start: the complete parts, and as
+        far as the next part has got (parts are written front to back)."""
+        with self.changed:
+            return self._positions.get(self.prefix, self.prefix)
 
 
 class PartRetries:
@@ -161,9 +170,10 @@ class RangedBase:
                 f"deadline passed after {done} of {self._size} bytes; the server is too slow"
             )
 
-    def _write(self, chunk: bytes, position: int, end: int) -> int:
-        """Write what of ``chunk`` belongs to the part ending at ``end``; return its length."""
+    def _write(self, chunk: bytes, first: int, position: int, end: int) -> int:
+        """Write what of ``chunk`` belongs to the part ``first``-``end`` at ``position``;
+        return its length."""
         piece = memoryview(chunk)[: end - position]
         self._partial.write_at(piece, position)
-        self._frontier.add(len(piece))
+        self._frontier.advance(first, position + len(piece), len(piece))
         return len(piece)

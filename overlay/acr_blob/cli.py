@@ -12,21 +12,17 @@ mismatch), 130 interrupted. On any failure nothing is left at the ``-o`` path.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import json
-import logging
 import os
-import re
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TextIO
+from collections.abc import Sequence
 
 import attrs
 import httpx
 
+from ._cli_logs import request_logs
+from ._cli_progress import ProgressBar
 from ._config import DEFAULT_TIMEOUT, MAX_CONCURRENCY, Credential, __version__, normalize_endpoint
 from ._protocol import is_loopback
 from ._sync import BlobClient
@@ -207,219 +203,6 @@ def _credential(args: argparse.Namespace, endpoint: str) -> Credential:
 
 
 # ---------------------------------------------------------------------------------------------
-# Progress bar
-
-
-def _size(count: float) -> str:
-    """``1023 B``, ``1.5 KiB``, ``12.3 MiB``, ``1.2 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
-
-
-def _duration(seconds: float) -> str:
-    """``0:07``, ``12:34``, ``1:02:03``."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
-
-
-class ProgressBar:
-    """A one-line progress display on a terminal: percentage, bar, bytes, rate and ETA.
-
-    Use it as the ``progress`` callback of a download; it redraws its line with ``\\r`` at
-    most every ``interval`` seconds. :meth:`finish` draws the final line (size, average rate,
-    time taken) and ends it; :meth:`abort` ends the line where it is, so that an error message
-    starts on a line of its own.
-    """
-
-    WINDOW = 3.0
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        interval: float = 0.1,
-        clock: Callable[[], float] = time.monotonic,
-        columns: Callable[[], int] | None = None,
-    ) -> None:
-        self._stream = stream
-        self._interval = interval
-        self._clock = clock
-        self._columns = columns or self._terminal_columns
-        self._lock = threading.Lock()
-        self._started = clock()
-        self._first: int | None = None
-        self._done = 0
-        self._total: int | None = None
-        self._samples: collections.deque[tuple[float, int]] = collections.deque()
-        self._next_draw = 0.0
-        self._shown = 0  # characters of the line now on screen; 0: none
-        self._ended = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            now = self._clock()
-            if self._first is None:
-                # Bytes a resumed download already had do not count towards the rate.
-                self._first, self._started = done, now
-            self._done, self._total = done, total
-            self._samples.append((now, done))
-            while len(self._samples) > 2 and now - self._samples[0][0] > self.WINDOW:
-                self._samples.popleft()
-            if now >= self._next_draw or done == total:
-                self._next_draw = now + self._interval
-                self._draw(self._line(now))
-
-    def finish(self) -> None:
-        """The final line: the size, the average rate and the time taken."""
-        with self._lock:
-            if self._ended or self._first is None:
-                return
-            elapsed = self._clock() - self._started
-            received = self._done - self._first
-            parts = [f"{_size(self._done)}"]
-            if elapsed > 0 and received:
-                parts.append(f"{_size(received / elapsed)}/s")
-            parts.append(f"in {_duration(elapsed)}")
-            self._draw(self._with_bar(100, 1.0, "  ".join(parts)))
-            self._end()
-
-    def abort(self) -> None:
-        """End the line as it is (the download failed or was interrupted)."""
-        with self._lock:
-            if not self._ended and self._shown:
-                self._end()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._stream.write("\n")
-        self._stream.flush()
-
-    def _rate(self, now: float) -> float | None:
-        if len(self._samples) < 2:
-            return None
-        (then, before), (_, latest) = self._samples[0], self._samples[-1]
-        return (latest - before) / (now - then) if now - then >= 0.2 else None
-
-    def _line(self, now: float) -> str:
-        rate = self._rate(now)
-        speed = f"{_size(rate)}/s" if rate is not None else "--/s"
-        total = self._total
-        if total is None or total <= 0:
-            return f"{_size(self._done)}  {speed}"
-        fraction = min(self._done / total, 1.0)
-        eta = _duration((total - self._done) / rate) if rate else "--:--"
-        text = f"{_size(self._done)} / {_size(total)}  {speed}  ETA {eta}"
-        return self._with_bar(int(fraction * 100), fraction, text)
-
-    def _with_bar(self, percent: int, fraction: float, text: str) -> str:
-        head = f"{percent:3d}% "
-        room = self._columns() - 1 - len(head) - len(text) - 3
-        if room < 10:
-            return f"{head}{text}"
-        width = min(room, 40)
-        filled = int(fraction * width)
-        bar = "=" * filled + (">" if filled < width else "") + " " * (width - filled - 1)
-        return f"{head}[{bar}] {text}"
-
-    def _draw(self, line: str) -> None:
-        line = line[: max(self._columns() - 1, 1)]
-        self._stream.write("\r" + line.ljust(self._shown))
-        self._stream.flush()
-        self._shown = len(line)
-
-    def _terminal_columns(self) -> int:
-        try:
-            return os.get_terminal_size(self._stream.fileno()).columns or 80
-        except (OSError, ValueError, AttributeError):
-            return 80
-
-
-# ---------------------------------------------------------------------------------------------
-# Request logs for --verbose
-
-
-_URL_USERINFO = re.compile(r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@'\"<>]*@")
-_URL_QUERY = re.compile(
-    r"(?P<keep>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s?#'\"<>]*)\?(?!<redacted>)[^\s'\"<>]*"
-)
-# A quoted relative URL (httpcore logs a Location header as b'/path?query').
-_PATH_QUERY = re.compile(r"(?P<keep>['\"]/[^\s?'\"<>]*)\?(?!<redacted>)[^\s'\"<>]*")
-_CREDENTIAL_HEADER = re.compile(
-    r"(?P<keep>\b(?:proxy-)?authorization|\b(?:set-)?cookie)(?P<sep>['\"]?\s*[:,=]\s*(?-i:b)?['\"]?)"
-    r"[^'\"\r\n]*",
-    re.IGNORECASE,
-)
-_AUTH_SCHEME = re.compile(
-    r"(?P<keep>\b(?:Bearer|Basic)\s+)(?![A-Za-z]+=\")[A-Za-z0-9._~+/=\-]+", re.IGNORECASE
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with URL query strings and user info, and credential headers, hidden.
-
-    Example::
-
-        >>> redact("GET https://storage/blob?sig=secret 200")
-        'GET https://storage/blob?<redacted> 200'
-    """
-    text = _URL_USERINFO.sub(r"\g<keep><redacted>@", text)
-    text = _URL_QUERY.sub(r"\g<keep>?<redacted>", text)
-    text = _PATH_QUERY.sub(r"\g<keep>?<redacted>", text)
-    text = _CREDENTIAL_HEADER.sub(r"\g<keep>\g<sep><redacted>", text)
-    return _AUTH_SCHEME.sub(r"\g<keep><redacted>", text)
-
-
-class _RedactingFormatter(logging.Formatter):
-    """Redacts the whole formatted record: message, arguments and traceback alike.
-
-    httpx logs every request's full URL at INFO, the signed query string of a storage redirect
-    included, and httpcore logs response headers (a ``Location`` with its signature) at DEBUG.
-    """
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
-_LOGGERS = ("acr_blob", "httpx", "httpcore")
-
-
-@contextlib.contextmanager
-def _request_logs(verbosity: int) -> Iterator[None]:
-    """-v: acr-blob's own log and httpx's request lines; -vv: httpx and httpcore in detail."""
-    if not verbosity:
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(name)s: %(message)s"))
-    levels = {
-        "acr_blob": logging.DEBUG,
-        "httpx": logging.DEBUG if verbosity > 1 else logging.INFO,
-        "httpcore": logging.DEBUG if verbosity > 1 else logging.WARNING,
-    }
-    saved = {}
-    for name in _LOGGERS:
-        logger = logging.getLogger(name)
-        saved[name] = (logger.level, logger.propagate)
-        logger.setLevel(levels[name])
-        logger.propagate = False
-        logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        for name in _LOGGERS:
-            logger = logging.getLogger(name)
-            logger.removeHandler(handler)
-            logger.setLevel(saved[name][0])
-            logger.propagate = saved[name][1]
-
-
-# ---------------------------------------------------------------------------------------------
 # The commands
 
 
@@ -486,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show_bar = args.command == "get" and not (args.quiet or args.verbose) and sys.stderr.isatty()
     bar = ProgressBar(sys.stderr) if show_bar else None
     try:
-        with _request_logs(args.verbose):
+        with request_logs(args.verbose):
             return _run(args, bar)
     except KeyboardInterrupt:
         _end_line(bar)
