@@ -110,6 +110,13 @@ def registry(registry_binary_path: str) -> Iterator[Deployment]:
 
 
 @pytest.fixture(scope="session")
+def tls_registry(registry_binary_path: str) -> Iterator[Deployment]:
+    """An https registry (self-signed; its CA is `Deployment.verify`) serving blobs itself."""
+    with open_filesystem_registry(tls=True) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
 def basic_registry(registry_binary_path: str) -> Iterator[Deployment]:
     with open_filesystem_registry(auth=BASIC_AUTH) as deployment:
         yield deployment

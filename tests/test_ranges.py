@@ -330,3 +330,23 @@ def test_a_large_single_stream_is_one_request_plus_the_redirect(
         ("127.0.0.2", False),
     ]
     assert len(storage.presigned_requests) == 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_large_downloads_over_https(
+    mode: str, tls_registry: Deployment, tmp_path: Path, concurrency: int
+) -> None:
+    # TLS hands over at most a record (16 KiB) per read: the direct reads must still add up.
+    pushed = tls_registry.push_random("ranges/tls", 2 * MIN_PART + 777)
+    client = Driver(mode, tls_registry.url, verify=tls_registry.verify, retry=NO_WAIT)
+    assert client.iterate("ranges/tls", pushed.digest) == pushed.data
+    progress = Progress()
+    client.to_file(
+        "ranges/tls",
+        pushed.digest,
+        tmp_path / "blob",
+        max_concurrency=concurrency,
+        progress=progress,
+    )
+    assert (tmp_path / "blob").read_bytes() == pushed.data
+    progress.check(len(pushed.data))
