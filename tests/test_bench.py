@@ -50,6 +50,28 @@ def test_ci_sized_run_measures_every_requested_case(capsys: pytest.CaptureFixtur
     assert {path: path.stat().st_mtime_ns for path in docs if path.exists()} == before
 
 
+@pytest.mark.usefixtures("registry_binary_path")
+def test_ci_sized_run_of_the_parallel_and_throttled_cases(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cases = [
+        "acr-blob max_concurrency=4",
+        "throttled acr-blob-file",
+        "throttled acr-blob max_concurrency=4",
+    ]
+    status = bench.main(
+        ["--size", "1MiB", "--throttle-size", "2MiB", "--rounds", "1", "--no-write"]
+        + ["--cases", ",".join(cases)]
+    )
+    output = capsys.readouterr().out
+    assert status == 0, output
+    rows = _table_rows(output)
+    assert sorted(rows) == sorted(f"{c} (2 MiB)" if "throttled" in c else c for c in cases)
+    for cells in rows.values():
+        assert float(cells[1]) > 0, cells
+    assert "speedup vs N=1" in rows["throttled acr-blob max_concurrency=4 (2 MiB)"][-1]
+
+
 @pytest.mark.parametrize(
     ("text", "size"),
     [
