@@ -59,10 +59,8 @@ def test_ci_sized_run_of_the_parallel_and_throttled_cases(
         "throttled acr-blob-file",
         "throttled acr-blob max_concurrency=4",
     ]
-    status = bench.main(
-        ["--size", "1MiB", "--throttle-size", "2MiB", "--rounds", "1", "--no-write"]
-        + ["--cases", ",".join(cases)]
-    )
+    sizes = ["--size", "1MiB", "--throttle-size", "2MiB"]
+    status = bench.main([*sizes, "--rounds", "1", "--no-write", "--cases", ",".join(cases)])
     output = capsys.readouterr().out
     assert status == 0, output
     rows = _table_rows(output)
