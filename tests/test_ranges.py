@@ -3,6 +3,7 @@ S3-style storage behind a redirect, and the fault proxy."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from collections.abc import Callable
@@ -350,3 +351,35 @@ def test_large_downloads_over_https(
     )
     assert (tmp_path / "blob").read_bytes() == pushed.data
     progress.check(len(pushed.data))
+
+
+def test_one_client_downloads_again_after_a_direct_read(
+    registry: Deployment, big: tuple[str, str, bytes], blob_factory: BlobFactory, repository: str
+) -> None:
+    # The connection of a body read past h11 is closed, never handed back to the pool.
+    repository_big, digest, data = big
+    small = blob_factory(registry, 1000)
+    with BlobClient(registry.url) as client:
+        for _ in range(2):
+            with client.download_blob(repository_big, digest) as download:
+                assert download.readall() == data
+            assert client.get_blob_properties(repository, small.digest).size == 1000
+            with client.download_blob(repository, small.digest) as download:
+                assert download.readall() == small.data
+
+
+def test_one_async_client_downloads_again_after_a_direct_read(
+    registry: Deployment, big: tuple[str, str, bytes], blob_factory: BlobFactory, repository: str
+) -> None:
+    repository_big, digest, data = big
+    small = blob_factory(registry, 1000)
+
+    async def run() -> None:
+        async with AsyncBlobClient(registry.url) as client:
+            for _ in range(2):
+                async with await client.download_blob(repository_big, digest) as download:
+                    assert await download.readall() == data
+                async with await client.download_blob(repository, small.digest) as download:
+                    assert await download.readall() == small.data
+
+    asyncio.run(run())
