@@ -57,6 +57,7 @@ class PartialFile:
         self._committed = False
         self._unsynced = 0
         self._syncer: threading.Thread | None = None
+        self._sync_lock = threading.Lock()  # parallel parts write from several threads
 
     def replay(self, verifier: BodyVerifier) -> int:
         """Feed the bytes already here to ``verifier``; return where the download continues."""
@@ -98,8 +99,10 @@ class PartialFile:
         self.file.seek(size)
 
     def _written(self, count: int) -> None:
-        self._unsynced += count
-        if self._unsynced >= _SYNC_EVERY and not (self._syncer and self._syncer.is_alive()):
+        with self._sync_lock:
+            self._unsynced += count
+            if self._unsynced < _SYNC_EVERY or (self._syncer and self._syncer.is_alive()):
+                return
             self._unsynced = 0
             self.file.flush()
             self._syncer = threading.Thread(
@@ -108,9 +111,10 @@ class PartialFile:
             self._syncer.start()
 
     def _join_syncer(self) -> None:
-        if self._syncer is not None:
-            self._syncer.join()
-            self._syncer = None
+        with self._sync_lock:
+            syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.join()
 
     def commit(self) -> None:
         """Flush to disk and rename into place (and make the rename durable)."""
