@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import httpx
 
@@ -32,8 +31,7 @@ class AsyncRangedDownload(RangedBase):
 
     _open_part: AsyncOpenPart
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _prepare(self) -> None:
         self._queue: Iterator[tuple[int, int]] = iter(self._parts[len(self._first) :])
         self._changed = asyncio.Event()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 
@@ -29,8 +28,7 @@ class RangedDownload(RangedBase):
 
     _open_part: OpenPart
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _prepare(self) -> None:
         self._assigned: list[tuple[tuple[int, int], httpx.Response | None]] = list(self._first)
         self._queue: Iterator[tuple[int, int]] = iter(self._parts[len(self._first) :])
         self._queue_lock = threading.Lock()

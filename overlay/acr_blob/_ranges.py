@@ -149,6 +149,10 @@ class RangedBase:
         # The answers already open serve the first parts; the others are requested as needed.
         self._first = list(zip(parts, first_responses, strict=False))
         self._workers = max(concurrency, len(first_responses))
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """The driver's own state (threads or tasks)."""
 
     def _hash(self, offset: int, end: int) -> None:
         """Feed bytes ``offset`` to ``end - 1`` of the partial file to the verifier."""
