@@ -64,15 +64,15 @@ class RangedDownload(RangedBase):
         frontier = self._frontier
         while hashed < self._size:
             with frontier.changed:
-                while frontier.prefix == hashed and self._error is None:
+                if frontier.prefix == hashed and self._error is None:
                     frontier.changed.wait(INTERVAL)
-                    self._tick()
                 prefix = frontier.prefix
+            # Outside the lock: a slow progress callback must not hold up the writers.
+            self._tick()
             if self._error is not None:
                 raise self._error
             self._hash(hashed, prefix)
             hashed = prefix
-            self._tick()
 
     def _fail(self, error: BaseException) -> None:
         with self._frontier.changed:
