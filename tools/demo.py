@@ -39,9 +39,7 @@ def main() -> int:
         command = [
             str(Path(sys.executable).with_name("acr-blob")),
             "get",
-            registry.url,
-            REPOSITORY,
-            digest,
+            f"{registry.url}/{REPOSITORY}@{digest}",
             "-o",
             str(target),
         ]
