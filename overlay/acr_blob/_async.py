@@ -343,7 +343,7 @@ class AsyncBlobClient:
             open_part,
             concurrency=concurrency,
             policy=self._retry,
-            deadline=download._deadline,
+            deadline=deadline,
             reporter=download._reporter,
         ).run()
         download._verified()

@@ -12,7 +12,7 @@ from ._progress import ProgressReporter
 from ._protocol import properties_from
 from ._verify import BodyVerifier
 from .errors import BlobError, DeadlineExceededError, TransportError
-from .retry import RetryPolicy, retryable_transport_error
+from .retry import Resumptions, RetryPolicy
 
 
 class DownloadBase:
@@ -32,8 +32,7 @@ class DownloadBase:
         self._policy = policy
         self._deadline = deadline
         self._started = False
-        self._failures = 0
-        self._progress_mark = verifier.received
+        self._resumptions = Resumptions(policy, verifier.received)
         self.properties = attrs.evolve(
             properties_from(response, verifier.digest), size=verifier.size
         )
@@ -77,14 +76,10 @@ class DownloadBase:
 
     def _resume_delay(self, error: Exception) -> float:
         """How long to wait before resuming after ``error``; raises when it is time to stop."""
-        if self._verifier.received > self._progress_mark:
-            self._failures = 0
-            self._progress_mark = self._verifier.received
-        self._failures += 1
-        delay = self._policy.resume_delay(self._failures)
-        resumable = not isinstance(error, httpx.TransportError) or retryable_transport_error(error)
-        if delay is None or not resumable:
-            tries = f" and {self._failures - 1} resumptions" if self._failures > 1 else ""
+        delay = self._resumptions.next_delay(error, self._verifier.received)
+        if delay is None:
+            failures = self._resumptions.failures
+            tries = f" and {failures - 1} resumptions" if failures > 1 else ""
             raise TransportError(f"download broke off after {self._progress()}{tries}: {error!r}")
         self._check_deadline()
         return delay

@@ -16,7 +16,8 @@ import httpx
 
 from ._body import abody_chunks
 from ._progress import INTERVAL
-from ._ranges import PartRetries, RangedBase
+from ._ranges import RangedBase
+from .retry import Resumptions
 
 logger = logging.getLogger("acr_blob")
 
@@ -79,7 +80,7 @@ class AsyncRangedDownload(RangedBase):
             part, response = next(self._queue, None), None
 
     async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
-        position, retries = first, PartRetries(self._policy, first, end)
+        position, resumptions = first, Resumptions(self._policy, first)
         while position < end:
             if response is None:
                 response = await self._open_part(position, end)
@@ -92,7 +93,7 @@ class AsyncRangedDownload(RangedBase):
                     if position < end:
                         raise httpx.RemoteProtocolError("the part ended early")
             except httpx.TransportError as error:
-                delay = retries.delay(error, position)
+                delay = self._resume_delay(resumptions, error, (first, end), position)
                 logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
                 if delay:
                     await self._policy.async_sleep(delay)

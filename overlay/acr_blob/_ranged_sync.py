@@ -15,7 +15,8 @@ import httpx
 
 from ._body import body_chunks
 from ._progress import INTERVAL
-from ._ranges import PartRetries, RangedBase
+from ._ranges import RangedBase
+from .retry import Resumptions
 
 logger = logging.getLogger("acr_blob")
 
@@ -103,7 +104,7 @@ class RangedDownload(RangedBase):
 
     def _fetch(self, first: int, end: int, response: httpx.Response | None) -> bool:
         """Write bytes ``first`` to ``end - 1``; ``False`` if stopped before the end."""
-        position, retries = first, PartRetries(self._policy, first, end)
+        position, resumptions = first, Resumptions(self._policy, first)
         while position < end:
             if self._stop.is_set():
                 return False
@@ -120,7 +121,7 @@ class RangedDownload(RangedBase):
                     if position < end:
                         raise httpx.RemoteProtocolError("the part ended early")
             except httpx.TransportError as error:
-                delay = retries.delay(error, position)
+                delay = self._resume_delay(resumptions, error, (first, end), position)
                 logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
                 if delay:
                     self._policy.sleep(delay)

@@ -20,7 +20,7 @@ from ._progress import ProgressReporter
 from ._protocol import parse_content_range
 from ._verify import BodyVerifier
 from .errors import DeadlineExceededError, ResumeError, TransportError
-from .retry import RetryPolicy, retryable_transport_error
+from .retry import Resumptions, RetryPolicy
 
 # Parts are fetched in order, so the complete prefix, and with it the hash, keeps moving; a
 # few parts per connection let fast connections take over the work of a slow one.
@@ -99,27 +99,6 @@ class Frontier:
             return self._positions.get(self.prefix, self.prefix)
 
 
-class PartRetries:
-    """Resumption of one part: how long to wait after a failure, or the error that ends it."""
-
-    def __init__(self, policy: RetryPolicy, first: int, end: int) -> None:
-        self._policy = policy
-        self._first, self._end = first, end
-        self._failures = 0
-        self._mark = first
-
-    def delay(self, error: httpx.TransportError, position: int) -> float:
-        if position > self._mark:
-            self._failures, self._mark = 0, position
-        self._failures += 1
-        delay = self._policy.resume_delay(self._failures)
-        if delay is None or not retryable_transport_error(error):
-            raise TransportError(
-                f"bytes {self._first}-{self._end - 1} broke off at {position}: {error!r}"
-            ) from error
-        return delay
-
-
 class RangedBase:
     """What the sync and async drivers share: the parts, the frontier, hashing and progress."""
 
@@ -173,6 +152,21 @@ class RangedBase:
             raise DeadlineExceededError(
                 f"deadline passed after {done} of {self._size} bytes; the server is too slow"
             )
+
+    def _resume_delay(
+        self,
+        resumptions: Resumptions,
+        error: httpx.TransportError,
+        part: tuple[int, int],
+        position: int,
+    ) -> float:
+        """The wait before resuming ``part`` at ``position``; raises when it is time to stop."""
+        delay = resumptions.next_delay(error, position)
+        if delay is None:
+            raise TransportError(
+                f"bytes {part[0]}-{part[1] - 1} broke off at {position}: {error!r}"
+            ) from error
+        return delay
 
     def _write(self, chunk: bytes, first: int, position: int, end: int) -> int:
         """Write what of ``chunk`` belongs to the part ``first``-``end`` at ``position``;

@@ -356,7 +356,7 @@ class BlobClient:
             open_part,
             concurrency=concurrency,
             policy=self._retry,
-            deadline=download._deadline,
+            deadline=deadline,
             reporter=download._reporter,
         ).run()
         download._verified()

@@ -139,6 +139,28 @@ def retryable_transport_error(error: httpx.TransportError) -> bool:
     return not isinstance(error, httpx.UnsupportedProtocol | httpx.ProxyError)
 
 
+class Resumptions:
+    """Resumptions of one body (or one part of it) in a row without progress, against a policy.
+
+    Shared by single streams and parallel parts: a resumption that got further than the last
+    one starts the count again, so only a body that stops moving runs out of tries.
+    """
+
+    def __init__(self, policy: RetryPolicy, position: int) -> None:
+        self._policy = policy
+        self._mark = position
+        self.failures = 0
+
+    def next_delay(self, error: Exception, position: int) -> float | None:
+        """The wait before resuming at ``position`` after ``error``; ``None``: give up."""
+        if position > self._mark:
+            self.failures, self._mark = 0, position
+        self.failures += 1
+        delay = self._policy.resume_delay(self.failures)
+        resumable = not isinstance(error, httpx.TransportError) or retryable_transport_error(error)
+        return delay if resumable else None
+
+
 def retry_delay(
     policy: RetryPolicy,
     error: Exception,
