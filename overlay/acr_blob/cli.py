@@ -23,7 +23,14 @@ import httpx
 
 from ._cli_logs import request_logs
 from ._cli_progress import ProgressBar
-from ._config import DEFAULT_TIMEOUT, MAX_CONCURRENCY, Credential, __version__, normalize_endpoint
+from ._config import (
+    DEFAULT_TIMEOUT,
+    MAX_CONCURRENCY,
+    Credential,
+    __version__,
+    check_concurrency,
+    normalize_endpoint,
+)
 from ._protocol import is_loopback
 from ._sync import BlobClient
 from .credentials import BasicCredential
@@ -73,12 +80,11 @@ def _positive_float(text: str) -> float:
 
 def _concurrency(text: str) -> int:
     try:
-        value = int(text)
+        return check_concurrency(int(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_CONCURRENCY:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_CONCURRENCY}, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_CONCURRENCY}, got {text!r}"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
