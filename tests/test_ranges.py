@@ -312,7 +312,7 @@ def test_a_large_single_stream_is_one_request_plus_the_redirect(
     repository: str,
     tmp_path: Path,
 ) -> None:
-    # Large enough for the 1 MiB direct reads: still one request, never one per chunk.
+    # Large enough for the direct reads: still one request, never one per chunk.
     pushed = blob_factory(s3_basic_registry, 3 * MIN_PART)
     storage = s3_basic_registry.proxy
     assert storage is not None

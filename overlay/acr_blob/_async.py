@@ -272,8 +272,9 @@ class AsyncBlobClient:
         async with download:
             partial.preallocate(verifier.size)
             if not await self._download_ranges(partial, download, concurrency, repository, digest):
-                async for chunk in download:
-                    partial.write(chunk)
+                with partial.appending(verifier.size) as appender:
+                    async for chunk in download:
+                        appender.write(chunk)
         # fsync can take a while on a busy disk: keep it off the event loop.
         await asyncio.to_thread(partial.commit)
         return download.properties

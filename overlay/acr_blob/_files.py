@@ -13,11 +13,15 @@ import ctypes
 import fcntl
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+import attrs
+
+from ._body import Lend
+from ._direct_io import open_direct_appender
 from ._verify import BodyVerifier
 from .errors import BlobError, TransportError
 from .references import Digest
@@ -27,8 +31,20 @@ _REPLAY_CHUNK = 1024 * 1024
 # fsync before the rename finds little left to write.
 _SYNC_EVERY = 64 << 20
 _FALLOC_FL_KEEP_SIZE = 1
+# From this many bytes to go, appends bypass the page cache (see _direct_io); a smaller blob
+# is cheap to cache and likely to be read soon.
+_DIRECT_MIN_SIZE = 32 << 20
 # Failures after which the partial data is still good and worth keeping for the next call.
 _RESUMABLE = (TransportError, KeyboardInterrupt, asyncio.CancelledError)
+
+
+@attrs.frozen
+class Appender:
+    """How to append to a partial file: ``write(data)``, and ``lend`` when the bytes can be
+    received straight into the appender's own buffers (see :func:`._body.body_chunks`)."""
+
+    write: Callable[[bytes | memoryview], None]
+    lend: Lend | None
 
 
 class PartialFile:
@@ -82,10 +98,31 @@ class PartialFile:
             return
         _fallocate(self.file.fileno(), _FALLOC_FL_KEEP_SIZE, 0, size)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` at the current position."""
         self.file.write(data)
         self._written(len(data))
+
+    @contextlib.contextmanager
+    def appending(self, size: int | None) -> Iterator[Appender]:
+        """Where to append a stream of ``size`` bytes in all (``None``: unknown).
+
+        A large stream's bytes bypass the page cache and are written by a thread
+        (:mod:`._direct_io`); leaving the block writes what is still buffered, even on an error,
+        so that what arrived can be resumed from.
+        """
+        offset = self.file.tell()
+        direct = None
+        if size is not None and size - offset >= _DIRECT_MIN_SIZE:
+            self.file.flush()
+            direct = open_direct_appender(self.partial_path, self.file.fileno(), offset)
+        if direct is None:
+            yield Appender(self.write, None)
+            return
+        try:
+            yield Appender(direct.write, direct.lend)
+        finally:
+            self.file.seek(direct.close())
 
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         """Write ``data`` at ``offset`` (parallel ranges; safe from several threads)."""

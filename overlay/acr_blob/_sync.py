@@ -7,13 +7,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import httpx
 
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
-from ._body import body_chunks
+from ._body import Lend, body_chunks
 from ._config import (
     DEFAULT_TIMEOUT,
     Credential,
@@ -87,11 +87,15 @@ class BlobDownload(DownloadBase):
         self._start()
         return self._chunks()
 
-    def _chunks(self) -> Iterator[bytes]:
+    @overload
+    def _chunks(self) -> Iterator[bytes]: ...
+    @overload
+    def _chunks(self, lend: Lend | None) -> Iterator[bytes | memoryview]: ...
+    def _chunks(self, lend: Lend | None = None) -> Iterator[bytes | memoryview]:
         try:
             while True:
                 try:
-                    for raw in body_chunks(self._response):
+                    for raw in body_chunks(self._response, lend):
                         chunk = self._verifier.feed(raw)
                         self._received()
                         if chunk:
@@ -289,8 +293,10 @@ class BlobClient:
         with download:
             partial.preallocate(verifier.size)
             if not self._download_ranges(partial, download, concurrency, repository, digest):
-                for chunk in download:
-                    partial.write(chunk)
+                with partial.appending(verifier.size) as appender:
+                    download._start()
+                    for chunk in download._chunks(appender.lend):
+                        appender.write(chunk)
         partial.commit()
         return download.properties
 

@@ -3,6 +3,8 @@ its digest, its announced length, and that each answer continues where the last 
 
 from __future__ import annotations
 
+from typing import overload
+
 import httpx
 
 from ._protocol import blob_size, parse_content_range
@@ -47,9 +49,14 @@ class BodyVerifier:
         elif size is not None and size != self.size:
             raise ResumeError(f"the blob's size changed from {self.size} to {size} bytes")
 
-    def feed(self, chunk: bytes) -> bytes:
+    @overload
+    def feed(self, chunk: bytes) -> bytes: ...
+    @overload
+    def feed(self, chunk: bytes | memoryview) -> bytes | memoryview: ...
+    def feed(self, chunk: bytes | memoryview) -> bytes | memoryview:
         if self._skip:
-            head, chunk = chunk[: self._skip], chunk[self._skip :]
+            # A copy: a view into a lent buffer must come back whole or not at all.
+            head, chunk = chunk[: self._skip], bytes(chunk[self._skip :])
             self._skip_hash.update(head)
             self._skip -= len(head)
             if not self._skip and self._skip_hash.digest() != self._hash.copy().digest():

@@ -1,0 +1,302 @@
+"""Large downloads to a file: O_DIRECT appends from a writing thread, and bytes received straight
+into the appender's buffers. Unit tests for the appender; the real registry (plain and TLS) for
+the whole path; faults injected where no real server or filesystem produces them."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from acr_blob import AsyncBlobClient, BlobClient, _direct_io
+from acr_blob._body import READ_SIZE
+from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
+from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
+from acr_blob.references import parse_digest
+from tests.drivers import MODES, Driver
+from tools.testbed import Deployment
+
+SIZE = _DIRECT_MIN_SIZE + 3 * BUFFER_SIZE + 12345  # large enough, and ends mid-block
+
+
+@pytest.fixture(scope="module")
+def large(registry: Deployment) -> tuple[str, bytes]:
+    pushed = registry.push_random("direct/large", SIZE)
+    return pushed.digest, pushed.data
+
+
+@pytest.fixture(scope="module")
+def tls_large(tls_registry: Deployment) -> tuple[str, bytes]:
+    pushed = tls_registry.push_random("direct/large", SIZE)
+    return pushed.digest, pushed.data
+
+
+def _pieces(data: bytes, sizes: Iterator[int]) -> Iterator[bytes]:
+    position = 0
+    while position < len(data):
+        size = next(sizes)
+        yield data[position : position + size]
+        position += size
+
+
+def _irregular() -> Iterator[int]:
+    while True:
+        yield from (1, 4095, 70_000, BUFFER_SIZE, 3, BUFFER_SIZE + 1, 1 << 20)
+
+
+def _direct_supported(folder: Path) -> bool:
+    probe = folder / "probe"
+    probe.touch()
+    fd = os.open(probe, os.O_RDWR)
+    try:
+        appender = open_direct_appender(probe, fd, 0)
+        if appender is not None:
+            appender.close()
+        return appender is not None
+    finally:
+        os.close(fd)
+        probe.unlink()
+
+
+@pytest.mark.parametrize("offset", [0, 1, ALIGNMENT - 1, ALIGNMENT, 5000])
+@pytest.mark.parametrize("length", [0, 1, ALIGNMENT, BUFFER_SIZE, 2 * BUFFER_SIZE + 17])
+@pytest.mark.parametrize("lend", [False, True], ids=["copied", "lent"])
+def test_appender_writes_every_byte_in_place(
+    tmp_path: Path, offset: int, length: int, lend: bool
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    path = tmp_path / "file"
+    head = os.urandom(offset)
+    data = os.urandom(length)
+    path.write_bytes(head)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        appender = DirectAppender(path, fd, offset)
+        for piece in _pieces(data, _irregular()):
+            if lend:
+                # Receive the piece in as many views as it takes, as a socket would.
+                while piece:
+                    view = appender.lend(len(piece))
+                    assert 0 < len(view) <= len(piece)
+                    view[:] = piece[: len(view)]
+                    piece = piece[len(view) :]
+                    appender.write(view)
+            else:
+                appender.write(piece)
+        assert appender.close() == offset + length
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == head + data
+
+
+def test_a_lent_buffer_is_never_larger_than_one_buffer(tmp_path: Path) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    path = tmp_path / "file"
+    path.touch()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        appender = DirectAppender(path, fd, 100)
+        # A resumed download first fills up to the block boundary.
+        assert len(appender.lend(1 << 30)) == ALIGNMENT - 100
+        appender.write(b"x" * (ALIGNMENT - 100))
+        assert len(appender.lend(1 << 30)) == BUFFER_SIZE
+        assert len(appender.lend(10)) == 10
+        appender.close()
+    finally:
+        os.close(fd)
+
+
+def test_o_direct_refused_at_open_means_ordinary_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse_direct(path: object, flags: int, *args: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_direct_io.os, "open", refuse_direct)
+    data = os.urandom(_DIRECT_MIN_SIZE + 5)
+    digest = parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+    with PartialFile(tmp_path / "blob", digest) as partial:
+        with partial.appending(len(data)) as appender:
+            assert appender.lend is None
+            appender.write(data)
+        partial.commit()
+    assert (tmp_path / "blob").read_bytes() == data
+
+
+def test_o_direct_refused_at_the_first_write_means_ordinary_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    refused: list[int] = []
+    real_pwrite = os.pwrite
+
+    def refuse_direct(fd: int, data: memoryview, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(_direct_io.os, "pwrite", refuse_direct)
+    path = tmp_path / "file"
+    path.touch()
+    data = os.urandom(3 * BUFFER_SIZE + 1)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        appender = DirectAppender(path, fd, 0)
+        appender.write(data)
+        appender.close()
+    finally:
+        os.close(fd)
+    assert refused == [0], "after the first refusal, every write is an ordinary one"
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_failing_disk_is_raised_and_leaves_nothing_behind(
+    mode: str,
+    registry: Deployment,
+    large: tuple[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    digest, _ = large
+
+    def disk_full(fd: int, data: memoryview, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_direct_io.os, "pwrite", disk_full)
+    with pytest.raises(OSError) as caught:
+        Driver(mode, registry.url).to_file("direct/large", digest, tmp_path / "blob")
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+class Spy:
+    """Counts the bytes each DirectAppender took in place (lent) and by copy."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.lent = 0
+        self.copied = 0
+        self.appenders = 0
+        real_init, real_write = DirectAppender.__init__, DirectAppender.write
+        spy = self
+
+        def init(appender: DirectAppender, *args: object) -> None:
+            spy.appenders += 1
+            real_init(appender, *args)  # type: ignore[arg-type]
+
+        def write(appender: DirectAppender, data: bytes | memoryview) -> None:
+            if isinstance(data, memoryview) and data.obj is appender._buffer:
+                spy.lent += len(data)
+            else:
+                spy.copied += len(data)
+            real_write(appender, data)
+
+        monkeypatch.setattr(DirectAppender, "__init__", init)
+        monkeypatch.setattr(DirectAppender, "write", write)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_sync_download_receives_straight_into_the_appenders_buffers(
+    scheme: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    deployment: Deployment = request.getfixturevalue(
+        "tls_registry" if scheme == "https" else "registry"
+    )
+    digest, data = request.getfixturevalue("tls_large" if scheme == "https" else "large")
+    spy = Spy(monkeypatch)
+    with BlobClient(deployment.url, verify=deployment.verify, allow_insecure=True) as client:
+        client.download_blob_to_file("direct/large", digest, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == data
+    assert spy.appenders == 1
+    # Only what h11 had buffered with the headers is copied.
+    assert spy.copied < 1 << 20
+    assert spy.lent + spy.copied == SIZE
+
+
+def test_async_download_goes_through_the_appender(
+    registry: Deployment, large: tuple[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("this filesystem refuses O_DIRECT")
+    digest, data = large
+    spy = Spy(monkeypatch)
+
+    async def download() -> None:
+        async with AsyncBlobClient(registry.url) as client:
+            await client.download_blob_to_file("direct/large", digest, tmp_path / "blob")
+
+    asyncio.run(download())
+    assert (tmp_path / "blob").read_bytes() == data
+    assert spy.appenders == 1
+    assert spy.copied == SIZE
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_small_blob_is_written_the_ordinary_way(
+    mode: str, registry: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pushed = registry.push_random("direct/small", _DIRECT_MIN_SIZE - 1)
+    spy = Spy(monkeypatch)
+    Driver(mode, registry.url).to_file("direct/small", pushed.digest, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == pushed.data
+    assert spy.appenders == 0
+
+
+def test_sync_iteration_hands_over_large_reads(
+    registry: Deployment, large: tuple[str, bytes]
+) -> None:
+    digest, data = large
+    sizes: list[int] = []
+    with BlobClient(registry.url) as client, client.download_blob("direct/large", digest) as blob:
+        chunks = list(blob)
+    sizes.extend(len(chunk) for chunk in chunks)
+    received = b"".join(chunks)
+    assert received == data
+    _check_read_sizes(sizes)
+
+
+def test_async_iteration_hands_over_reads_larger_than_asyncios_default(
+    registry: Deployment, large: tuple[str, bytes]
+) -> None:
+    # asyncio's transports read 256 KiB at a time unless widened (_body._widen_asyncio_reads).
+    digest, data = large
+    sizes: list[int] = []
+
+    async def download() -> bytes:
+        async with (
+            AsyncBlobClient(registry.url) as client,
+            await client.download_blob("direct/large", digest) as blob,
+        ):
+            chunks = [chunk async for chunk in blob]
+        sizes.extend(len(chunk) for chunk in chunks)
+        return b"".join(chunks)
+
+    assert asyncio.run(download()) == data
+    _check_read_sizes(sizes)
+
+
+def _check_read_sizes(sizes: list[int]) -> None:
+    assert max(sizes) <= READ_SIZE
+    in_large_reads = sum(size for size in sizes if size > 256 * 1024)
+    assert in_large_reads > SIZE // 2, f"mostly small reads: {sorted(sizes)[-10:]}"
