@@ -9,7 +9,14 @@ import pytest
 
 from tools.bench import run as bench
 
-CI_CASES = ["requests+hashlib", "acr-blob-stream", "acr-blob-file", "acr-blob-async", "hash-limit"]
+CI_CASES = [
+    "requests+hashlib",
+    "acr-blob-stream",
+    "acr-blob-file",
+    "acr-blob-async",
+    "acr-blob-async-file",
+    "hash-limit",
+]
 
 
 def _table_rows(output: str) -> dict[str, list[str]]:

@@ -78,6 +78,7 @@ CASES = [
     Case("acr-blob-stream", "acr-blob-stream", "project"),
     Case("acr-blob-file", "acr-blob-file", "project"),
     Case("acr-blob-async", "acr-blob-async", "project"),
+    Case("acr-blob-async-file", "acr-blob-async-file", "project"),
     Case("acr-blob max_concurrency=2", "acr-blob-file", "project", max_concurrency=2),
     Case("acr-blob max_concurrency=4", "acr-blob-file", "project", max_concurrency=4),
     Case(
