@@ -65,6 +65,8 @@ def test_ci_sized_run_of_the_parallel_and_throttled_cases(
         "acr-blob max_concurrency=4",
         "throttled acr-blob-file",
         "throttled acr-blob max_concurrency=4",
+        "throttled acr-blob-stream",
+        "throttled acr-blob-stream max_concurrency=4",
     ]
     sizes = ["--size", "1MiB", "--throttle-size", "2MiB"]
     status = bench.main([*sizes, "--rounds", "1", "--no-write", "--cases", ",".join(cases)])
@@ -75,6 +77,7 @@ def test_ci_sized_run_of_the_parallel_and_throttled_cases(
     for cells in rows.values():
         assert float(cells[1]) > 0, cells
     assert "speedup vs N=1" in rows["throttled acr-blob max_concurrency=4 (2 MiB)"][-1]
+    assert "speedup vs N=1" in rows["throttled acr-blob-stream max_concurrency=4 (2 MiB)"][-1]
 
 
 @pytest.mark.parametrize(

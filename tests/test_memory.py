@@ -22,6 +22,8 @@ import asyncio, json, sys
 from acr_blob import AsyncBlobClient, BlobClient
 
 endpoint, repository, digest, api, target = sys.argv[1:]
+# "sync-file-4": max_concurrency=4
+concurrency = int(api.rpartition("-")[2]) if api.count("-") == 2 else 1
 
 def peak():
     with open("/proc/self/status") as status:
@@ -33,12 +35,13 @@ def peak():
 async def run_async():
     async with AsyncBlobClient(endpoint) as client:
         if api.startswith("async-file"):
-            concurrency = int(api.rpartition("-")[2]) if api.count("-") == 2 else 1
             await client.download_blob_to_file(
                 repository, digest, target, max_concurrency=concurrency
             )
             return
-        async with await client.download_blob(repository, digest) as download:
+        async with await client.download_blob(
+            repository, digest, max_concurrency=concurrency
+        ) as download:
             async for chunk in download:
                 pass
 
@@ -48,13 +51,12 @@ if api.startswith("async"):
 else:
     with BlobClient(endpoint) as client:
         if api.startswith("sync-file"):
-            concurrency = int(api.rpartition("-")[2]) if api.count("-") == 2 else 1
             client.download_blob_to_file(repository, digest, target, max_concurrency=concurrency)
         elif api == "sync-readall":
             with client.download_blob(repository, digest) as download:
                 data = download.readall()
         else:
-            with client.download_blob(repository, digest) as download:
+            with client.download_blob(repository, digest, max_concurrency=concurrency) as download:
                 for chunk in download:
                     pass
 print(json.dumps({"baseline": baseline, "peak": peak()}))
@@ -81,7 +83,16 @@ def growth(registry: Deployment, digest: str, api: str, target: Path) -> int:
 
 @pytest.mark.parametrize(
     "api",
-    ["sync-iterate", "sync-file", "sync-file-4", "async-iterate", "async-file", "async-file-4"],
+    [
+        "sync-iterate",
+        "sync-iterate-4",
+        "sync-file",
+        "sync-file-4",
+        "async-iterate",
+        "async-iterate-4",
+        "async-file",
+        "async-file-4",
+    ],
 )
 def test_streaming_memory_is_bounded(
     registry: Deployment, large_blob: tuple[str, str], tmp_path: Path, api: str

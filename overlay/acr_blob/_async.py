@@ -41,8 +41,9 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
-from ._ranged_async import AsyncRangedDownload
-from ._ranges import check_part, plan_parts, range_header, worth_splitting
+from ._ranged_async import AsyncOpenPart, AsyncRangedDownload
+from ._ranged_stream_async import AsyncParallelChunks
+from ._ranges import check_part, plan_parts, plan_stream_parts, range_header, worth_splitting
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -59,6 +60,9 @@ from .retry import RetryPolicy, retry_delay
 __all__ = ["AsyncBlobClient", "AsyncBlobDownload"]
 
 logger = logging.getLogger("acr_blob")
+
+AsyncSplit = Callable[["AsyncBlobDownload"], Awaitable["AsyncParallelChunks | None"]]
+"""The async twin of ``_sync.Split``."""
 
 
 class AsyncBlobDownload(DownloadBase):
@@ -81,9 +85,12 @@ class AsyncBlobDownload(DownloadBase):
         deadline: float | None,
         reopen: Callable[[int], Awaitable[httpx.Response]],
         reporter: ProgressReporter | None = None,
+        split: AsyncSplit | None = None,
     ) -> None:
         super().__init__(response, verifier, policy, deadline, reporter)
         self._reopen = reopen
+        self._split = split
+        self._parallel: AsyncParallelChunks | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._start()
@@ -91,6 +98,14 @@ class AsyncBlobDownload(DownloadBase):
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
+            self._parallel = await self._split(self) if self._split is not None else None
+            if self._parallel is not None:
+                async for piece in self._parallel.chunks():
+                    self._verifier.feed(piece)
+                    self._received()
+                    yield piece
+                self._verified()
+                return
             while True:
                 try:
                     async for raw in abody_chunks(self._response):
@@ -104,7 +119,7 @@ class AsyncBlobDownload(DownloadBase):
                     await self._resume(error)
             self._verified()
         finally:
-            await self._response.aclose()
+            await self.aclose()
 
     async def _resume(self, error: Exception) -> None:
         """Reopen the body at the first byte not yet received, or raise saying how far it got."""
@@ -137,6 +152,8 @@ class AsyncBlobDownload(DownloadBase):
     async def aclose(self) -> None:
         """Release the connection; a download closed before its end was not verified."""
         self._started = True
+        if self._parallel is not None:
+            await self._parallel.aclose()
         await self._response.aclose()
 
     async def __aenter__(self) -> AsyncBlobDownload:
@@ -194,20 +211,35 @@ class AsyncBlobClient:
         return str(self._http.base_url).rstrip("/")
 
     async def download_blob(
-        self, repository: str, digest: str, *, progress: ProgressCallback | None = None
+        self,
+        repository: str,
+        digest: str,
+        *,
+        progress: ProgressCallback | None = None,
+        max_concurrency: int | None = None,
     ) -> AsyncBlobDownload:
         """Request a blob and return once its headers are in; ``async for`` the result.
 
-        ``progress`` works as for :meth:`acr_blob.BlobClient.download_blob`.
+        ``progress`` and ``max_concurrency`` work as for
+        :meth:`acr_blob.BlobClient.download_blob`.
 
         Example::
 
             async with await client.download_blob("library/ubuntu", digest) as download:
                 data = await download.readall()
         """
-        report = reporter(progress)
         checked = parse_digest(digest)
-        return await self._download(repository, digest, BodyVerifier(checked), 0, report)
+        concurrency = check_concurrency(
+            self._max_concurrency if max_concurrency is None else max_concurrency
+        )
+        report = reporter(progress)
+        split = None
+        if concurrency > 1:
+
+            async def split(download: AsyncBlobDownload) -> AsyncParallelChunks | None:
+                return await self._split_stream(download, repository, digest, concurrency)
+
+        return await self._download(repository, digest, BodyVerifier(checked), 0, report, split)
 
     async def download_blob_to_file(
         self,
@@ -293,9 +325,58 @@ class AsyncBlobClient:
         if size is None or not worth_splitting(size - offset, concurrency):
             return False
         parts = plan_parts(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = await open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return False
+        download._start()
+        await AsyncRangedDownload(
+            partial,
+            verifier,
+            parts,
+            [response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            deadline=download._deadline,
+            reporter=download._reporter,
+        ).run()
+        download._verified()
+        return True
+
+    async def _split_stream(
+        self, download: AsyncBlobDownload, repository: str, digest: str, concurrency: int
+    ) -> AsyncParallelChunks | None:
+        """The async twin of ``BlobClient._split_stream``."""
+        size, offset = download._verifier.size, download._verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return None
+        parts = plan_stream_parts(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = await open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return None
+        return AsyncParallelChunks(
+            parts,
+            [download._response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            on_wait=download._check_deadline,
+        )
+
+    def _part_openers(
+        self, download: AsyncBlobDownload, repository: str, digest: str
+    ) -> tuple[AsyncOpenPart, AsyncOpenPart]:
+        """The async twin of ``BlobClient._part_openers``."""
+        verifier, url, deadline = download._verifier, download._response.url, download._deadline
+        size = verifier.size
+        assert size is not None
         follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
-        url = response.url  # where the registry sent us: storage, or the registry itself
-        deadline = download._deadline
 
         async def checked(answer: httpx.Response, first: int, end: int) -> httpx.Response:
             try:
@@ -318,8 +399,6 @@ class AsyncBlobClient:
             return await checked(answer, first, end)
 
         async def open_part(first: int, end: int) -> httpx.Response:
-            """Straight to ``url`` first; through the registry again (a fresh redirect) if
-            that fails, for signed URLs expire."""
             try:
                 return await open_direct(first, end)
             except (RegistryError, TransportError, ResumeError) as error:
@@ -330,25 +409,7 @@ class AsyncBlobClient:
             )
             return await checked(sent[0], first, end)
 
-        try:
-            probe = await open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return False
-        download._start()
-        await AsyncRangedDownload(
-            partial,
-            verifier,
-            parts,
-            [response, probe],
-            open_part,
-            concurrency=concurrency,
-            policy=self._retry,
-            deadline=deadline,
-            reporter=download._reporter,
-        ).run()
-        download._verified()
-        return True
+        return open_direct, open_part
 
     async def _download(
         self,
@@ -357,6 +418,7 @@ class AsyncBlobClient:
         verifier: BodyVerifier,
         offset: int = 0,
         report: ProgressReporter | None = None,
+        split: AsyncSplit | None = None,
     ) -> AsyncBlobDownload:
         deadline = time.monotonic() + self._deadline if self._deadline is not None else None
 
@@ -371,7 +433,7 @@ class AsyncBlobClient:
         except BaseException:
             await response.aclose()
             raise
-        return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at, report)
+        return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at, report, split)
 
     async def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""

@@ -15,7 +15,7 @@ import httpx
 
 from ._body import body_chunks
 from ._progress import INTERVAL
-from ._ranges import RangedBase
+from ._ranges import RangedBase, part_resume_delay
 from .retry import Resumptions
 
 logger = logging.getLogger("acr_blob")
@@ -121,7 +121,7 @@ class RangedDownload(RangedBase):
                     if position < end:
                         raise httpx.RemoteProtocolError("the part ended early")
             except httpx.TransportError as error:
-                delay = self._resume_delay(resumptions, error, (first, end), position)
+                delay = part_resume_delay(resumptions, error, (first, end), position)
                 logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
                 if delay:
                     self._policy.sleep(delay)

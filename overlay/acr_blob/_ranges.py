@@ -28,6 +28,10 @@ MIN_PART = 8 << 20
 MAX_PART = 64 << 20
 PARTS_PER_CONNECTION = 4
 HASH_READ = 1 << 20
+# Iterating (download_blob) keeps the parts ahead of the caller in memory: at most this much.
+STREAM_MEMORY = 32 << 20
+STREAM_MIN_PART = 256 << 10
+STREAM_MAX_PART = 8 << 20
 
 
 def worth_splitting(remaining: int, concurrency: int) -> bool:
@@ -40,6 +44,31 @@ def plan_parts(start: int, size: int, concurrency: int) -> list[tuple[int, int]]
     wanted = -(-(size - start) // (concurrency * PARTS_PER_CONNECTION))
     part = min(MAX_PART, max(MIN_PART, wanted))
     return [(first, min(first + part, size)) for first in range(start, size, part)]
+
+
+def stream_window(concurrency: int) -> int:
+    """How many parts an iterated download may have started ahead of the one handed out."""
+    return concurrency + 1
+
+
+def plan_stream_parts(start: int, size: int, concurrency: int) -> list[tuple[int, int]]:
+    """Parts for an iterated download: small enough that a window of them fits
+    :data:`STREAM_MEMORY`, for the parts that arrive before their turn wait in memory."""
+    part = STREAM_MEMORY // stream_window(concurrency)
+    part = min(STREAM_MAX_PART, max(STREAM_MIN_PART, part - part % STREAM_MIN_PART))
+    return [(first, min(first + part, size)) for first in range(start, size, part)]
+
+
+def part_resume_delay(
+    resumptions: Resumptions, error: httpx.TransportError, part: tuple[int, int], position: int
+) -> float:
+    """The wait before resuming ``part`` at ``position``; raises when it is time to stop."""
+    delay = resumptions.next_delay(error, position)
+    if delay is None:
+        raise TransportError(
+            f"bytes {part[0]}-{part[1] - 1} broke off at {position}: {error!r}"
+        ) from error
+    return delay
 
 
 def range_header(first: int, end: int) -> str:
@@ -152,21 +181,6 @@ class RangedBase:
             raise DeadlineExceededError(
                 f"deadline passed after {done} of {self._size} bytes; the server is too slow"
             )
-
-    def _resume_delay(
-        self,
-        resumptions: Resumptions,
-        error: httpx.TransportError,
-        part: tuple[int, int],
-        position: int,
-    ) -> float:
-        """The wait before resuming ``part`` at ``position``; raises when it is time to stop."""
-        delay = resumptions.next_delay(error, position)
-        if delay is None:
-            raise TransportError(
-                f"bytes {part[0]}-{part[1] - 1} broke off at {position}: {error!r}"
-            ) from error
-        return delay
 
     def _write(self, chunk: bytes, first: int, position: int, end: int) -> int:
         """Write what of ``chunk`` belongs to the part ``first``-``end`` at ``position``;

@@ -35,8 +35,9 @@ from ._protocol import (
     properties_from,
     redact_url,
 )
-from ._ranged_sync import RangedDownload
-from ._ranges import check_part, plan_parts, range_header, worth_splitting
+from ._ranged_stream import ParallelChunks
+from ._ranged_sync import OpenPart, RangedDownload
+from ._ranges import check_part, plan_parts, plan_stream_parts, range_header, worth_splitting
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -53,6 +54,9 @@ from .retry import RetryPolicy, retry_delay
 __all__ = ["BlobClient", "BlobDownload"]
 
 logger = logging.getLogger("acr_blob")
+
+Split = Callable[["BlobDownload"], "ParallelChunks | None"]
+"""``split(download)``: parallel parts for iterating ``download``, or ``None`` for one stream."""
 
 
 class BlobDownload(DownloadBase):
@@ -79,9 +83,12 @@ class BlobDownload(DownloadBase):
         deadline: float | None,
         reopen: Callable[[int], httpx.Response],
         reporter: ProgressReporter | None = None,
+        split: Split | None = None,
     ) -> None:
         super().__init__(response, verifier, policy, deadline, reporter)
         self._reopen = reopen
+        self._split = split
+        self._parallel: ParallelChunks | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         self._start()
@@ -93,6 +100,14 @@ class BlobDownload(DownloadBase):
     def _chunks(self, lend: Lend | None) -> Iterator[bytes | memoryview]: ...
     def _chunks(self, lend: Lend | None = None) -> Iterator[bytes | memoryview]:
         try:
+            self._parallel = self._split(self) if self._split is not None else None
+            if self._parallel is not None:
+                for piece in self._parallel:
+                    self._verifier.feed(piece)
+                    self._received()
+                    yield piece
+                self._verified()
+                return
             while True:
                 try:
                     for raw in body_chunks(self._response, lend):
@@ -106,7 +121,7 @@ class BlobDownload(DownloadBase):
                     self._resume(error)
             self._verified()
         finally:
-            self._response.close()
+            self.close()
 
     def _resume(self, error: Exception) -> None:
         """Reopen the body at the first byte not yet received, or raise saying how far it got."""
@@ -139,6 +154,8 @@ class BlobDownload(DownloadBase):
     def close(self) -> None:
         """Release the connection; a download closed before its end was not verified."""
         self._started = True
+        if self._parallel is not None:
+            self._parallel.close()
         self._response.close()
 
     def __enter__(self) -> BlobDownload:
@@ -208,7 +225,12 @@ class BlobClient:
         return str(self._http.base_url).rstrip("/")
 
     def download_blob(
-        self, repository: str, digest: str, *, progress: ProgressCallback | None = None
+        self,
+        repository: str,
+        digest: str,
+        *,
+        progress: ProgressCallback | None = None,
+        max_concurrency: int | None = None,
     ) -> BlobDownload:
         """Request a blob and return once its headers are in; iterate the result for the bytes.
 
@@ -216,13 +238,27 @@ class BlobClient:
         before any byte of body is read. ``progress(done_bytes, total_bytes)`` is called as the
         bytes pass, at most ten times a second, and once more when the blob is verified.
 
+        ``max_concurrency`` (default: the client's) above 1 fetches a large blob as ``Range``
+        parts over that many connections and hands the bytes out in order; the parts that
+        arrive early wait in memory, at most 32 MiB of them.
+
         Example::
 
-            with client.download_blob("library/ubuntu", digest) as download:
+            with client.download_blob("library/ubuntu", digest, max_concurrency=4) as download:
                 data = download.readall()
         """
+        checked = parse_digest(digest)
+        concurrency = check_concurrency(
+            self._max_concurrency if max_concurrency is None else max_concurrency
+        )
         report = reporter(progress)
-        return self._download(repository, digest, BodyVerifier(parse_digest(digest)), 0, report)
+        split = None
+        if concurrency > 1:
+
+            def split(download: BlobDownload) -> ParallelChunks | None:
+                return self._split_stream(download, repository, digest, concurrency)
+
+        return self._download(repository, digest, BodyVerifier(checked), 0, report, split)
 
     def download_blob_to_file(
         self,
@@ -315,9 +351,61 @@ class BlobClient:
         if size is None or not worth_splitting(size - offset, concurrency):
             return False
         parts = plan_parts(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return False
+        download._start()
+        RangedDownload(
+            partial,
+            verifier,
+            parts,
+            [response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            deadline=download._deadline,
+            reporter=download._reporter,
+        ).run()
+        download._verified()
+        return True
+
+    def _split_stream(
+        self, download: BlobDownload, repository: str, digest: str, concurrency: int
+    ) -> ParallelChunks | None:
+        """Parallel parts for iterating ``download``, or ``None`` for one stream (a small blob,
+        or a server that does not honour ``Range``: ``download`` is then still unread)."""
+        size, offset = download._verifier.size, download._verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return None
+        parts = plan_stream_parts(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return None
+        return ParallelChunks(
+            parts,
+            [download._response, probe],
+            open_part,
+            concurrency=concurrency,
+            policy=self._retry,
+            on_wait=download._check_deadline,
+        )
+
+    def _part_openers(
+        self, download: BlobDownload, repository: str, digest: str
+    ) -> tuple[OpenPart, OpenPart]:
+        """``open_direct(first, end)``: a checked ``206`` for those bytes of the URL that
+        ``download`` came from (storage, or the registry itself); ``open_part`` tries that, then
+        the registry again (a fresh redirect), for signed URLs expire."""
+        verifier, url, deadline = download._verifier, download._response.url, download._deadline
+        size = verifier.size
+        assert size is not None
         follower = RedirectFollower(self._http.base_url, verifier.digest, self._max_redirects)
-        url = response.url  # where the registry sent us: storage, or the registry itself
-        deadline = download._deadline
 
         def checked(answer: httpx.Response, first: int, end: int) -> httpx.Response:
             try:
@@ -338,8 +426,6 @@ class BlobClient:
             return checked(answer, first, end)
 
         def open_part(first: int, end: int) -> httpx.Response:
-            """Straight to ``url`` first; through the registry again (a fresh redirect) if
-            that fails, for signed URLs expire."""
             try:
                 return open_direct(first, end)
             except (RegistryError, TransportError, ResumeError) as error:
@@ -348,25 +434,7 @@ class BlobClient:
             answer = self._send(get_blob._get_kwargs, repository, digest, deadline, range_=range_)
             return checked(answer[0], first, end)
 
-        try:
-            probe = open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return False
-        download._start()
-        RangedDownload(
-            partial,
-            verifier,
-            parts,
-            [response, probe],
-            open_part,
-            concurrency=concurrency,
-            policy=self._retry,
-            deadline=deadline,
-            reporter=download._reporter,
-        ).run()
-        download._verified()
-        return True
+        return open_direct, open_part
 
     def _download(
         self,
@@ -375,6 +443,7 @@ class BlobClient:
         verifier: BodyVerifier,
         offset: int = 0,
         report: ProgressReporter | None = None,
+        split: Split | None = None,
     ) -> BlobDownload:
         deadline = time.monotonic() + self._deadline if self._deadline is not None else None
 
@@ -388,7 +457,7 @@ class BlobClient:
         except BaseException:
             response.close()
             raise
-        return BlobDownload(response, verifier, self._retry, deadline, open_at, report)
+        return BlobDownload(response, verifier, self._retry, deadline, open_at, report, split)
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""

@@ -91,9 +91,17 @@ CASES = [
     Case("python-dxf", "python-dxf", "peers", module="dxf"),
     Case("throttled raw-curl", "curl", "curl", throttled=True),
     Case("throttled acr-blob-file", "acr-blob-file", "project", throttled=True),
+    Case("throttled acr-blob-stream", "acr-blob-stream", "project", throttled=True),
     Case(
         "throttled acr-blob max_concurrency=4",
         "acr-blob-file",
+        "project",
+        throttled=True,
+        max_concurrency=4,
+    ),
+    Case(
+        "throttled acr-blob-stream max_concurrency=4",
+        "acr-blob-stream",
         "project",
         throttled=True,
         max_concurrency=4,
@@ -593,7 +601,12 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             limits[name] = speed
     limit_from = min(limits, key=lambda name: limits[name]) if limits else None
     limit = limits[limit_from] if limit_from is not None else None
-    n1 = by_name[THROTTLED_N1].median_mbps if THROTTLED_N1 in by_name else None
+    # A throttled case with max_concurrency is compared with the throttled N=1 case of its kind.
+    n1 = {
+        result.case.kind: result.median_mbps
+        for result in results
+        if result.case.throttled and result.case.max_concurrency is None
+    }
     cases = []
     for result in results:
         median = result.median_mbps
@@ -611,8 +624,8 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         if not result.case.throttled:
             entry["vs_baseline"] = _ratio(median, baseline)
             entry["vs_limit"] = _ratio(median, limit)
-        elif result.case.name == THROTTLED_N4:
-            entry["speedup_vs_n1"] = _ratio(median, n1)
+        elif result.case.kind in n1 and result.case.max_concurrency is not None:
+            entry["speedup_vs_n1"] = _ratio(median, n1[result.case.kind])
         cases.append(entry)
     return {
         "baseline": {"case": BASELINE, "mbps": baseline},

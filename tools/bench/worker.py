@@ -175,14 +175,23 @@ def _acr_versions() -> dict[str, str]:
     return {"acr-blob": version("acr-blob"), "httpx": version("httpx")}
 
 
+def _concurrency_option(request: Request) -> dict[str, Any]:
+    # Any: the keyword exists only in SDK versions that download in parallel ranges.
+    extra: dict[str, Any] = {}
+    if request.options.get("max_concurrency") is not None:
+        extra["max_concurrency"] = int(request.options["max_concurrency"])
+    return extra
+
+
 def prepare_acr_blob_stream(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
     client = BlobClient(request.url)
+    extra = _concurrency_option(request)
 
     def download() -> int:
         received = 0
-        with client.download_blob(request.repository, request.digest) as blob:
+        with client.download_blob(request.repository, request.digest, **extra) as blob:
             for chunk in blob:
                 received += len(chunk)
         return received
@@ -195,10 +204,7 @@ def prepare_acr_blob_file(request: Request) -> Prepared:
 
     client = BlobClient(request.url)
     target = request.output_dir / "blob"
-    # Any: the keyword exists only in SDK versions that download in parallel ranges.
-    extra: dict[str, Any] = {}
-    if request.options.get("max_concurrency") is not None:
-        extra["max_concurrency"] = int(request.options["max_concurrency"])
+    extra = _concurrency_option(request)
 
     def download() -> int:
         client.download_blob_to_file(request.repository, request.digest, target, **extra)

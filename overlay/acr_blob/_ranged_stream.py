@@ -1,0 +1,170 @@
+"""Parallel ranges for iterating a blob (``download_blob`` with ``max_concurrency``): threads
+fetch ``Range`` parts into memory, and the caller's thread hands them out in order.
+
+Memory stays bounded whatever the blob's size: parts are small (``plan_stream_parts``) and a
+thread starts a part only while it lies less than ``stream_window`` parts ahead of the one being
+handed out, so at most a window of parts waits in memory. The part being handed out streams
+through as it arrives. A part that breaks off is resumed from its last byte, through the
+registry again (a fresh redirect), as for a download to a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+
+from ._body import body_chunks
+from ._progress import INTERVAL
+from ._ranged_sync import OpenPart
+from ._ranges import part_resume_delay, stream_window
+from .retry import Resumptions, RetryPolicy
+
+logger = logging.getLogger("acr_blob")
+
+
+class _Slot:
+    """The bytes of one part that have arrived and not been handed out yet."""
+
+    __slots__ = ("chunks", "done")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done = False
+
+
+class ParallelChunks:
+    """The bytes of ``parts``, in order, fetched over ``concurrency`` threads.
+
+    ``first_responses`` are answers already open for the first parts (the registry's own answer
+    for part 0, the probe for part 1). ``on_wait`` is called at least every
+    :data:`~._progress.INTERVAL` seconds while the next bytes have not arrived (the deadline).
+    Iterate once; :meth:`close` stops the threads and closes what is open.
+    """
+
+    def __init__(
+        self,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: OpenPart,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        on_wait: Callable[[], None],
+    ) -> None:
+        self._parts = parts
+        self._slots = [_Slot() for _ in parts]
+        self._opened = dict(enumerate(first_responses))
+        self._open_part = open_part
+        self._policy = policy
+        self._on_wait = on_wait
+        self._window = stream_window(concurrency)
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the caller waits for bytes
+        self._freed = threading.Condition(self._lock)  # threads wait for room in the window
+        self._next = 0  # the next part a thread takes
+        self._head = 0  # the part being handed out
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._work, name=f"acr-blob-stream-range-{index}")
+            for index in range(max(concurrency, len(first_responses)))
+        ]
+
+    def __iter__(self) -> Iterator[bytes]:
+        for thread in self._threads:
+            thread.start()
+        try:
+            for index, slot in enumerate(self._slots):
+                yield from self._hand_out(slot)
+                with self._lock:
+                    self._head = index + 1
+                    self._freed.notify_all()
+        finally:
+            self.close()
+
+    def _hand_out(self, slot: _Slot) -> Iterator[bytes]:
+        while True:
+            with self._lock:
+                if not slot.chunks and not slot.done and self._error is None:
+                    self._arrived.wait(INTERVAL)
+                if self._error is not None:
+                    raise self._error
+                chunks, slot.chunks = slot.chunks, []
+                finished = slot.done and not chunks
+            self._on_wait()
+            yield from chunks
+            if finished:
+                return
+
+    def close(self) -> None:
+        """Stop the threads, wait for them, and close the answers no thread took."""
+        with self._lock:
+            self._stopped = True
+            self._freed.notify_all()
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join()
+        for response in self._opened.values():
+            response.close()
+        self._opened.clear()
+
+    def _take(self) -> tuple[int, httpx.Response | None] | None:
+        with self._lock:
+            while (
+                not self._stopped
+                and self._next < len(self._parts)
+                and self._next >= self._head + self._window
+            ):
+                self._freed.wait()
+            if self._stopped or self._next >= len(self._parts):
+                return None
+            index, self._next = self._next, self._next + 1
+            return index, self._opened.pop(index, None)
+
+    def _work(self) -> None:
+        try:
+            while (job := self._take()) is not None:
+                self._fetch(*job)
+        except BaseException as error:  # handed to the caller's thread
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+                self._stopped = True
+                self._arrived.notify_all()
+                self._freed.notify_all()
+
+    def _fetch(self, index: int, response: httpx.Response | None) -> None:
+        first, end = self._parts[index]
+        slot = self._slots[index]
+        position, resumptions = first, Resumptions(self._policy, first)
+        while position < end:
+            if response is None:
+                response = self._open_part(position, end)
+            try:
+                for chunk in body_chunks(response):
+                    piece = chunk[: end - position]
+                    with self._lock:
+                        if self._stopped:
+                            return
+                        slot.chunks.append(piece)
+                        self._arrived.notify()
+                    position += len(piece)
+                    if position >= end:
+                        break
+                else:
+                    if position < end:
+                        raise httpx.RemoteProtocolError("the part ended early")
+            except httpx.TransportError as error:
+                delay = part_resume_delay(resumptions, error, (first, end), position)
+                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
+                if delay:
+                    self._policy.sleep(delay)
+            finally:
+                response.close()
+                response = None
+        with self._lock:
+            slot.done = True
+            self._arrived.notify()

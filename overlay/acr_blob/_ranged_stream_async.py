@@ -1,0 +1,139 @@
+"""Parallel ranges for iterating a blob with :class:`~acr_blob.AsyncBlobClient`: the async twin
+of :mod:`acr_blob._ranged_stream`, with one task per connection and the same window of parts in
+memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+
+from ._body import abody_chunks
+from ._progress import INTERVAL
+from ._ranged_async import AsyncOpenPart
+from ._ranges import part_resume_delay, stream_window
+from .retry import Resumptions, RetryPolicy
+
+logger = logging.getLogger("acr_blob")
+
+
+class _Slot:
+    __slots__ = ("chunks", "done")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done = False
+
+
+class AsyncParallelChunks:
+    """The bytes of ``parts``, in order, fetched over ``concurrency`` tasks; see
+    :class:`~acr_blob._ranged_stream.ParallelChunks`."""
+
+    def __init__(
+        self,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: AsyncOpenPart,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        on_wait: Callable[[], None],
+    ) -> None:
+        self._parts = parts
+        self._slots = [_Slot() for _ in parts]
+        self._opened = dict(enumerate(first_responses))
+        self._open_part = open_part
+        self._policy = policy
+        self._on_wait = on_wait
+        self._window = stream_window(concurrency)
+        self._workers = max(concurrency, len(first_responses))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._arrived = asyncio.Event()  # the caller waits for bytes
+        self._freed = asyncio.Event()  # tasks wait for room in the window
+        self._next = 0
+        self._head = 0
+        self._error: BaseException | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Iterate once; :meth:`aclose` stops the tasks and closes what is open."""
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        try:
+            for index, slot in enumerate(self._slots):
+                while True:
+                    if not slot.chunks and not slot.done and self._error is None:
+                        self._arrived.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._arrived.wait(), INTERVAL)
+                    if self._error is not None:
+                        raise self._error
+                    chunks, slot.chunks = slot.chunks, []
+                    finished = slot.done and not chunks
+                    self._on_wait()
+                    for chunk in chunks:
+                        yield chunk
+                    if finished:
+                        break
+                self._head = index + 1
+                self._freed.set()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the tasks, wait for them, and close the answers no task took."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for response in self._opened.values():
+            await response.aclose()
+        self._opened.clear()
+
+    async def _take(self) -> tuple[int, httpx.Response | None] | None:
+        while self._next < len(self._parts) and self._next >= self._head + self._window:
+            self._freed.clear()
+            await self._freed.wait()
+        if self._next >= len(self._parts):
+            return None
+        index, self._next = self._next, self._next + 1
+        return index, self._opened.pop(index, None)
+
+    async def _work(self) -> None:
+        try:
+            while (job := await self._take()) is not None:
+                await self._fetch(*job)
+        except Exception as error:  # handed to the caller's task
+            if self._error is None:
+                self._error = error
+            self._arrived.set()
+
+    async def _fetch(self, index: int, response: httpx.Response | None) -> None:
+        first, end = self._parts[index]
+        slot = self._slots[index]
+        position, resumptions = first, Resumptions(self._policy, first)
+        while position < end:
+            if response is None:
+                response = await self._open_part(position, end)
+            try:
+                async for chunk in abody_chunks(response):
+                    piece = chunk[: end - position]
+                    slot.chunks.append(piece)
+                    self._arrived.set()
+                    position += len(piece)
+                    if position >= end:
+                        break
+                else:
+                    if position < end:
+                        raise httpx.RemoteProtocolError("the part ended early")
+            except httpx.TransportError as error:
+                delay = part_resume_delay(resumptions, error, (first, end), position)
+                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
+                if delay:
+                    await self._policy.async_sleep(delay)
+            finally:
+                await response.aclose()
+                response = None
+        slot.done = True
+        self._arrived.set()
