@@ -11,6 +11,7 @@ from tools.bench import run as bench
 
 CI_CASES = [
     "requests+hashlib",
+    "requests+hashlib to file",
     "acr-blob-stream",
     "acr-blob-file",
     "acr-blob-async",

@@ -75,6 +75,7 @@ CASES = [
     Case("raw-curl", "curl", "curl"),
     Case("hash-limit", "hash-limit", "project"),
     Case(BASELINE, "requests", "requests", module="requests"),
+    Case("requests+hashlib to file", "requests-file", "requests", module="requests"),
     Case("acr-blob-stream", "acr-blob-stream", "project"),
     Case("acr-blob-file", "acr-blob-file", "project"),
     Case("acr-blob-async", "acr-blob-async", "project"),

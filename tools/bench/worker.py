@@ -171,6 +171,39 @@ def prepare_requests(request: Request) -> Prepared:
     )
 
 
+def prepare_requests_file(request: Request) -> Prepared:
+    """The baseline's loop, writing each chunk to a file and fsyncing it at the end: the same
+    work as a download to a file, done plainly (no partial file, no rename)."""
+    import requests
+
+    session = requests.Session()
+    target = request.output_dir / "blob"
+
+    def download() -> int:
+        hasher = hashlib.sha256()
+        received = 0
+        with session.get(request.blob_url, stream=True) as response, open(target, "wb") as out:
+            response.raise_for_status()
+            for chunk in response.iter_content(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        got = f"sha256:{hasher.hexdigest()}"
+        if got != request.digest:
+            raise WrongBytes(f"body hashes to {got}, expected {request.digest}")
+        return received
+
+    return Prepared(
+        download,
+        "verified by the case (sha256, 1 MiB chunks); written to a file, fsync included",
+        {"requests": version("requests"), "urllib3": version("urllib3")},
+        check=file_check(target, request.digest),
+        closers=[session.close],
+    )
+
+
 def _acr_versions() -> dict[str, str]:
     return {"acr-blob": version("acr-blob"), "httpx": version("httpx")}
 
@@ -346,6 +379,7 @@ def prepare_dxf(request: Request) -> Prepared:
 PREPARERS: dict[str, Callable[[Request], Prepared]] = {
     "hash-limit": prepare_hash_limit,
     "requests": prepare_requests,
+    "requests-file": prepare_requests_file,
     "acr-blob-stream": prepare_acr_blob_stream,
     "acr-blob-file": prepare_acr_blob_file,
     "acr-blob-async": prepare_acr_blob_async,
