@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from acr_blob import AsyncBlobClient, BlobClient, _direct_io
@@ -180,10 +181,13 @@ def test_a_failing_disk_is_raised_and_leaves_nothing_behind(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_direct_io.os, "pwrite", disk_full)
+    sent: list[httpx.Request] = []
     with pytest.raises(OSError) as caught:
-        Driver(mode, registry.url).to_file("direct/large", digest, tmp_path / "blob")
+        Driver(mode, registry.url, record=sent).to_file("direct/large", digest, tmp_path / "blob")
     assert caught.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+    # A disk error is not the network's: nothing is resumed.
+    assert len(sent) == 1
 
 
 class Spy:

@@ -64,12 +64,13 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
             yield first
         chunk: bytes | memoryview
         while remaining > 0:
-            with _mapped_errors():
-                if sock is not None and lend is not None:
-                    view = lend(remaining)
+            if sock is not None and lend is not None:
+                view = lend(remaining)  # outside: the lender's own errors are not the network's
+                with _mapped_errors():
                     sock.settimeout(timeout)
                     chunk = view[: sock.recv_into(view)]
-                else:
+            else:
+                with _mapped_errors():
                     chunk = stream.read(min(READ_SIZE, remaining), timeout)
             if not chunk:
                 raise _ended_early(remaining)
