@@ -9,6 +9,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,6 +189,7 @@ def test_a_failing_disk_is_raised_and_leaves_nothing_behind(
     assert list(tmp_path.iterdir()) == []
     # A disk error is not the network's: nothing is resumed.
     assert len(sent) == 1
+    assert not [t for t in threading.enumerate() if t.name == "acr-blob-writer"]
 
 
 class Spy:

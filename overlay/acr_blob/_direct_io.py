@@ -16,6 +16,7 @@ ordinary ones.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import queue
@@ -81,11 +82,11 @@ class DirectAppender:
     def close(self) -> int:
         """Write what is left, wait for the writes, and return the offset after the last byte."""
         try:
-            if self._used:
+            if self._used and self._error is None:
                 self._submit()
+        finally:
             self._full.put(None)
             self._thread.join()
-        finally:
             os.close(self._direct_fd)
         if self._error is not None:
             raise self._error
@@ -116,7 +117,7 @@ class DirectAppender:
             try:
                 written = os.pwrite(self._direct_fd, data[:blocks], offset)
             except OSError as error:
-                if error.errno != 22:  # EINVAL: this filesystem wants no O_DIRECT after all
+                if error.errno != errno.EINVAL:  # this filesystem wants no O_DIRECT after all
                     raise
                 self._direct = False
             else:
