@@ -43,7 +43,14 @@ from ._protocol import (
 )
 from ._ranged_async import AsyncOpenPart, AsyncRangedDownload
 from ._ranged_stream_async import AsyncParallelChunks
-from ._ranges import check_part, plan_parts, plan_stream_parts, range_header, worth_splitting
+from ._ranges import (
+    PlanParts,
+    check_part,
+    plan_parts,
+    plan_stream_parts,
+    range_header,
+    worth_splitting,
+)
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -320,23 +327,16 @@ class AsyncBlobClient:
         digest: str,
     ) -> bool:
         """The async twin of ``BlobClient._download_ranges``."""
-        verifier, response = download._verifier, download._response
-        size, offset = verifier.size, verifier.received
-        if size is None or not worth_splitting(size - offset, concurrency):
+        probed = await self._probe_parts(download, repository, digest, concurrency, plan_parts)
+        if probed is None:
             return False
-        parts = plan_parts(offset, size, concurrency)
-        open_direct, open_part = self._part_openers(download, repository, digest)
-        try:
-            probe = await open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return False
+        parts, probe, open_part = probed
         download._start()
         await AsyncRangedDownload(
             partial,
-            verifier,
+            download._verifier,
             parts,
-            [response, probe],
+            [download._response, probe],
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -350,16 +350,12 @@ class AsyncBlobClient:
         self, download: AsyncBlobDownload, repository: str, digest: str, concurrency: int
     ) -> AsyncParallelChunks | None:
         """The async twin of ``BlobClient._split_stream``."""
-        size, offset = download._verifier.size, download._verifier.received
-        if size is None or not worth_splitting(size - offset, concurrency):
+        probed = await self._probe_parts(
+            download, repository, digest, concurrency, plan_stream_parts
+        )
+        if probed is None:
             return None
-        parts = plan_stream_parts(offset, size, concurrency)
-        open_direct, open_part = self._part_openers(download, repository, digest)
-        try:
-            probe = await open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return None
+        parts, probe, open_part = probed
         return AsyncParallelChunks(
             parts,
             [download._response, probe],
@@ -368,6 +364,27 @@ class AsyncBlobClient:
             policy=self._retry,
             on_wait=download._check_deadline,
         )
+
+    async def _probe_parts(
+        self,
+        download: AsyncBlobDownload,
+        repository: str,
+        digest: str,
+        concurrency: int,
+        plan: PlanParts,
+    ) -> tuple[list[tuple[int, int]], httpx.Response, AsyncOpenPart] | None:
+        """The async twin of ``BlobClient._probe_parts``."""
+        size, offset = download._verifier.size, download._verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return None
+        parts = plan(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = await open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return None
+        return parts, probe, open_part
 
     def _part_openers(
         self, download: AsyncBlobDownload, repository: str, digest: str

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 
 import httpx
 
 from ._body import abody_chunks
 from ._progress import INTERVAL
 from ._ranges import RangedBase, part_resume_delay
-from .retry import Resumptions
+from .retry import Resumptions, RetryPolicy
 
 logger = logging.getLogger("acr_blob")
 
@@ -80,23 +80,42 @@ class AsyncRangedDownload(RangedBase):
             part, response = next(self._queue, None), None
 
     async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
-        position, resumptions = first, Resumptions(self._policy, first)
-        while position < end:
-            if response is None:
-                response = await self._open_part(position, end)
-            try:
-                async for chunk in abody_chunks(response):
-                    position += self._write(chunk, first, position, end)
-                    if position >= end:
-                        break
-                else:
-                    if position < end:
-                        raise httpx.RemoteProtocolError("the part ended early")
-            except httpx.TransportError as error:
-                delay = part_resume_delay(resumptions, error, (first, end), position)
-                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
-                if delay:
-                    await self._policy.async_sleep(delay)
-            finally:
-                await response.aclose()
-                response = None
+        position = first
+        pieces = apart_pieces(first, end, response, self._open_part, self._policy)
+        try:
+            async for piece in pieces:
+                position += self._write(piece, first, position, end)
+        finally:
+            await pieces.aclose()
+
+
+async def apart_pieces(
+    first: int,
+    end: int,
+    response: httpx.Response | None,
+    open_part: AsyncOpenPart,
+    policy: RetryPolicy,
+) -> AsyncGenerator[bytes, None]:
+    """The async twin of :func:`acr_blob._ranged_sync.part_pieces`."""
+    position, resumptions = first, Resumptions(policy, first)
+    while position < end:
+        if response is None:
+            response = await open_part(position, end)
+        try:
+            async for chunk in abody_chunks(response):
+                piece = chunk[: end - position]
+                position += len(piece)
+                yield piece
+                if position >= end:
+                    break
+            else:
+                if position < end:
+                    raise httpx.RemoteProtocolError("the part ended early")
+        except httpx.TransportError as error:
+            delay = part_resume_delay(resumptions, error, (first, end), position)
+            logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
+            if delay:
+                await policy.async_sleep(delay)
+        finally:
+            await response.aclose()
+            response = None

@@ -10,19 +10,15 @@ registry again (a fresh redirect), as for a download to a file.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator
 
 import httpx
 
-from ._body import body_chunks
 from ._progress import INTERVAL
-from ._ranged_sync import OpenPart
-from ._ranges import part_resume_delay, stream_window
-from .retry import Resumptions, RetryPolicy
-
-logger = logging.getLogger("acr_blob")
+from ._ranged_sync import OpenPart, part_pieces
+from ._ranges import stream_window
+from .retry import RetryPolicy
 
 
 class _Slot:
@@ -139,32 +135,16 @@ class ParallelChunks:
     def _fetch(self, index: int, response: httpx.Response | None) -> None:
         first, end = self._parts[index]
         slot = self._slots[index]
-        position, resumptions = first, Resumptions(self._policy, first)
-        while position < end:
-            if response is None:
-                response = self._open_part(position, end)
-            try:
-                for chunk in body_chunks(response):
-                    piece = chunk[: end - position]
-                    with self._lock:
-                        if self._stopped:
-                            return
-                        slot.chunks.append(piece)
-                        self._arrived.notify()
-                    position += len(piece)
-                    if position >= end:
-                        break
-                else:
-                    if position < end:
-                        raise httpx.RemoteProtocolError("the part ended early")
-            except httpx.TransportError as error:
-                delay = part_resume_delay(resumptions, error, (first, end), position)
-                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
-                if delay:
-                    self._policy.sleep(delay)
-            finally:
-                response.close()
-                response = None
+        pieces = part_pieces(first, end, response, self._open_part, self._policy)
+        try:
+            for piece in pieces:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    slot.chunks.append(piece)
+                    self._arrived.notify()
+        finally:
+            pieces.close()
         with self._lock:
             slot.done = True
             self._arrived.notify()

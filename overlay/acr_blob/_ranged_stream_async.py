@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from ._body import abody_chunks
 from ._progress import INTERVAL
-from ._ranged_async import AsyncOpenPart
-from ._ranges import part_resume_delay, stream_window
-from .retry import Resumptions, RetryPolicy
-
-logger = logging.getLogger("acr_blob")
+from ._ranged_async import AsyncOpenPart, apart_pieces
+from ._ranges import stream_window
+from .retry import RetryPolicy
 
 
 class _Slot:
@@ -112,28 +108,12 @@ class AsyncParallelChunks:
     async def _fetch(self, index: int, response: httpx.Response | None) -> None:
         first, end = self._parts[index]
         slot = self._slots[index]
-        position, resumptions = first, Resumptions(self._policy, first)
-        while position < end:
-            if response is None:
-                response = await self._open_part(position, end)
-            try:
-                async for chunk in abody_chunks(response):
-                    piece = chunk[: end - position]
-                    slot.chunks.append(piece)
-                    self._arrived.set()
-                    position += len(piece)
-                    if position >= end:
-                        break
-                else:
-                    if position < end:
-                        raise httpx.RemoteProtocolError("the part ended early")
-            except httpx.TransportError as error:
-                delay = part_resume_delay(resumptions, error, (first, end), position)
-                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
-                if delay:
-                    await self._policy.async_sleep(delay)
-            finally:
-                await response.aclose()
-                response = None
+        pieces = apart_pieces(first, end, response, self._open_part, self._policy)
+        try:
+            async for piece in pieces:
+                slot.chunks.append(piece)
+                self._arrived.set()
+        finally:
+            await pieces.aclose()
         slot.done = True
         self._arrived.set()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import httpx
 
 from ._body import body_chunks
 from ._progress import INTERVAL
 from ._ranges import RangedBase, part_resume_delay
-from .retry import Resumptions
+from .retry import Resumptions, RetryPolicy
 
 logger = logging.getLogger("acr_blob")
 
@@ -104,28 +104,46 @@ class RangedDownload(RangedBase):
 
     def _fetch(self, first: int, end: int, response: httpx.Response | None) -> bool:
         """Write bytes ``first`` to ``end - 1``; ``False`` if stopped before the end."""
-        position, resumptions = first, Resumptions(self._policy, first)
-        while position < end:
-            if self._stop.is_set():
-                return False
-            if response is None:
-                response = self._open_part(position, end)
-            try:
-                for chunk in body_chunks(response):
-                    if self._stop.is_set():
-                        return False
-                    position += self._write(chunk, first, position, end)
-                    if position >= end:
-                        break
-                else:
-                    if position < end:
-                        raise httpx.RemoteProtocolError("the part ended early")
-            except httpx.TransportError as error:
-                delay = part_resume_delay(resumptions, error, (first, end), position)
-                logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
-                if delay:
-                    self._policy.sleep(delay)
-            finally:
-                response.close()
-                response = None
+        position = first
+        pieces = part_pieces(first, end, response, self._open_part, self._policy)
+        try:
+            for piece in pieces:
+                if self._stop.is_set():
+                    return False
+                position += self._write(piece, first, position, end)
+        finally:
+            pieces.close()
         return True
+
+
+def part_pieces(
+    first: int,
+    end: int,
+    response: httpx.Response | None,
+    open_part: OpenPart,
+    policy: RetryPolicy,
+) -> Generator[bytes, None, None]:
+    """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them);
+    a part that breaks off is resumed from its last byte. Close the generator to stop early."""
+    position, resumptions = first, Resumptions(policy, first)
+    while position < end:
+        if response is None:
+            response = open_part(position, end)
+        try:
+            for chunk in body_chunks(response):
+                piece = chunk[: end - position]
+                position += len(piece)
+                yield piece
+                if position >= end:
+                    break
+            else:
+                if position < end:
+                    raise httpx.RemoteProtocolError("the part ended early")
+        except httpx.TransportError as error:
+            delay = part_resume_delay(resumptions, error, (first, end), position)
+            logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
+            if delay:
+                policy.sleep(delay)
+        finally:
+            response.close()
+            response = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,6 +33,10 @@ HASH_READ = 1 << 20
 STREAM_MEMORY = 32 << 20
 STREAM_MIN_PART = 256 << 10
 STREAM_MAX_PART = 8 << 20
+
+
+PlanParts = Callable[[int, int, int], list[tuple[int, int]]]
+"""``plan(start, size, concurrency)``: :func:`plan_parts` or :func:`plan_stream_parts`."""
 
 
 def worth_splitting(remaining: int, concurrency: int) -> bool:

@@ -37,7 +37,14 @@ from ._protocol import (
 )
 from ._ranged_stream import ParallelChunks
 from ._ranged_sync import OpenPart, RangedDownload
-from ._ranges import check_part, plan_parts, plan_stream_parts, range_header, worth_splitting
+from ._ranges import (
+    PlanParts,
+    check_part,
+    plan_parts,
+    plan_stream_parts,
+    range_header,
+    worth_splitting,
+)
 from ._verify import BodyVerifier
 from .errors import (
     BlobNotFoundError,
@@ -344,25 +351,18 @@ class BlobClient:
         repository: str,
         digest: str,
     ) -> bool:
-        """Fetch the rest of ``download`` as parallel ranges; ``False`` if it is not worth it or
-        the server does not honour ``Range`` (``download`` is then still unread)."""
-        verifier, response = download._verifier, download._response
-        size, offset = verifier.size, verifier.received
-        if size is None or not worth_splitting(size - offset, concurrency):
+        """Fetch the rest of ``download`` as parallel ranges into ``partial``; ``False`` for one
+        stream (see :meth:`_probe_parts`)."""
+        probed = self._probe_parts(download, repository, digest, concurrency, plan_parts)
+        if probed is None:
             return False
-        parts = plan_parts(offset, size, concurrency)
-        open_direct, open_part = self._part_openers(download, repository, digest)
-        try:
-            probe = open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return False
+        parts, probe, open_part = probed
         download._start()
         RangedDownload(
             partial,
-            verifier,
+            download._verifier,
             parts,
-            [response, probe],
+            [download._response, probe],
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -375,18 +375,12 @@ class BlobClient:
     def _split_stream(
         self, download: BlobDownload, repository: str, digest: str, concurrency: int
     ) -> ParallelChunks | None:
-        """Parallel parts for iterating ``download``, or ``None`` for one stream (a small blob,
-        or a server that does not honour ``Range``: ``download`` is then still unread)."""
-        size, offset = download._verifier.size, download._verifier.received
-        if size is None or not worth_splitting(size - offset, concurrency):
+        """Parallel parts for iterating ``download``, or ``None`` for one stream (see
+        :meth:`_probe_parts`)."""
+        probed = self._probe_parts(download, repository, digest, concurrency, plan_stream_parts)
+        if probed is None:
             return None
-        parts = plan_stream_parts(offset, size, concurrency)
-        open_direct, open_part = self._part_openers(download, repository, digest)
-        try:
-            probe = open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
-            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
-            return None
+        parts, probe, open_part = probed
         return ParallelChunks(
             parts,
             [download._response, probe],
@@ -395,6 +389,29 @@ class BlobClient:
             policy=self._retry,
             on_wait=download._check_deadline,
         )
+
+    def _probe_parts(
+        self,
+        download: BlobDownload,
+        repository: str,
+        digest: str,
+        concurrency: int,
+        plan: PlanParts,
+    ) -> tuple[list[tuple[int, int]], httpx.Response, OpenPart] | None:
+        """The parts of the rest of ``download``, the open answer for the second one, and how
+        to open the others; ``None`` when parallel ranges are not worth it (a small blob) or the
+        server does not honour ``Range`` (``download`` is then still unread)."""
+        size, offset = download._verifier.size, download._verifier.received
+        if size is None or not worth_splitting(size - offset, concurrency):
+            return None
+        parts = plan(offset, size, concurrency)
+        open_direct, open_part = self._part_openers(download, repository, digest)
+        try:
+            probe = open_direct(*parts[1])
+        except (RegistryError, TransportError, ResumeError) as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return None
+        return parts, probe, open_part
 
     def _part_openers(
         self, download: BlobDownload, repository: str, digest: str
