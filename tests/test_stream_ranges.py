@@ -7,11 +7,19 @@ import asyncio
 import hashlib
 import itertools
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
-from acr_blob import AsyncBlobClient, BlobClient, DigestMismatchError, RetryPolicy, TransportError
+from acr_blob import (
+    AsyncBlobClient,
+    BlobClient,
+    DeadlineExceededError,
+    DigestMismatchError,
+    RetryPolicy,
+    TransportError,
+)
 from acr_blob._ranges import (
     MIN_PART,
     STREAM_MEMORY,
@@ -218,3 +226,16 @@ def test_iterating_over_https_in_parallel(mode: str, tls_registry: Deployment) -
     pushed = tls_registry.push_random("stream-ranges/tls", 2 * MIN_PART + 777)
     client = Driver(mode, tls_registry.url, verify=tls_registry.verify, retry=NO_WAIT)
     assert client.iterate("stream-ranges/tls", pushed.digest, max_concurrency=3) == pushed.data
+
+
+def test_the_deadline_holds_while_waiting_for_parts(
+    mode: str, proxied: FaultProxy, big: tuple[str, str, bytes]
+) -> None:
+    repository, digest, _ = big
+    # The first answer (part 0) flows; every ranged part drips, so the iteration waits on them.
+    proxied.add(Fault.drip(4096, 0.05), path=BLOBS, ranged=True)
+    client = Driver(mode, proxied.url, retry=NO_WAIT, deadline=1.0)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match="deadline passed after"):
+        client.iterate(repository, digest, max_concurrency=3)
+    assert time.monotonic() - started < 5
