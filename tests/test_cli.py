@@ -367,6 +367,14 @@ def test_max_concurrency_fetches_parallel_ranges(
     assert single.returncode == 0, single.stderr
     assert [r.header("Range") for r in proxy.requests if r.method == "GET"] == [None]
 
+    # To stdout, the parts are handed out in order.
+    proxy.clear()
+    piped = run("get", ref, "-o", "-", "--max-concurrency", "3")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == data
+    ranged = [r for r in proxy.requests if r.method == "GET" and r.header("Range")]
+    assert len(ranged) >= 2, [r.header("Range") for r in proxy.requests]
+
 
 @pytest.mark.parametrize(
     "option",

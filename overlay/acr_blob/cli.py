@@ -153,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-concurrency",
         type=_concurrency,
         metavar="N",
-        help="download over up to N connections (parallel ranges; with -o FILE)",
+        help="download over up to N connections (parallel ranges; to stdout, at most 32 MiB "
+        "of parts wait in memory)",
     )
     commands.add_parser("head", parents=[common], help="show a blob's size, type and ETag")
     commands.add_parser(
@@ -241,7 +242,12 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
                 print(json.dumps({"exists": found, "digest": target.digest}))
             return EXIT_OK if found else EXIT_NOT_FOUND
         if args.output == "-":
-            with client.download_blob(target.repository, target.digest, progress=bar) as download:
+            with client.download_blob(
+                target.repository,
+                target.digest,
+                progress=bar,
+                max_concurrency=args.max_concurrency,
+            ) as download:
                 size = download.readinto(sys.stdout.buffer)
                 sys.stdout.buffer.flush()
             if bar is not None:
