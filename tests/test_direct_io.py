@@ -9,6 +9,8 @@ import errno
 import fcntl
 import hashlib
 import os
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import httpx
 import pytest
 
 from acr_blob import AsyncBlobClient, BlobClient, _direct_io
-from acr_blob._body import READ_SIZE
+from acr_blob._body import READ_SIZE, _own_socket
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
 from acr_blob.references import parse_digest
@@ -306,3 +308,32 @@ def _check_read_sizes(sizes: list[int]) -> None:
     assert max(sizes) <= READ_SIZE
     in_large_reads = sum(size for size in sizes if size > 256 * 1024)
     assert in_large_reads > SIZE // 2, f"mostly small reads: {sorted(sizes)[-10:]}"
+
+
+class _FakeStream:
+    """Answers get_extra_info as httpcore's network streams do."""
+
+    def __init__(self, sock: object, ssl_object: object) -> None:
+        self.info = {"socket": sock, "ssl_object": ssl_object}
+
+    def get_extra_info(self, name: str) -> object:
+        return self.info.get(name)
+
+
+def test_only_a_socket_that_gives_the_body_itself_is_read_directly() -> None:
+    context = ssl.create_default_context()
+    with (
+        socket.socket() as plain,
+        context.wrap_socket(
+            socket.socket(), server_hostname="registry.example", do_handshake_on_connect=False
+        ) as tls,
+    ):
+        tunnelled = context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO())
+        # Plain TCP, and TLS done by the socket itself: read directly.
+        assert _own_socket(_FakeStream(plain, None)) is plain
+        assert _own_socket(_FakeStream(tls, None)) is tls
+        # TLS inside an HTTPS proxy's tunnel: the socket carries the outer layer only.
+        assert _own_socket(_FakeStream(tls, tunnelled)) is None
+        assert _own_socket(_FakeStream(plain, tunnelled)) is None
+        # The async backends hand out transport sockets, which are not theirs to read.
+        assert _own_socket(_FakeStream(object(), None)) is None
