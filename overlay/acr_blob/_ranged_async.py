@@ -84,7 +84,7 @@ class AsyncRangedDownload(RangedBase):
         pieces = apart_pieces(first, end, response, self._open_part, self._policy)
         try:
             async for piece in pieces:
-                position += self._write(piece, first, position, end)
+                position += self._write(piece, first, position)
         finally:
             await pieces.aclose()
 

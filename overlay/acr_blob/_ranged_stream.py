@@ -11,62 +11,30 @@ registry again (a fresh redirect), as for a download to a file.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 
 from ._progress import INTERVAL
 from ._ranged_sync import OpenPart, part_pieces
-from ._ranges import stream_window
-from .retry import RetryPolicy
+from ._ranges import ParallelChunksBase, PartSlot
 
 
-class _Slot:
-    """The bytes of one part that have arrived and not been handed out yet."""
+class ParallelChunks(ParallelChunksBase):
+    """The bytes of ``parts``, in order, fetched over ``concurrency`` threads (see
+    :class:`~._ranges.ParallelChunksBase`). Iterate once; :meth:`close` stops the threads and
+    closes what is open."""
 
-    __slots__ = ("chunks", "done")
+    _open_part: OpenPart
 
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done = False
-
-
-class ParallelChunks:
-    """The bytes of ``parts``, in order, fetched over ``concurrency`` threads.
-
-    ``first_responses`` are answers already open for the first parts (the registry's own answer
-    for part 0, the probe for part 1). ``on_wait`` is called at least every
-    :data:`~._progress.INTERVAL` seconds while the next bytes have not arrived (the deadline).
-    Iterate once; :meth:`close` stops the threads and closes what is open.
-    """
-
-    def __init__(
-        self,
-        parts: list[tuple[int, int]],
-        first_responses: list[httpx.Response],
-        open_part: OpenPart,
-        *,
-        concurrency: int,
-        policy: RetryPolicy,
-        on_wait: Callable[[], None],
-    ) -> None:
-        self._parts = parts
-        self._slots = [_Slot() for _ in parts]
-        self._opened = dict(enumerate(first_responses))
-        self._open_part = open_part
-        self._policy = policy
-        self._on_wait = on_wait
-        self._window = stream_window(concurrency)
+    def _prepare(self) -> None:
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # the caller waits for bytes
         self._freed = threading.Condition(self._lock)  # threads wait for room in the window
-        self._next = 0  # the next part a thread takes
-        self._head = 0  # the part being handed out
         self._stopped = False
-        self._error: BaseException | None = None
         self._threads = [
             threading.Thread(target=self._work, name=f"acr-blob-stream-range-{index}")
-            for index in range(max(concurrency, len(first_responses)))
+            for index in range(self._workers)
         ]
 
     def __iter__(self) -> Iterator[bytes]:
@@ -81,7 +49,7 @@ class ParallelChunks:
         finally:
             self.close()
 
-    def _hand_out(self, slot: _Slot) -> Iterator[bytes]:
+    def _hand_out(self, slot: PartSlot) -> Iterator[bytes]:
         while True:
             with self._lock:
                 if not slot.chunks and not slot.done and self._error is None:
@@ -109,16 +77,9 @@ class ParallelChunks:
 
     def _take(self) -> tuple[int, httpx.Response | None] | None:
         with self._lock:
-            while (
-                not self._stopped
-                and self._next < len(self._parts)
-                and self._next >= self._head + self._window
-            ):
+            while not self._stopped and self._beyond_window():
                 self._freed.wait()
-            if self._stopped or self._next >= len(self._parts):
-                return None
-            index, self._next = self._next, self._next + 1
-            return index, self._opened.pop(index, None)
+            return None if self._stopped else self._claim()
 
     def _work(self) -> None:
         try:

@@ -6,52 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 
 from ._progress import INTERVAL
 from ._ranged_async import AsyncOpenPart, apart_pieces
-from ._ranges import stream_window
-from .retry import RetryPolicy
+from ._ranges import ParallelChunksBase
 
 
-class _Slot:
-    __slots__ = ("chunks", "done")
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done = False
-
-
-class AsyncParallelChunks:
+class AsyncParallelChunks(ParallelChunksBase):
     """The bytes of ``parts``, in order, fetched over ``concurrency`` tasks; see
     :class:`~acr_blob._ranged_stream.ParallelChunks`."""
 
-    def __init__(
-        self,
-        parts: list[tuple[int, int]],
-        first_responses: list[httpx.Response],
-        open_part: AsyncOpenPart,
-        *,
-        concurrency: int,
-        policy: RetryPolicy,
-        on_wait: Callable[[], None],
-    ) -> None:
-        self._parts = parts
-        self._slots = [_Slot() for _ in parts]
-        self._opened = dict(enumerate(first_responses))
-        self._open_part = open_part
-        self._policy = policy
-        self._on_wait = on_wait
-        self._window = stream_window(concurrency)
-        self._workers = max(concurrency, len(first_responses))
+    _open_part: AsyncOpenPart
+
+    def _prepare(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
         self._arrived = asyncio.Event()  # the caller waits for bytes
         self._freed = asyncio.Event()  # tasks wait for room in the window
-        self._next = 0
-        self._head = 0
-        self._error: BaseException | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Iterate once; :meth:`aclose` stops the tasks and closes what is open."""
@@ -88,13 +61,10 @@ class AsyncParallelChunks:
         self._opened.clear()
 
     async def _take(self) -> tuple[int, httpx.Response | None] | None:
-        while self._next < len(self._parts) and self._next >= self._head + self._window:
+        while self._beyond_window():
             self._freed.clear()
             await self._freed.wait()
-        if self._next >= len(self._parts):
-            return None
-        index, self._next = self._next, self._next + 1
-        return index, self._opened.pop(index, None)
+        return self._claim()
 
     async def _work(self) -> None:
         try:

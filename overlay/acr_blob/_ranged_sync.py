@@ -110,7 +110,7 @@ class RangedDownload(RangedBase):
             for piece in pieces:
                 if self._stop.is_set():
                     return False
-                position += self._write(piece, first, position, end)
+                position += self._write(piece, first, position)
         finally:
             pieces.close()
         return True

@@ -3,7 +3,8 @@
 Several connections fetch disjoint ``Range`` parts of the same (redirected) URL and write them
 in place; the digest is still computed over the bytes in order, by reading back the prefix of
 the file that is complete (from the page cache), so memory stays a few reads per connection
-whatever the blob's size. This module holds what the sync and async drivers share.
+whatever the blob's size. An iterated download keeps its parts in memory instead, within a
+window of small parts. This module holds what the sync and async drivers of both share.
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ def worth_splitting(remaining: int, concurrency: int) -> bool:
 def plan_parts(start: int, size: int, concurrency: int) -> list[tuple[int, int]]:
     """``[start, size)`` cut into ``(first, end)`` parts, ``end`` exclusive, in order."""
     wanted = -(-(size - start) // (concurrency * PARTS_PER_CONNECTION))
-    part = min(MAX_PART, max(MIN_PART, wanted))
-    return [(first, min(first + part, size)) for first in range(start, size, part)]
+    return _cut(start, size, min(MAX_PART, max(MIN_PART, wanted)))
 
 
 def stream_window(concurrency: int) -> int:
@@ -60,7 +60,12 @@ def plan_stream_parts(start: int, size: int, concurrency: int) -> list[tuple[int
     """Parts for an iterated download: small enough that a window of them fits
     :data:`STREAM_MEMORY`, for the parts that arrive before their turn wait in memory."""
     part = STREAM_MEMORY // stream_window(concurrency)
-    part = min(STREAM_MAX_PART, max(STREAM_MIN_PART, part - part % STREAM_MIN_PART))
+    return _cut(
+        start, size, min(STREAM_MAX_PART, max(STREAM_MIN_PART, part - part % STREAM_MIN_PART))
+    )
+
+
+def _cut(start: int, size: int, part: int) -> list[tuple[int, int]]:
     return [(first, min(first + part, size)) for first in range(start, size, part)]
 
 
@@ -187,10 +192,65 @@ class RangedBase:
                 f"deadline passed after {done} of {self._size} bytes; the server is too slow"
             )
 
-    def _write(self, chunk: bytes, first: int, position: int, end: int) -> int:
-        """Write what of ``chunk`` belongs to the part ``first``-``end`` at ``position``;
-        return its length."""
-        piece = memoryview(chunk)[: end - position]
+    def _write(self, piece: bytes, first: int, position: int) -> int:
+        """Write ``piece`` of the part starting at ``first`` at ``position``; return its length."""
         self._partial.write_at(piece, position)
         self._frontier.advance(first, position + len(piece), len(piece))
         return len(piece)
+
+
+class PartSlot:
+    """The bytes of one part that have arrived and not been handed out yet."""
+
+    __slots__ = ("chunks", "done")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done = False
+
+
+class ParallelChunksBase:
+    """What the sync and async drivers of an iterated download share: the parts, what has
+    arrived of each, and the window that bounds how far ahead the workers may go.
+
+    ``first_responses`` are answers already open for the first parts (the registry's own answer
+    for part 0, the probe for part 1). ``on_wait`` is called at least every
+    :data:`~._progress.INTERVAL` seconds while the next bytes have not arrived (the deadline).
+    """
+
+    def __init__(
+        self,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: Any,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        on_wait: Callable[[], None],
+    ) -> None:
+        self._parts = parts
+        self._slots = [PartSlot() for _ in parts]
+        self._opened = dict(enumerate(first_responses))
+        self._open_part = open_part
+        self._policy = policy
+        self._on_wait = on_wait
+        self._window = stream_window(concurrency)
+        self._workers = max(concurrency, len(first_responses))
+        self._next = 0  # the next part a worker takes
+        self._head = 0  # the part being handed out
+        self._error: BaseException | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """The driver's own state (threads or tasks)."""
+
+    def _beyond_window(self) -> bool:
+        """Whether the next part must wait until the caller has taken more."""
+        return self._next < len(self._parts) and self._next >= self._head + self._window
+
+    def _claim(self) -> tuple[int, httpx.Response | None] | None:
+        """The next part, with its answer if one is already open; ``None`` when all are taken."""
+        if self._next >= len(self._parts):
+            return None
+        index, self._next = self._next, self._next + 1
+        return index, self._opened.pop(index, None)
