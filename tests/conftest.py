@@ -27,6 +27,9 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
                       in front of it (https registries are trusted through .verify): point
                       the client at its .url, add faults with .add(Fault...), read .requests
                       and .firings; stopped at the end of the test
+  proxied             a fault proxy in front of `registry`
+  mode                "sync" or "async": every test that takes it runs with both clients
+                      (tests.drivers.Driver)
 
 The S3 fixtures reset their proxy (request log, failure and cut modes) before every test; the
 token registries reset the token server too. The testbed's own pushes fetch their tokens with
@@ -48,6 +51,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.drivers import MODES
 from tools.faultproxy import FaultProxy, FaultProxyFactory
 from tools.testbed import (
     BlobFactory,
@@ -270,3 +274,13 @@ def fault_proxy() -> Iterator[FaultProxyFactory]:
             return stack.enter_context(FaultProxy(target.url, upstream_ssl=upstream_ssl))
 
         yield start
+
+
+@pytest.fixture
+def proxied(registry: Deployment, fault_proxy: FaultProxyFactory) -> FaultProxy:
+    return fault_proxy(registry)
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

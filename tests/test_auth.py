@@ -29,13 +29,8 @@ from acr_blob import (
     docker_config_credential,
 )
 from tests.conftest import AAD_TOKEN, TOKEN_AUTH
-from tests.drivers import MODES, Driver
+from tests.drivers import Driver
 from tools.testbed import BlobFactory, Deployment, TokenServer, open_token_registry
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def driver(mode: str, deployment: Deployment, credential: Any = None, **args: Any) -> Driver:

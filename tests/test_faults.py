@@ -33,7 +33,7 @@ from acr_blob import (
     TooManyRedirectsError,
     TransportError,
 )
-from tests.drivers import MODES, NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver
 
 REGISTRY = "https://registry.test"
 STORAGE = "https://storage.test"
@@ -88,11 +88,6 @@ def streamed(chunks: list[bytes], headers: dict[str, str]) -> httpx.Response:
 
 def blob_response(body: bytes = DATA, **headers: str) -> httpx.Response:
     return streamed([body], {"Content-Length": str(len(body)), **headers})
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def driver(mode: str, handler: Handler, **args: object) -> Driver:

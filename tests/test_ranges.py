@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from acr_blob import AsyncBlobClient, BlobClient, RetryPolicy, TransportError
 from acr_blob._progress import ProgressReporter
 from acr_blob._ranges import MIN_PART, Frontier, plan_parts, range_header
-from tests.drivers import MODES, NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver
 from tools.faultproxy import Fault, FaultProxy
 from tools.testbed import BlobFactory, Deployment
 
@@ -23,20 +22,10 @@ SIZE = 5 * MIN_PART + 12345  # several parts, the last one short
 BLOBS = r"/blobs/"
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def big(registry: Deployment) -> tuple[str, str, bytes]:
     pushed = registry.push_random("ranges/big", SIZE)
     return "ranges/big", pushed.digest, pushed.data
-
-
-@pytest.fixture
-def proxied(registry: Deployment, fault_proxy: Callable[[Deployment], FaultProxy]) -> FaultProxy:
-    return fault_proxy(registry)
 
 
 class Progress:

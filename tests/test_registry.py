@@ -23,15 +23,10 @@ from acr_blob import (
     StorageError,
     TransportError,
 )
-from tests.drivers import MODES, NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver
 from tools.testbed import BlobFactory, Deployment, flip_byte, put_blob_in_storage
 
 MISSING = "sha256:" + "0" * 64
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def driver_for(mode: str, deployment: Deployment, **args: object) -> Driver:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,11 +35,6 @@ BLOBS = r"/blobs/"
 def large(registry: Deployment, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
     data = os.urandom(SIZE)
     return registry.push(REPOSITORY, data), data
-
-
-@pytest.fixture
-def proxied(registry: Deployment, fault_proxy: Callable[[Deployment], FaultProxy]) -> FaultProxy:
-    return fault_proxy(registry)
 
 
 def cut_offsets(count: int, seed: int = 20261127) -> list[int]:
@@ -91,11 +85,6 @@ def test_cut_sweep(
     offset = cut_offsets(200, seed=7)[case]
     mode, api = COMBOS[case % len(COMBOS)]
     check_cut(proxied, large, offset, mode, api, tmp_path, reset=case % 3 == 0)
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def test_several_cuts_in_one_download(

@@ -8,7 +8,6 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -27,7 +26,7 @@ from acr_blob._ranges import (
     range_header,
     stream_window,
 )
-from tests.drivers import MODES, NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver
 from tests.test_ranges import Progress
 from tools.faultproxy import Fault, FaultProxy
 from tools.testbed import BlobFactory, Deployment
@@ -36,20 +35,10 @@ SIZE = 5 * MIN_PART + 12345
 BLOBS = r"/blobs/"
 
 
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(scope="module")
 def big(registry: Deployment) -> tuple[str, str, bytes]:
     pushed = registry.push_random("stream-ranges/big", SIZE)
     return "stream-ranges/big", pushed.digest, pushed.data
-
-
-@pytest.fixture
-def proxied(registry: Deployment, fault_proxy: Callable[[Deployment], FaultProxy]) -> FaultProxy:
-    return fault_proxy(registry)
 
 
 @pytest.mark.parametrize("concurrency", [2, 3, 4, 8, 16, 64])

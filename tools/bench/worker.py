@@ -21,6 +21,7 @@ it starts at the orchestrator's peak; it is still reported, as `ru_maxrss_kib`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -146,6 +147,16 @@ def prepare_hash_limit(request: Request) -> Prepared:
 
 
 def prepare_requests(request: Request) -> Prepared:
+    return _requests_case(request, None)
+
+
+def prepare_requests_file(request: Request) -> Prepared:
+    """The baseline's loop, writing each chunk to a file and fsyncing it at the end: the same
+    work as a download to a file, done plainly (no partial file, no rename)."""
+    return _requests_case(request, request.output_dir / "blob")
+
+
+def _requests_case(request: Request, target: Path | None) -> Prepared:
     import requests  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     session = requests.Session()
@@ -153,53 +164,34 @@ def prepare_requests(request: Request) -> Prepared:
     def download() -> int:
         hasher = hashlib.sha256()
         received = 0
-        with session.get(request.blob_url, stream=True) as response:
+        with contextlib.ExitStack() as stack:
+            response = stack.enter_context(session.get(request.blob_url, stream=True))
             response.raise_for_status()
+            out = stack.enter_context(open(target, "wb")) if target is not None else None
             for chunk in response.iter_content(CHUNK):
                 hasher.update(chunk)
+                if out is not None:
+                    out.write(chunk)
                 received += len(chunk)
+            if out is not None:
+                out.flush()
+                os.fsync(out.fileno())
         got = f"sha256:{hasher.hexdigest()}"
         if got != request.digest:
             raise WrongBytes(f"body hashes to {got}, expected {request.digest}")
         return received
 
+    checked = "verified by the case (sha256, 1 MiB chunks)"
+    if target is None:
+        check = None
+    else:
+        checked += "; written to a file, fsync included"
+        check = file_check(target, request.digest)
     return Prepared(
         download,
-        "verified by the case (sha256, 1 MiB chunks)",
+        checked,
         {"requests": version("requests"), "urllib3": version("urllib3")},
-        closers=[session.close],
-    )
-
-
-def prepare_requests_file(request: Request) -> Prepared:
-    """The baseline's loop, writing each chunk to a file and fsyncing it at the end: the same
-    work as a download to a file, done plainly (no partial file, no rename)."""
-    import requests
-
-    session = requests.Session()
-    target = request.output_dir / "blob"
-
-    def download() -> int:
-        hasher = hashlib.sha256()
-        received = 0
-        with session.get(request.blob_url, stream=True) as response, open(target, "wb") as out:
-            response.raise_for_status()
-            for chunk in response.iter_content(CHUNK):
-                hasher.update(chunk)
-                out.write(chunk)
-                received += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        got = f"sha256:{hasher.hexdigest()}"
-        if got != request.digest:
-            raise WrongBytes(f"body hashes to {got}, expected {request.digest}")
-        return received
-
-    return Prepared(
-        download,
-        "verified by the case (sha256, 1 MiB chunks); written to a file, fsync included",
-        {"requests": version("requests"), "urllib3": version("urllib3")},
-        check=file_check(target, request.digest),
+        check=check,
         closers=[session.close],
     )
 
