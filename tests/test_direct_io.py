@@ -23,7 +23,8 @@ from acr_blob._body import READ_SIZE, _own_socket
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
 from acr_blob.references import parse_digest
-from tests.drivers import MODES, Driver
+from tests.conftest import skip_or_fail
+from tests.drivers import Driver
 from tools.testbed import Deployment
 
 SIZE = _DIRECT_MIN_SIZE + 3 * BUFFER_SIZE + 12345  # large enough, and ends mid-block
@@ -54,6 +55,13 @@ def _irregular() -> Iterator[int]:
         yield from (1, 4095, 70_000, BUFFER_SIZE, 3, BUFFER_SIZE + 1, 1 << 20)
 
 
+@pytest.fixture
+def o_direct_here(tmp_path: Path) -> None:
+    """The test's tmp_path takes O_DIRECT (the CI machine's must)."""
+    if not _direct_supported(tmp_path):
+        skip_or_fail("the temporary folder's filesystem refuses O_DIRECT")
+
+
 def _direct_supported(folder: Path) -> bool:
     probe = folder / "probe"
     probe.touch()
@@ -68,14 +76,13 @@ def _direct_supported(folder: Path) -> bool:
         probe.unlink()
 
 
+@pytest.mark.usefixtures("o_direct_here")
 @pytest.mark.parametrize("offset", [0, 1, ALIGNMENT - 1, ALIGNMENT, 5000])
 @pytest.mark.parametrize("length", [0, 1, ALIGNMENT, BUFFER_SIZE, 2 * BUFFER_SIZE + 17])
 @pytest.mark.parametrize("lend", [False, True], ids=["copied", "lent"])
 def test_appender_writes_every_byte_in_place(
     tmp_path: Path, offset: int, length: int, lend: bool
 ) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     path = tmp_path / "file"
     head = os.urandom(offset)
     data = os.urandom(length)
@@ -100,9 +107,8 @@ def test_appender_writes_every_byte_in_place(
     assert path.read_bytes() == head + data
 
 
+@pytest.mark.usefixtures("o_direct_here")
 def test_a_lent_buffer_is_never_larger_than_one_buffer(tmp_path: Path) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     path = tmp_path / "file"
     path.touch()
     fd = os.open(path, os.O_RDWR)
@@ -139,11 +145,10 @@ def test_o_direct_refused_at_open_means_ordinary_writes(
     assert (tmp_path / "blob").read_bytes() == data
 
 
+@pytest.mark.usefixtures("o_direct_here")
 def test_o_direct_refused_at_the_first_write_means_ordinary_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     refused: list[int] = []
     real_pwrite = os.pwrite
 
@@ -168,7 +173,7 @@ def test_o_direct_refused_at_the_first_write_means_ordinary_writes(
     assert path.read_bytes() == data
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.usefixtures("o_direct_here")
 def test_a_failing_disk_is_raised_and_leaves_nothing_behind(
     mode: str,
     registry: Deployment,
@@ -176,8 +181,6 @@ def test_a_failing_disk_is_raised_and_leaves_nothing_behind(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     digest, _ = large
 
     def disk_full(fd: int, data: memoryview, offset: int) -> int:
@@ -219,6 +222,7 @@ class Spy:
         monkeypatch.setattr(DirectAppender, "write", write)
 
 
+@pytest.mark.usefixtures("o_direct_here")
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_sync_download_receives_straight_into_the_appenders_buffers(
     scheme: str,
@@ -226,8 +230,6 @@ def test_sync_download_receives_straight_into_the_appenders_buffers(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     deployment: Deployment = request.getfixturevalue(
         "tls_registry" if scheme == "https" else "registry"
     )
@@ -242,11 +244,10 @@ def test_sync_download_receives_straight_into_the_appenders_buffers(
     assert spy.lent + spy.copied == SIZE
 
 
+@pytest.mark.usefixtures("o_direct_here")
 def test_async_download_goes_through_the_appender(
     registry: Deployment, large: tuple[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not _direct_supported(tmp_path):
-        pytest.skip("this filesystem refuses O_DIRECT")
     digest, data = large
     spy = Spy(monkeypatch)
 
@@ -260,7 +261,6 @@ def test_async_download_goes_through_the_appender(
     assert spy.copied == SIZE
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_a_small_blob_is_written_the_ordinary_way(
     mode: str, registry: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
