@@ -13,13 +13,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, overload
 
 import httpx
 
 from acr_blob_api.api.blob import check_blob_exists, get_blob
 
-from ._body import abody_chunks
+from ._body import Lend, abody_chunks
 from ._config import (
     DEFAULT_TIMEOUT,
     Credential,
@@ -103,7 +103,11 @@ class AsyncBlobDownload(DownloadBase):
         self._start()
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    @overload
+    def _chunks(self) -> AsyncIterator[bytes]: ...
+    @overload
+    def _chunks(self, lend: Lend | None) -> AsyncIterator[bytes | memoryview]: ...
+    async def _chunks(self, lend: Lend | None = None) -> AsyncIterator[bytes | memoryview]:
         try:
             self._parallel = await self._split(self) if self._split is not None else None
             if self._parallel is not None:
@@ -115,7 +119,7 @@ class AsyncBlobDownload(DownloadBase):
                 return
             while True:
                 try:
-                    async for raw in abody_chunks(self._response):
+                    async for raw in abody_chunks(self._response, lend):
                         chunk = self._verifier.feed(raw)
                         self._received()
                         if chunk:
@@ -312,7 +316,8 @@ class AsyncBlobClient:
             partial.preallocate(verifier.size)
             if not await self._download_ranges(partial, download, concurrency, repository, digest):
                 with partial.appending(verifier.size) as appender:
-                    async for chunk in download:
+                    download._start()
+                    async for chunk in download._chunks(appender.lend):
                         appender.write(chunk)
         # fsync can take a while on a busy disk: keep it off the event loop.
         await asyncio.to_thread(partial.commit)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -82,32 +83,57 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
             close()
 
 
-async def abody_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The async twin of :func:`body_chunks`."""
+@overload
+def abody_chunks(response: httpx.Response) -> AsyncIterator[bytes]: ...
+@overload
+def abody_chunks(
+    response: httpx.Response, lend: Lend | None
+) -> AsyncIterator[bytes | memoryview]: ...
+async def abody_chunks(
+    response: httpx.Response, lend: Lend | None = None
+) -> AsyncIterator[bytes | memoryview]:
+    """The async twin of :func:`body_chunks`.
+
+    On asyncio, once anyio holds no unread bytes of the body, the rest is received from the
+    connection's socket with the event loop's ``sock_recv``/``sock_recv_into``, into the lent
+    views when there are any (see :class:`_TakenSocket`).
+    """
     if response.is_stream_consumed:
         yield response.content
         return
     direct = _direct_stream(response)
     chunks = response.aiter_raw()
     if direct is None:
-        async for chunk in chunks:
-            yield chunk
+        async for raw in chunks:
+            yield raw
         return
     stream, remaining, timeout = direct
-    _widen_asyncio_reads(stream)
+    taken = _TakenSocket.of(stream)
     try:
         first = await anext(chunks, b"")
         remaining -= len(first)
         if first:
             yield first
+        chunk: bytes | memoryview
         while remaining > 0:
-            with _mapped_errors():
-                chunk = await stream.read(min(READ_SIZE, remaining), timeout)
+            if taken is not None and taken.ready():
+                if lend is not None:
+                    view = lend(remaining)  # outside: the lender's own errors are not the network's
+                    with _mapped_errors():
+                        chunk = view[: await taken.recv_into(view, timeout)]
+                else:
+                    with _mapped_errors():
+                        chunk = await taken.recv(min(READ_SIZE, remaining), timeout)
+            else:
+                with _mapped_errors():
+                    chunk = await stream.read(min(READ_SIZE, remaining), timeout)
             if not chunk:
                 raise _ended_early(remaining)
             remaining -= len(chunk)
             yield chunk
     finally:
+        if taken is not None:
+            taken.close()
         await chunks.aclose()  # type: ignore[attr-defined]
 
 
@@ -128,24 +154,68 @@ def _direct_stream(response: httpx.Response) -> tuple[Any, int, float | None] | 
     return stream, int(length), timeouts.get("read")
 
 
-def _widen_asyncio_reads(stream: Any) -> None:
-    """Let asyncio hand over up to :data:`READ_SIZE` per read of this connection, not 256 KiB.
+class _TakenSocket:
+    """An asyncio connection's socket, read directly once anyio has handed out all it read.
 
-    asyncio's socket transport reads at most ``max_size`` (256 KiB) per wake-up, and anyio
-    pauses and resumes the transport around every read: at 256 KiB, that bookkeeping costs as
-    much CPU as the hash (``make bench``: 0.66x of the baseline; about 0.95x with 1 MiB reads
-    and 1.05x with 2 MiB). No public API reaches the transport, so this goes through
-    httpcore's and anyio's private attributes and does nothing when they are not there (other
-    versions, trio, TLS, whose reads anyio makes 64 KiB at a time anyway); a test checks that
-    it takes effect with the versions installed. It is safe either way: the connection is
-    closed after this body, and ``max_size`` only bounds the size of a read.
+    anyio reads through an asyncio transport and protocol: every read pauses and resumes the
+    transport, copies through the protocol's queue and, by asyncio's default, reads 256 KiB at
+    a time. For a multi-gigabyte body that bookkeeping costs about as much CPU as the hash
+    (``make bench``: 0.66x of the baseline). Between reads anyio keeps the transport paused, so
+    nothing else reads the socket: once anyio's queue is empty, the body's remaining bytes are
+    received with the loop's own socket calls on a duplicate of the descriptor (asyncio refuses
+    them on a descriptor a transport owns), straight into a lent buffer when there is one.
+
+    No public API reaches the transport: this goes through httpcore's and anyio's private
+    attributes, and :meth:`of` gives ``None`` (the ordinary reads) when they are not there or
+    the connection is not a plain asyncio socket (TLS, trio, other versions); a test checks
+    that it takes effect with the versions installed. The connection is closed after this body.
     """
-    transport = getattr(getattr(stream, "_stream", None), "_transport", None)
-    if (
-        isinstance(transport, asyncio.Transport)
-        and getattr(transport, "max_size", None) == 256 * 1024
-    ):
-        transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+
+    def __init__(self, transport: asyncio.Transport, read_event: asyncio.Event) -> None:
+        self._transport = transport
+        self._read_event = read_event
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def of(cls, stream: Any) -> _TakenSocket | None:
+        transport = getattr(getattr(stream, "_stream", None), "_transport", None)
+        if not isinstance(transport, asyncio.Transport) or not hasattr(transport, "is_reading"):
+            return None
+        read_event = getattr(transport.get_protocol(), "read_event", None)
+        sock = transport.get_extra_info("socket")
+        if (
+            not isinstance(read_event, asyncio.Event)
+            or transport.get_extra_info("sslcontext") is not None
+            or getattr(sock, "type", None) != socket.SOCK_STREAM
+        ):
+            return None
+        return cls(transport, read_event)
+
+    def ready(self) -> bool:
+        """Whether the socket is read directly from now on: anyio holds no bytes, reads none."""
+        if self._sock is not None:
+            return True
+        transport = self._transport
+        if self._read_event.is_set() or transport.is_reading() or transport.is_closing():
+            return False
+        fileno = transport.get_extra_info("socket").fileno()
+        self._sock = socket.socket(fileno=os.dup(fileno))
+        self._sock.setblocking(False)
+        return True
+
+    async def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        assert self._sock is not None
+        async with asyncio.timeout(timeout):
+            return await asyncio.get_running_loop().sock_recv_into(self._sock, view)
+
+    async def recv(self, size: int, timeout: float | None) -> bytes:
+        assert self._sock is not None
+        async with asyncio.timeout(timeout):
+            return await asyncio.get_running_loop().sock_recv(self._sock, size)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
 
 
 def _own_socket(stream: Any) -> socket.socket | None:
