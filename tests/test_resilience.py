@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 from pathlib import Path
 
 import httpx
@@ -222,6 +223,43 @@ def test_stall_once_is_retried(mode: str, proxied: FaultProxy, large: tuple[str,
     proxied.add(Fault.stall_before_headers(2), path=BLOBS, times=1)
     client = Driver(mode, proxied.url, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3))
     assert client.iterate(REPOSITORY, digest) == data
+
+
+STALL_AT = 8 << 20  # past the first bytes, so inside the direct socket reads of _body
+
+
+@pytest.mark.parametrize("api", ["iterate", "to_file"])
+def test_a_stall_inside_the_body_ends_in_a_read_timeout(
+    mode: str, api: str, proxied: FaultProxy, large: tuple[str, bytes], tmp_path: Path
+) -> None:
+    digest, _ = large
+    proxied.add(Fault.drip(STALL_AT, 30), path=BLOBS)
+    client = Driver(
+        mode, proxied.url, retry=RetryPolicy.never(), timeout=httpx.Timeout(5, read=0.3)
+    )
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        if api == "iterate":
+            client.iterate(REPOSITORY, digest)
+        else:
+            client.to_file(REPOSITORY, digest, tmp_path / "blob")
+    assert time.monotonic() - started < 5
+    assert not (tmp_path / "blob").exists()
+
+
+@pytest.mark.parametrize("api", ["iterate", "to_file"])
+def test_a_stall_inside_the_body_is_resumed_where_it_stopped(
+    mode: str, api: str, proxied: FaultProxy, large: tuple[str, bytes], tmp_path: Path
+) -> None:
+    digest, data = large
+    proxied.add(Fault.drip(STALL_AT, 30), path=BLOBS, times=1)
+    client = Driver(mode, proxied.url, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3))
+    if api == "iterate":
+        assert client.iterate(REPOSITORY, digest) == data
+    else:
+        client.to_file(REPOSITORY, digest, tmp_path / "blob")
+        assert (tmp_path / "blob").read_bytes() == data
+    assert [r.header("Range") for r in proxied.requests] == [None, f"bytes={STALL_AT}-"]
 
 
 def test_a_restart_resumes_the_partial_file(
