@@ -8,8 +8,9 @@ network stream (httpcore's public ``network_stream`` extension) 2 MiB at a time,
 announced length. The connection is not reused afterwards: h11 never saw the end of that body,
 so httpcore closes it with the response. A caller that writes to a file can lend its own
 buffers: the bytes are then received straight into them (``recv_into`` on the stream's
-socket), one copy fewer. Anything else (chunked bodies, HTTP/2, transports without a network
-stream such as mocks) goes through ``iter_raw`` unchanged.
+socket, or the event loop's ``sock_recv_into`` for asyncio over plain TCP), one copy fewer.
+Anything else (chunked bodies, HTTP/2, transports without a network stream such as mocks) goes
+through ``iter_raw`` unchanged.
 """
 
 from __future__ import annotations
