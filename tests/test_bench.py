@@ -12,6 +12,8 @@ from tools.bench import run as bench
 CI_CASES = [
     "requests+hashlib",
     "requests+hashlib to file",
+    "http.client+hashlib (bare)",
+    "http.client+hashlib to file (bare)",
     "acr-blob-stream",
     "acr-blob-file",
     "acr-blob-async",

@@ -76,6 +76,8 @@ CASES = [
     Case("hash-limit", "hash-limit", "project"),
     Case(BASELINE, "requests", "requests", module="requests"),
     Case("requests+hashlib to file", "requests-file", "requests", module="requests"),
+    Case("http.client+hashlib (bare)", "socket", "project"),
+    Case("http.client+hashlib to file (bare)", "socket-file", "project"),
     Case("acr-blob-stream", "acr-blob-stream", "project"),
     Case("acr-blob-file", "acr-blob-file", "project"),
     Case("acr-blob-async", "acr-blob-async", "project"),
@@ -735,8 +737,11 @@ def render(
         "rounds; vs baseline compares with requests + hashlib (1 MiB chunks, verified), vs "
         "limit with the lower of raw transfer and in-memory sha256 (1 MiB updates); peak RSS "
         "growth is the process's peak RSS (VmHWM) at the end minus right after imports, the "
-        "largest over the rounds. Absolute figures drift on shared machines: compare ratios "
-        "within one run.",
+        "largest over the rounds. The bare rows are the most a plain verified loop gets here "
+        "(http.client `readinto` + hashlib, no retries or partial file; to file through the "
+        "SDK's O_DIRECT writer); the SDK's rows against them show what its own layers cost. "
+        "Absolute figures drift on shared machines: "
+        "compare ratios within one run.",
         "",
         render_table(results, summary),
         "",
