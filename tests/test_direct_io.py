@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from acr_blob import AsyncBlobClient, BlobClient, _direct_io
-from acr_blob._body import READ_SIZE, _own_socket
+from acr_blob._body import READ_SIZE, _own_socket, _TakenSocket
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
 from acr_blob.references import parse_digest
@@ -353,3 +353,58 @@ def test_only_a_socket_that_gives_the_body_itself_is_read_directly() -> None:
         assert _own_socket(_FakeStream(plain, tunnelled)) is None
         # The async backends hand out transport sockets, which are not theirs to read.
         assert _own_socket(_FakeStream(object(), None)) is None
+
+
+class _QueueProtocol(asyncio.Protocol):
+    """Has what anyio's StreamProtocol has that _TakenSocket looks at: a read_event."""
+
+    def __init__(self) -> None:
+        self.read_event = asyncio.Event()
+
+
+class _Wrapped:
+    """httpcore's AnyIOStream over anyio's SocketStream: ``_stream._transport``."""
+
+    def __init__(self, transport: object) -> None:
+        self._stream = type("SocketStream", (), {"_transport": transport})()
+
+
+def test_the_async_socket_is_taken_only_when_nothing_else_reads_it() -> None:
+    async def check() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            transport, protocol = await loop.create_connection(_QueueProtocol, sock=ours)
+            try:
+                # Streams without those private attributes keep the ordinary reads.
+                assert _TakenSocket.of(object()) is None
+                assert _TakenSocket.of(_Wrapped(object())) is None
+                taken = _TakenSocket.of(_Wrapped(transport))
+                assert taken is not None
+                # Not while the transport reads, nor while anyio holds bytes not handed out.
+                assert not taken.ready()
+                transport.pause_reading()
+                protocol.read_event.set()
+                assert not taken.ready()
+                protocol.read_event.clear()
+                assert taken.ready()
+                theirs.sendall(b"body bytes")
+                view = memoryview(bytearray(64))
+                count = await taken.recv_into(view, 5)
+                assert bytes(view[:count]) == b"body bytes"
+                with pytest.raises(TimeoutError):
+                    await taken.recv(64, 0.05)
+                taken.close()
+            finally:
+                transport.close()
+
+        # A protocol that is not anyio's (no read_event): ordinary reads.
+        ours, theirs = socket.socketpair()
+        with theirs:
+            transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+            try:
+                assert _TakenSocket.of(_Wrapped(transport)) is None
+            finally:
+                transport.close()
+
+    asyncio.run(check())
