@@ -398,7 +398,28 @@ def test_the_async_socket_is_taken_only_when_nothing_else_reads_it() -> None:
             finally:
                 transport.close()
 
-        # A protocol that is not anyio's (no read_event): ordinary reads.
+        # Out of descriptors for the duplicate: anyio's reads go on.
+        ours, theirs = socket.socketpair()
+        with theirs, pytest.MonkeyPatch.context() as patch:
+            transport, _ = await loop.create_connection(_QueueProtocol, sock=ours)
+            try:
+                transport.pause_reading()
+                taken = _TakenSocket.of(_Wrapped(transport))
+                assert taken is not None
+
+                def no_descriptors(fd: int) -> int:
+                    raise OSError(errno.EMFILE, "Too many open files")
+
+                patch.setattr(os, "dup", no_descriptors)
+                assert not taken.ready()
+                patch.undo()
+                assert not taken.ready(), "once refused, the ordinary reads for the whole body"
+            finally:
+                transport.close()
+
+        # A transport of asyncio's base class only, or a protocol that is not anyio's (no
+        # read_event): ordinary reads.
+        assert _TakenSocket.of(_Wrapped(asyncio.Transport())) is None
         ours, theirs = socket.socketpair()
         with theirs:
             transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)

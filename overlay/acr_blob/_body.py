@@ -176,13 +176,18 @@ class _TakenSocket:
         self._transport = transport
         self._read_event = read_event
         self._sock: socket.socket | None = None
+        self._refused = False
 
     @classmethod
     def of(cls, stream: Any) -> _TakenSocket | None:
         transport = getattr(getattr(stream, "_stream", None), "_transport", None)
-        if not isinstance(transport, asyncio.Transport) or not hasattr(transport, "is_reading"):
+        if not isinstance(transport, asyncio.Transport):
             return None
-        read_event = getattr(transport.get_protocol(), "read_event", None)
+        try:  # asyncio's base class leaves these to the transports
+            read_event = getattr(transport.get_protocol(), "read_event", None)
+            transport.is_reading()
+        except NotImplementedError:
+            return None
         sock = transport.get_extra_info("socket")
         if (
             not isinstance(read_event, asyncio.Event)
@@ -197,10 +202,18 @@ class _TakenSocket:
         if self._sock is not None:
             return True
         transport = self._transport
-        if self._read_event.is_set() or transport.is_reading() or transport.is_closing():
+        if (
+            self._refused
+            or self._read_event.is_set()
+            or transport.is_reading()
+            or transport.is_closing()
+        ):
             return False
-        fileno = transport.get_extra_info("socket").fileno()
-        self._sock = socket.socket(fileno=os.dup(fileno))
+        try:
+            self._sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        except OSError:  # out of descriptors, say: anyio's reads still work
+            self._refused = True
+            return False
         self._sock.setblocking(False)
         return True
 
