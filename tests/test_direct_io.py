@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +20,13 @@ import httpx
 import pytest
 
 from acr_blob import AsyncBlobClient, BlobClient, _direct_io
-from acr_blob._body import READ_SIZE, _own_socket, _TakenSocket
+from acr_blob._body import READ_SIZE, _own_socket, _receive_into, _TakenSocket
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
 from acr_blob.references import parse_digest
 from tests.conftest import skip_or_fail
 from tests.drivers import Driver
-from tools.testbed import Deployment
+from tools.testbed import Deployment, make_tls_cert
 
 SIZE = _DIRECT_MIN_SIZE + 3 * BUFFER_SIZE + 12345  # large enough, and ends mid-block
 
@@ -291,6 +292,67 @@ def test_async_iteration_hands_over_reads_larger_than_asyncios_default(
 
     assert asyncio.run(download()) == data
     _check_read_sizes(sizes)
+
+
+TLS_RECORD = 16 * 1024
+
+
+def test_sync_iteration_over_tls_gathers_the_records_at_hand(
+    tls_registry: Deployment, tls_large: tuple[str, bytes]
+) -> None:
+    # A TLS read gives one record; handing each out on its own was 2.7x slower.
+    digest, data = tls_large
+    with (
+        BlobClient(tls_registry.url, verify=tls_registry.verify) as client,
+        client.download_blob("direct/large", digest) as blob,
+    ):
+        chunks = list(blob)
+    assert b"".join(chunks) == data
+    sizes = [len(chunk) for chunk in chunks]
+    assert max(sizes) <= READ_SIZE
+    gathered = sum(size for size in sizes if size > TLS_RECORD)
+    assert gathered > SIZE // 2, f"mostly single records: {sorted(sizes)[-10:]}"
+
+
+@pytest.fixture
+def tls_pair(tmp_path: Path) -> Iterator[tuple[ssl.SSLSocket, ssl.SSLSocket]]:
+    """A connected client and server TLS socket, the handshake done."""
+    cert, key = make_tls_cert(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    ours, theirs = socket.socketpair()
+    accepted: list[ssl.SSLSocket] = []
+    handshake = threading.Thread(
+        target=lambda: accepted.append(server_context.wrap_socket(theirs, server_side=True))
+    )
+    handshake.start()
+    client = client_context.wrap_socket(ours, server_hostname="127.0.0.1")
+    handshake.join(10)
+    (server,) = accepted
+    with client, server:
+        yield client, server
+
+
+def test_a_tls_receive_takes_every_record_at_hand_and_waits_only_for_the_first(
+    tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket],
+) -> None:
+    client, server = tls_pair
+    sent = os.urandom(5 * TLS_RECORD + 123)
+    server.sendall(sent)  # several records, all in the client's socket buffer by now
+    view = memoryview(bytearray(1 << 20))
+    count = _receive_into(client, view, 5, tls=True)
+    assert bytes(view[:count]) == sent
+    assert client.gettimeout() == 5
+    # Nothing at hand: the first read waits for the timeout, and no longer.
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        _receive_into(client, view, 0.2, tls=True)
+    assert time.monotonic() - started < 2
+    assert client.gettimeout() == 0.2
+    # Without the TLS flag (a plain socket's read), one read only: one record here.
+    server.sendall(sent)
+    assert _receive_into(client, view, 5, tls=False) <= TLS_RECORD
 
 
 def _check_read_sizes(sizes: list[int]) -> None:

@@ -57,7 +57,11 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
         yield from chunks
         return
     stream, remaining, timeout = direct
-    sock = _own_socket(stream) if lend is not None else None
+    sock = _own_socket(stream)
+    tls = isinstance(sock, ssl.SSLSocket)
+    # Without a lender, TLS records are gathered in a buffer of our own and handed out as one
+    # copy: a read of the stream would allocate READ_SIZE for every 16 KiB record.
+    buffer = memoryview(bytearray(READ_SIZE)) if tls and lend is None else None
     # `chunks` stays open until the end: closing it closes the response and its connection.
     try:
         first = next(chunks, b"")
@@ -69,8 +73,11 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
             if sock is not None and lend is not None:
                 view = lend(remaining)  # outside: the lender's own errors are not the network's
                 with _mapped_errors():
-                    sock.settimeout(timeout)
-                    chunk = view[: sock.recv_into(view)]
+                    chunk = view[: _receive_into(sock, view, timeout, tls)]
+            elif sock is not None and buffer is not None:
+                with _mapped_errors():
+                    count = _receive_into(sock, buffer[: min(READ_SIZE, remaining)], timeout, True)
+                chunk = bytes(buffer[:count])
             else:
                 with _mapped_errors():
                     chunk = stream.read(min(READ_SIZE, remaining), timeout)
@@ -82,6 +89,31 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
         close = getattr(chunks, "close", None)  # httpx returns a generator
         if close is not None:
             close()
+
+
+def _receive_into(sock: socket.socket, view: memoryview, timeout: float | None, tls: bool) -> int:
+    """Receive into ``view``: what the first read gives and, over TLS, every further record
+    already at hand, up to the view's end.
+
+    A TLS read hands over one record (16 KiB at most): without gathering them, every 16 KiB
+    would make its own trip through the hash, the verifier and the caller (``make bench``-style
+    runs over TLS: 180 MB/s for sync iteration, 500 with the records gathered).
+    """
+    sock.settimeout(timeout)
+    count = sock.recv_into(view)
+    if not (tls and count):
+        return count
+    sock.settimeout(0)  # only the first read waits
+    try:
+        while count < len(view) and (more := sock.recv_into(view[count:])):
+            count += more
+    except OSError:
+        # Nothing more at hand (SSLWantReadError), or a failure: the bytes received so far
+        # are good, and the next read, which waits, meets the failure again.
+        pass
+    finally:
+        sock.settimeout(timeout)
+    return count
 
 
 @overload
