@@ -7,9 +7,8 @@ a plain ``Content-Length`` body on HTTP/1.1, the bytes h11 already holds are tak
 network stream (httpcore's public ``network_stream`` extension) 2 MiB at a time, never past the
 announced length. The connection is not reused afterwards: h11 never saw the end of that body,
 so httpcore closes it with the response. A caller that writes to a file can lend its own
-buffers: the bytes are then received straight into them (``recv_into`` on the stream's
-socket, or the event loop's ``sock_recv_into`` for asyncio over plain TCP), one copy fewer.
-Anything else (chunked bodies, HTTP/2, transports without a network stream such as mocks) goes
+buffers: the bytes are then received (or decrypted) straight into them, one copy fewer. Over
+TLS, every record at hand is taken in one read, not one 16 KiB record at a time. Anything else (chunked bodies, HTTP/2, transports without a network stream such as mocks) goes
 through ``iter_raw`` unchanged.
 """
 
