@@ -83,6 +83,26 @@ def test_ci_sized_run_of_the_parallel_and_throttled_cases(
     assert "speedup vs N=1" in rows["throttled acr-blob-stream max_concurrency=4 (2 MiB)"][-1]
 
 
+@pytest.mark.usefixtures("registry_binary_path")
+def test_ci_sized_run_of_the_tls_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    # 8 MiB: large enough for the direct reads over TLS, sync and async.
+    cases = [name for name in bench.CASE_NAMES if name.startswith("TLS ")]
+    assert {"TLS requests+hashlib", "TLS acr-blob-stream", "TLS acr-blob-async-file"} <= set(cases)
+    status = bench.main(
+        ["--size", "8MiB", "--rounds", "1", "--no-write", "--cases", ",".join(cases)]
+    )
+    output = capsys.readouterr().out
+    assert status == 0, output
+    rows = _table_rows(output)
+    assert sorted(rows) == sorted(cases)
+    for name, cells in rows.items():
+        assert float(cells[1]) > 0, cells
+        assert cells[3] == cells[4] == "-"  # not against the plain baseline or limit
+        if name.startswith("TLS acr-blob"):
+            assert "vs TLS requests+hashlib: " in cells[-1], cells
+    assert "TLS rows: " in output
+
+
 @pytest.mark.parametrize(
     ("text", "size"),
     [

@@ -8,8 +8,9 @@ network stream (httpcore's public ``network_stream`` extension) 2 MiB at a time,
 announced length. The connection is not reused afterwards: h11 never saw the end of that body,
 so httpcore closes it with the response. A caller that writes to a file can lend its own
 buffers: the bytes are then received (or decrypted) straight into them, one copy fewer. Over
-TLS, every record at hand is taken in one read, not one 16 KiB record at a time. Anything else (chunked bodies, HTTP/2, transports without a network stream such as mocks) goes
-through ``iter_raw`` unchanged.
+TLS, every record at hand is taken in one read, not one 16 KiB record at a time. Anything else
+(chunked bodies, HTTP/2, transports without a network stream such as mocks) goes through
+``iter_raw`` unchanged.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ REPOSITORY = "bench/blob"
 THROTTLED_REPOSITORY = "bench/throttled"
 DRIP_SIZE = 64 * KIB
 BASELINE = "requests+hashlib"
+TLS_BASELINE = "TLS requests+hashlib"
 LIMIT_CASES = ("raw-curl", "hash-limit")
 PEERS_MISSING = "not installed (tools/compare/install-peers.sh)"
 NO_CONCURRENCY = "not available yet (BlobClient.download_blob_to_file has no max_concurrency)"
@@ -63,6 +64,7 @@ class Case:
     kind: str
     runner: str
     throttled: bool = False
+    tls: bool = False  # from a second registry that serves https with a self-signed certificate
     max_concurrency: int | None = None
     module: str | None = None  # what must import in the peers' interpreter
 
@@ -92,6 +94,12 @@ CASES = [
     ),
     Case("oras-py", "oras-py", "peers", module="oras.provider"),
     Case("python-dxf", "python-dxf", "peers", module="dxf"),
+    Case("TLS raw-curl", "curl", "curl", tls=True),
+    Case(TLS_BASELINE, "requests", "requests", module="requests", tls=True),
+    Case("TLS acr-blob-stream", "acr-blob-stream", "project", tls=True),
+    Case("TLS acr-blob-file", "acr-blob-file", "project", tls=True),
+    Case("TLS acr-blob-async", "acr-blob-async", "project", tls=True),
+    Case("TLS acr-blob-async-file", "acr-blob-async-file", "project", tls=True),
     Case("throttled raw-curl", "curl", "curl", throttled=True),
     Case("throttled acr-blob-file", "acr-blob-file", "project", throttled=True),
     Case("throttled acr-blob-stream", "acr-blob-stream", "project", throttled=True),
@@ -176,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also run the throttled cases (default: on)",
     )
     parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the TLS cases, against an https registry (default: on)",
+    )
+    parser.add_argument(
         "--throttle-size",
         type=parse_size,
         default=128 * MIB,
@@ -208,6 +222,8 @@ def select_cases(parser: argparse.ArgumentParser, options: argparse.Namespace) -
         chosen = [case for case in CASES if case.name in names]
     if not options.throttle:
         chosen = [case for case in chosen if not case.throttled]
+    if not options.tls:
+        chosen = [case for case in chosen if not case.tls]
     return chosen
 
 
@@ -308,8 +324,12 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_curl(url: str, size: int, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+def run_curl(
+    url: str, size: int, timeout: float, env: dict[str, str], ca_cert: Path | None = None
+) -> dict[str, Any]:
     argv = ["curl", "-s", "-S", "--fail", "--noproxy", "*", "-o", "/dev/null"]
+    if ca_cert is not None:
+        argv += ["--cacert", str(ca_cert)]
     argv += ["-w", "%{http_code} %{size_download}", url]
     start = time.perf_counter()
     try:
@@ -387,12 +407,13 @@ def run_once(
     blob: Blob,
     workdir: Path,
     env: dict[str, str],
+    ca_cert: Path | None = None,
 ) -> dict[str, Any]:
     # Generous: 5 MB/s would be far below any client here.
     timeout = 60.0 + blob.size / (5 * MB)
     if case.runner == "curl":
         result = run_curl(
-            f"{url}/v2/{blob.repository}/blobs/{blob.digest}", blob.size, timeout, env
+            f"{url}/v2/{blob.repository}/blobs/{blob.digest}", blob.size, timeout, env, ca_cert
         )
     else:
         request = {
@@ -402,6 +423,7 @@ def run_once(
             "digest": blob.digest,
             "size": blob.size,
             "options": {"max_concurrency": case.max_concurrency},
+            "ca_cert": None if ca_cert is None else str(ca_cert),
         }
         result = run_worker(command, request, workdir, timeout, env)
     if result.get("ok"):
@@ -448,7 +470,9 @@ class CaseResult:
 
 def warm_up(registry: Deployment, blobs: Sequence[Blob]) -> None:
     """Read each blob once, untimed, so that every case finds it in the page cache."""
-    with httpx.Client(trust_env=False, timeout=httpx.Timeout(30.0, read=300.0)) as client:
+    with httpx.Client(
+        trust_env=False, timeout=httpx.Timeout(30.0, read=300.0), verify=registry.verify
+    ) as client:
         for blob in blobs:
             url = registry.blob_url(blob.repository, blob.digest)
             with client.stream("GET", url) as response:
@@ -507,12 +531,22 @@ def run_cases(
                 f"bench: throttling proxy {proxy.url}: {DRIP_SIZE} B every {interval * 1e3:.2f} ms"
             )
         warm_up(registry, blobs)
+        tls_registry: Deployment | None = None
+        tls_blob: Blob | None = None
+        if any(case.tls for case in runnable):
+            tls_registry = stack.enter_context(open_filesystem_registry(tls=True))
+            _log(f"bench: TLS registry {tls_registry.url}")
+            tls_blob = push_blob(tls_registry, REPOSITORY, options.size, workdir)
+            warm_up(tls_registry, [tls_blob])
         for round_number in range(1, options.rounds + 1):
             for case in runnable:
-                target = throttled_blob if case.throttled else blob
-                assert target is not None
-                url = proxy_url if case.throttled else registry.url
-                result = run_once(case, the_plan.commands[case.name], url, target, workdir, env)
+                served = tls_registry if case.tls else registry
+                target = throttled_blob if case.throttled else tls_blob if case.tls else blob
+                assert target is not None and served is not None
+                url = proxy_url if case.throttled else served.url
+                result = run_once(
+                    case, the_plan.commands[case.name], url, target, workdir, env, served.ca_cert
+                )
                 result["round"] = round_number
                 results[case.name].runs.append(result)
                 if result.get("ok"):
@@ -597,6 +631,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
     """Baseline, limit and every case's figures, as they go into the table and the JSON."""
     by_name = {result.case.name: result for result in results}
     baseline = by_name[BASELINE].median_mbps if BASELINE in by_name else None
+    tls_baseline = by_name[TLS_BASELINE].median_mbps if TLS_BASELINE in by_name else None
     limits: dict[str, float] = {}
     for name in LIMIT_CASES:
         speed = by_name[name].median_mbps if name in by_name else None
@@ -617,6 +652,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             "name": result.case.name,
             "kind": result.case.kind,
             "throttled": result.case.throttled,
+            "tls": result.case.tls,
             "max_concurrency": result.case.max_concurrency,
             "size": result.size,
             "unavailable": result.unavailable,
@@ -624,7 +660,9 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             "max_rss_growth_mib": result.rss_growth_mib,
             "runs": result.runs,
         }
-        if not result.case.throttled:
+        if result.case.tls:
+            entry["vs_tls_baseline"] = _ratio(median, tls_baseline)
+        elif not result.case.throttled:
             entry["vs_baseline"] = _ratio(median, baseline)
             entry["vs_limit"] = _ratio(median, limit)
         elif result.case.kind in n1 and result.case.max_concurrency is not None:
@@ -651,6 +689,10 @@ def _notes(result: CaseResult, entry: dict[str, Any], by_name: dict[str, CaseRes
         n4 = by_name.get(THROTTLED_N4)
         if n4 is None or n4.unavailable is not None:
             notes.append("N=1 only: max_concurrency not available yet")
+    if result.case.name == TLS_BASELINE:
+        notes.append("the TLS rows' baseline")
+    elif entry.get("vs_tls_baseline") is not None:
+        notes.append(f"vs TLS requests+hashlib: {_fmt_ratio(entry['vs_tls_baseline'])}")
     if "speedup_vs_n1" in entry:
         notes.append(f"speedup vs N=1: {_fmt_ratio(entry['speedup_vs_n1'])}")
     failed = [run for run in result.runs if not run.get("ok")]
@@ -720,6 +762,12 @@ def render(
         f"- Blob: {format_size(options.size)} of random bytes; {options.rounds} round(s); "
         f"limit = {limit_text}",
     ]
+    if any(result.case.tls for result in results):
+        lines.append(
+            "- TLS rows: the same blob from a second registry serving https (TLS 1.3, a "
+            "self-signed P-256 certificate the clients trust), compared with requests + hashlib "
+            "over the same TLS: the encryption costs the registry, on the same 2 cores, too"
+        )
     if throttled:
         lines.append(
             f"- Throttled rows: a {format_size(options.throttle_size)} blob through a fault "

@@ -27,6 +27,7 @@ import importlib.metadata
 import json
 import os
 import resource
+import ssl
 import sys
 import time
 import traceback
@@ -48,6 +49,7 @@ class Request:
     size: int
     output_dir: Path
     options: dict[str, Any]
+    ca_cert: str | None = None  # the https registry's self-signed certificate, for TLS cases
 
     @property
     def host(self) -> str:
@@ -69,7 +71,12 @@ class Request:
             size=int(raw["size"]),
             output_dir=Path(str(raw["output_dir"])),
             options=dict(raw.get("options") or {}),
+            ca_cert=None if raw.get("ca_cert") is None else str(raw["ca_cert"]),
         )
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx takes as ``verify=`` for this registry."""
+        return True if self.ca_cert is None else ssl.create_default_context(cafile=self.ca_cert)
 
 
 @dataclass
@@ -160,12 +167,16 @@ def _requests_case(request: Request, target: Path | None) -> Prepared:
     import requests  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     session = requests.Session()
+    # Per request: requests lets REQUESTS_CA_BUNDLE override a session's own verify.
+    verify: str | bool = True if request.ca_cert is None else request.ca_cert
 
     def download() -> int:
         hasher = hashlib.sha256()
         received = 0
         with contextlib.ExitStack() as stack:
-            response = stack.enter_context(session.get(request.blob_url, stream=True))
+            response = stack.enter_context(
+                session.get(request.blob_url, stream=True, verify=verify)
+            )
             response.raise_for_status()
             out = stack.enter_context(open(target, "wb")) if target is not None else None
             for chunk in response.iter_content(CHUNK):
@@ -291,7 +302,7 @@ def _concurrency_option(request: Request) -> dict[str, Any]:
 def prepare_acr_blob_stream(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
-    client = BlobClient(request.url)
+    client = BlobClient(request.url, verify=request.verify())
     extra = _concurrency_option(request)
 
     def download() -> int:
@@ -307,7 +318,7 @@ def prepare_acr_blob_stream(request: Request) -> Prepared:
 def prepare_acr_blob_file(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
-    client = BlobClient(request.url)
+    client = BlobClient(request.url, verify=request.verify())
     target = request.output_dir / "blob"
     extra = _concurrency_option(request)
 
@@ -330,7 +341,7 @@ def prepare_acr_blob_async(request: Request) -> Prepared:
     loop = asyncio.new_event_loop()
 
     async def make() -> AsyncBlobClient:
-        return AsyncBlobClient(request.url)
+        return AsyncBlobClient(request.url, verify=request.verify())
 
     client = loop.run_until_complete(make())
 
@@ -359,7 +370,7 @@ def prepare_acr_blob_async_file(request: Request) -> Prepared:
     loop = asyncio.new_event_loop()
 
     async def make() -> AsyncBlobClient:
-        return AsyncBlobClient(request.url)
+        return AsyncBlobClient(request.url, verify=request.verify())
 
     client = loop.run_until_complete(make())
     target = request.output_dir / "blob"
