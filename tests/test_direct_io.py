@@ -5,6 +5,7 @@ the whole path; faults injected where no real server or filesystem produces them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -19,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acr_blob import AsyncBlobClient, BlobClient, _direct_io
+from acr_blob import AsyncBlobClient, BlobClient, RetryPolicy, TransportError, _direct_io
 from acr_blob._body import READ_SIZE, _own_socket, _receive_into, _TakenSocket
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
@@ -352,6 +353,70 @@ def test_an_async_tls_body_is_decrypted_from_the_socket_where_anyio_left_off(
                 taken.close()
 
     asyncio.run(check())
+
+
+class _CuttingTLSServer:
+    """Answers one https request with a large body and hangs up halfway, without TLS's
+    close_notify: a cut no real registry makes on purpose, so a server of our own."""
+
+    def __init__(self, directory: Path, body: bytes, cut_at: int) -> None:
+        cert, key = make_tls_cert(directory)
+        self.ca_cert = cert
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert, key)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._answer = (
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + body[:cut_at]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            plain, _ = self._listener.accept()
+            with self._context.wrap_socket(plain, server_side=True) as conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                conn.sendall(self._answer)
+                # Hang up under TLS: the TCP connection ends with no close_notify.
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        self._thread.join(10)
+
+
+def test_a_tls_body_cut_halfway_is_a_transport_error_and_leaves_no_file(
+    mode: str, tmp_path: Path
+) -> None:
+    body = os.urandom(SIZE)
+    digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    server = _CuttingTLSServer(tmp_path, body, SIZE // 2)
+    try:
+        client = Driver(
+            mode,
+            server.url,
+            verify=ssl.create_default_context(cafile=str(server.ca_cert)),
+            retry=RetryPolicy.never(),
+            timeout=httpx.Timeout(5),
+        )
+        target = tmp_path / "out" / "blob"
+        target.parent.mkdir()
+        with pytest.raises(TransportError) as caught:
+            client.to_file("direct/large", digest, target)
+    finally:
+        server.close()
+    assert not target.exists()
+    # The body had begun (the handshake held); what came before the cut is kept for a resume.
+    (partial,) = target.parent.iterdir()
+    assert partial.name.endswith(".partial")
+    assert 0 < partial.stat().st_size <= SIZE // 2
+    assert partial.read_bytes() == body[: partial.stat().st_size]
+    # Every byte sent before the cut was received, none after.
+    assert f"after {SIZE // 2} of {SIZE} bytes" in str(caught.value)
 
 
 @pytest.fixture
