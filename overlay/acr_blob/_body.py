@@ -58,10 +58,7 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
         return
     stream, remaining, timeout = direct
     sock = _own_socket(stream)
-    tls = isinstance(sock, ssl.SSLSocket)
-    # Without a lender, TLS records are gathered in a buffer of our own and handed out as one
-    # copy: a read of the stream would allocate READ_SIZE for every 16 KiB record.
-    buffer = memoryview(bytearray(READ_SIZE)) if tls and lend is None else None
+    lend, copy = _lender_for(isinstance(sock, ssl.SSLSocket), lend)
     # `chunks` stays open until the end: closing it closes the response and its connection.
     try:
         first = next(chunks, b"")
@@ -73,11 +70,9 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
             if sock is not None and lend is not None:
                 view = lend(remaining)  # outside: the lender's own errors are not the network's
                 with _mapped_errors():
-                    chunk = view[: _receive_into(sock, view, timeout, tls)]
-            elif sock is not None and buffer is not None:
-                with _mapped_errors():
-                    count = _receive_into(sock, buffer[: min(READ_SIZE, remaining)], timeout, True)
-                chunk = bytes(buffer[:count])
+                    chunk = view[: _receive_into(sock, view, timeout)]
+                if copy:
+                    chunk = bytes(chunk)
             else:
                 with _mapped_errors():
                     chunk = stream.read(min(READ_SIZE, remaining), timeout)
@@ -91,7 +86,20 @@ def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[
             close()
 
 
-def _receive_into(sock: socket.socket, view: memoryview, timeout: float | None, tls: bool) -> int:
+def _lender_for(tls: bool, lend: Lend | None) -> tuple[Lend | None, bool]:
+    """The lender to receive with, and whether what it lends must be handed out as copies.
+
+    Over TLS, a caller that lends nothing gets a buffer of our own, so that the records at hand
+    are gathered into one read; a read of the stream would allocate READ_SIZE for every 16 KiB
+    record. Its views are reused, so the chunks handed out are copies.
+    """
+    if lend is not None or not tls:
+        return lend, False
+    buffer = memoryview(bytearray(READ_SIZE))
+    return (lambda limit: buffer[: min(READ_SIZE, limit)]), True
+
+
+def _receive_into(sock: socket.socket, view: memoryview, timeout: float | None) -> int:
     """Receive into ``view``: what the first read gives and, over TLS, every further record
     already at hand, up to the view's end.
 
@@ -101,7 +109,7 @@ def _receive_into(sock: socket.socket, view: memoryview, timeout: float | None, 
     """
     sock.settimeout(timeout)
     count = sock.recv_into(view)
-    if not (tls and count):
+    if not (count and isinstance(sock, ssl.SSLSocket)):
         return count
     sock.settimeout(0)  # only the first read waits
     try:
@@ -142,6 +150,7 @@ async def abody_chunks(
         return
     stream, remaining, timeout = direct
     taken = _TakenSocket.of(stream)
+    lend, copy = _lender_for(taken is not None and taken.tls, lend)
     try:
         first = await anext(chunks, b"")
         remaining -= len(first)
@@ -154,6 +163,8 @@ async def abody_chunks(
                     view = lend(remaining)  # outside: the lender's own errors are not the network's
                     with _mapped_errors():
                         chunk = view[: await taken.recv_into(view, timeout)]
+                    if copy:
+                        chunk = bytes(chunk)
                 else:
                     with _mapped_errors():
                         chunk = await taken.recv(min(READ_SIZE, remaining), timeout)
@@ -221,20 +232,23 @@ class _TakenSocket:
         self._tls = tls
         self._sock: socket.socket | None = None
         self._refused = False
-        self._plaintext: memoryview | None = None  # what recv() hands out copies of, over TLS
         self._ciphertext: memoryview | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
 
     @classmethod
     def of(cls, stream: Any) -> _TakenSocket | None:
         inner = getattr(stream, "_stream", None)
-        tls = (
-            getattr(inner, "_ssl_object", None),
-            getattr(inner, "_read_bio", None),
-            getattr(inner, "_write_bio", None),
-        )
-        if isinstance(tls[0], ssl.SSLObject):
-            if not (isinstance(tls[1], ssl.MemoryBIO) and isinstance(tls[2], ssl.MemoryBIO)):
+        tls = None
+        ssl_object = getattr(inner, "_ssl_object", None)
+        if isinstance(ssl_object, ssl.SSLObject):
+            incoming = getattr(inner, "_read_bio", None)
+            outgoing = getattr(inner, "_write_bio", None)
+            if not (isinstance(incoming, ssl.MemoryBIO) and isinstance(outgoing, ssl.MemoryBIO)):
                 return None
+            tls = (ssl_object, incoming, outgoing)
             inner = getattr(inner, "transport_stream", None)
         transport = getattr(inner, "_transport", None)
         if not isinstance(transport, asyncio.Transport):
@@ -251,9 +265,7 @@ class _TakenSocket:
             or getattr(sock, "type", None) != socket.SOCK_STREAM
         ):
             return None
-        if not isinstance(tls[0], ssl.SSLObject):
-            return cls(transport, read_event, None)
-        return cls(transport, read_event, tls)  # type: ignore[arg-type]
+        return cls(transport, read_event, tls)
 
     def ready(self) -> bool:
         """Whether the socket is read directly from now on: anyio holds no bytes, reads none."""
@@ -283,12 +295,8 @@ class _TakenSocket:
             return await asyncio.get_running_loop().sock_recv_into(self._sock, view)
 
     async def recv(self, size: int, timeout: float | None) -> bytes:
-        assert self._sock is not None
-        if self._tls is not None:
-            # Records are gathered in a buffer of our own and handed out as one copy.
-            if self._plaintext is None:
-                self._plaintext = memoryview(bytearray(READ_SIZE))
-            return bytes(self._plaintext[: await self.recv_into(self._plaintext[:size], timeout)])
+        """Plain TCP only: over TLS, :func:`abody_chunks` always lends (:func:`_lender_for`)."""
+        assert self._sock is not None and self._tls is None
         async with asyncio.timeout(timeout):
             return await asyncio.get_running_loop().sock_recv(self._sock, size)
 
