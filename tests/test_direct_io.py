@@ -69,7 +69,7 @@ def _direct_supported(folder: Path) -> bool:
     probe.touch()
     fd = os.open(probe, os.O_RDWR)
     try:
-        appender = open_direct_appender(probe, fd, 0)
+        appender = open_direct_appender(fd, 0)
         if appender is not None:
             appender.close()
         return appender is not None
@@ -91,7 +91,7 @@ def test_appender_writes_every_byte_in_place(
     path.write_bytes(head)
     fd = os.open(path, os.O_RDWR)
     try:
-        appender = DirectAppender(path, fd, offset)
+        appender = DirectAppender(fd, offset)
         for piece in _pieces(data, _irregular()):
             if lend:
                 # Receive the piece in as many views as it takes, as a socket would.
@@ -115,7 +115,7 @@ def test_a_lent_buffer_is_never_larger_than_one_buffer(tmp_path: Path) -> None:
     path.touch()
     fd = os.open(path, os.O_RDWR)
     try:
-        appender = DirectAppender(path, fd, 100)
+        appender = DirectAppender(fd, 100)
         # A resumed download first fills up to the block boundary.
         assert len(appender.lend(1 << 30)) == ALIGNMENT - 100
         appender.write(b"x" * (ALIGNMENT - 100))
@@ -166,7 +166,7 @@ def test_o_direct_refused_at_the_first_write_means_ordinary_writes(
     data = os.urandom(3 * BUFFER_SIZE + 1)
     fd = os.open(path, os.O_RDWR)
     try:
-        appender = DirectAppender(path, fd, 0)
+        appender = DirectAppender(fd, 0)
         appender.write(data)
         appender.close()
     finally:

@@ -17,6 +17,7 @@ from acr_blob import (
     BlobSizeError,
     CredentialHelperError,
     DigestMismatchError,
+    DiskFullError,
     DockerConfigError,
     InvalidDigestError,
     RefreshTokenCredential,
@@ -36,7 +37,7 @@ SIGNATURE = "X-Amz-Signature=0123456789abcdef"
 def test_every_error_class_has_the_readable_repr() -> None:
     exported = [getattr(acr_blob, name) for name in acr_blob.__all__]
     classes = [c for c in exported if isinstance(c, type) and issubclass(c, Exception)]
-    assert len(classes) == 19
+    assert len(classes) == 20
     for cls in classes:
         assert cls.__repr__ is BlobError.__repr__, f"{cls.__name__} overrides the common repr"
         assert cls.__doc__ and "Example::" in cls.__doc__, cls.__name__
@@ -74,6 +75,9 @@ def test_every_error_class_has_the_readable_repr() -> None:
         (CredentialHelperError("helper failed", helper="docker-credential-x", exit_code=1),
          "CredentialHelperError('helper failed', helper='docker-credential-x', exit_code=1, "
          "path=None)"),
+        (DiskFullError("/data/layer.tar", 1000, 10),
+         "DiskFullError('no room for /data/layer.tar: the blob needs 1000 more bytes, 10 bytes "
+         "free', needed=1000, free=10)"),
     ],
 )  # fmt: skip
 def test_error_reprs(error: BlobError, expected: str) -> None:

@@ -333,18 +333,3 @@ def test_every_fault_is_typed(
         with pytest.raises(BlobError):
             Driver(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, tmp_path / "b")
         assert not (tmp_path / "b").exists()
-
-
-def test_one_download_per_digest_and_folder_at_a_time(
-    proxied: FaultProxy, large: tuple[str, bytes], tmp_path: Path
-) -> None:
-    from acr_blob._files import PartialFile
-    from acr_blob.references import parse_digest
-
-    digest, data = large
-    with PartialFile(tmp_path / "a.bin", parse_digest(digest)):
-        with pytest.raises(BlobError, match="under way"):
-            Driver("sync", proxied.url).to_file(REPOSITORY, digest, tmp_path / "b.bin")
-        assert proxied.requests == []
-    Driver("sync", proxied.url).to_file(REPOSITORY, digest, tmp_path / "b.bin")
-    assert (tmp_path / "b.bin").read_bytes() == data

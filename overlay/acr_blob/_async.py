@@ -29,7 +29,8 @@ from ._config import (
     check_concurrency,
 )
 from ._download import DownloadBase
-from ._files import PartialFile
+from ._file_lock import Completion, DownloadLock, LockWait
+from ._files import PartialFile, check_target
 from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
     ERROR_BODY_LIMIT,
@@ -200,6 +201,7 @@ class AsyncBlobClient:
         max_redirects: int = 10,
         allow_insecure: bool = False,
         max_concurrency: int = 1,
+        resume: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._api = api_client(
@@ -215,6 +217,7 @@ class AsyncBlobClient:
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
         self._max_concurrency = check_concurrency(max_concurrency)
+        self._resume_partials = resume
 
     @property
     def endpoint(self) -> str:
@@ -260,11 +263,13 @@ class AsyncBlobClient:
         *,
         progress: ProgressCallback | None = None,
         max_concurrency: int | None = None,
+        resume: bool | None = None,
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
 
-        Partial files, ``max_concurrency`` and ``progress`` work as in
-        :meth:`acr_blob.BlobClient.download_blob_to_file`.
+        Partial files, ``resume``, waiting for another download of the same blob,
+        ``max_concurrency`` and ``progress`` work as in
+        :meth:`acr_blob.BlobClient.download_blob_to_file`; the wait does not block the loop.
 
         Example::
 
@@ -275,21 +280,55 @@ class AsyncBlobClient:
         concurrency = check_concurrency(
             self._max_concurrency if max_concurrency is None else max_concurrency
         )
+        target = check_target(path)
         report = reporter(progress)
-        with PartialFile(path, checked) as partial:
-            verifier = BodyVerifier(checked)
-            # Rehashing a large partial file takes a while: keep it off the event loop.
-            offset = await asyncio.to_thread(partial.replay, verifier)
-            target = (partial, repository, digest)
-            try:
-                return await self._download_into(*target, verifier, offset, concurrency, report)
-            except (DigestMismatchError, BlobSizeError, ResumeError):
-                if not offset:
-                    raise
-                logger.info("partial data for %s was bad; downloading it again", digest)
-            partial.restart()
-            fresh = BodyVerifier(checked)
-            return await self._download_into(*target, fresh, 0, concurrency, report)
+        started = time.monotonic()
+        lock = DownloadLock(target.parent, checked)
+        wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
+        while (delay := wait.next_delay()) is not None:
+            await asyncio.sleep(delay)
+        try:
+            done = lock.completion
+            if done is not None and done.holds(target):
+                logger.info("%s was downloaded into %s meanwhile", checked, target)
+                return done.properties
+            keep = self._resume_partials if resume is None else resume
+            with PartialFile(target, checked, shared=lock.held, resume=keep) as partial:
+                properties = await self._download_partial(
+                    partial, repository, digest, concurrency, report, started
+                )
+                if lock.held and partial.status is not None:
+                    lock.record(Completion.of(target.name, partial.status, properties))
+            return properties
+        finally:
+            lock.release()
+
+    async def _download_partial(
+        self,
+        partial: PartialFile,
+        repository: str,
+        digest: str,
+        concurrency: int,
+        report: ProgressReporter | None,
+        started: float,
+    ) -> BlobProperties:
+        """The async twin of ``BlobClient._download_partial``."""
+        checked = parse_digest(digest)
+        verifier = BodyVerifier(checked)
+        # Rehashing a large partial file takes a while: keep it off the event loop.
+        offset = await asyncio.to_thread(partial.replay, verifier)
+        target = (partial, repository, digest)
+        try:
+            return await self._download_into(
+                *target, verifier, offset, concurrency, report, started
+            )
+        except (DigestMismatchError, BlobSizeError, ResumeError):
+            if not offset:
+                raise
+            logger.info("partial data for %s was bad; downloading it again", digest)
+        partial.restart()
+        fresh = BodyVerifier(checked)
+        return await self._download_into(*target, fresh, 0, concurrency, report, started)
 
     async def _download_into(
         self,
@@ -300,9 +339,12 @@ class AsyncBlobClient:
         offset: int,
         concurrency: int,
         report: ProgressReporter | None,
+        started: float,
     ) -> BlobProperties:
         try:
-            download = await self._download(repository, digest, verifier, offset, report)
+            download = await self._download(
+                repository, digest, verifier, offset, report, started=started
+            )
         except RegistryError as error:
             if not (offset and error.status_code == 416):
                 raise
@@ -312,7 +354,10 @@ class AsyncBlobClient:
                 report.finish(offset)
             await asyncio.to_thread(partial.commit)
             return BlobProperties(digest, offset)
+        if offset:
+            logger.info("resuming %s at byte %d of %s", digest, offset, verifier.size or "?")
         async with download:
+            partial.ensure_space(verifier.size)
             partial.preallocate(verifier.size)
             if not await self._download_ranges(partial, download, concurrency, repository, digest):
                 with partial.appending(verifier.size) as appender:
@@ -441,8 +486,10 @@ class AsyncBlobClient:
         offset: int = 0,
         report: ProgressReporter | None = None,
         split: AsyncSplit | None = None,
+        *,
+        started: float | None = None,
     ) -> AsyncBlobDownload:
-        deadline = time.monotonic() + self._deadline if self._deadline is not None else None
+        deadline = self._deadline_from(time.monotonic() if started is None else started)
 
         async def open_at(at: int) -> httpx.Response:
             ranged = {"range_": f"bytes={at}-"} if at else {}
@@ -456,6 +503,10 @@ class AsyncBlobClient:
             await response.aclose()
             raise
         return AsyncBlobDownload(response, verifier, self._retry, deadline, open_at, report, split)
+
+    def _deadline_from(self, started: float) -> float | None:
+        """When a download that started at ``started`` (``time.monotonic()``) must end."""
+        return None if self._deadline is None else started + self._deadline
 
     async def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""

@@ -30,14 +30,17 @@ BUFFER_COUNT = 3  # one filling, one being written, one spare: 12 MiB in all
 class DirectAppender:
     """Writes the bytes handed to :meth:`write` at ``offset`` onwards of ``fd``'s file.
 
-    ``fd`` is the ordinary descriptor of the file at ``path``; this object opens its own
-    ``O_DIRECT`` one. :meth:`close` writes what is still buffered and returns the file offset
-    after the last byte; errors of the writing thread are raised by the next :meth:`write`, or
-    by :meth:`close`.
+    ``fd`` is the file's ordinary descriptor; this object opens its own ``O_DIRECT`` one
+    through it (``/proc/self/fd``), never by the file's name, which another user may have
+    pointed elsewhere in a shared folder. :meth:`close` writes what is still buffered and
+    returns the file offset after the last byte; errors of the writing thread are raised by the
+    next :meth:`write`, or by :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fd: int, offset: int) -> None:
-        self._direct_fd = os.open(path, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
+    def __init__(self, fd: int, offset: int) -> None:
+        self._direct_fd = os.open(
+            f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC | getattr(os, "O_DIRECT", 0)
+        )
         self._fd = fd
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(BUFFER_COUNT):
@@ -125,14 +128,12 @@ class DirectAppender:
         _pwrite_all(self._fd, data, offset)
 
 
-def open_direct_appender(
-    path: str | os.PathLike[str], fd: int, offset: int
-) -> DirectAppender | None:
+def open_direct_appender(fd: int, offset: int) -> DirectAppender | None:
     """A :class:`DirectAppender`, or ``None`` where ``O_DIRECT`` cannot be opened here."""
     if not hasattr(os, "O_DIRECT"):
         return None
     try:
-        return DirectAppender(path, fd, offset)
+        return DirectAppender(fd, offset)
     except OSError:
         return None
 

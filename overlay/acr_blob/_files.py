@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import fcntl
+import errno
+import logging
 import os
+import stat
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -23,8 +27,10 @@ import attrs
 from ._body import Lend
 from ._direct_io import open_direct_appender
 from ._verify import BodyVerifier
-from .errors import BlobError, TransportError
+from .errors import BlobError, DiskFullError, TransportError
 from .references import Digest
+
+logger = logging.getLogger("acr_blob")
 
 _REPLAY_CHUNK = 1024 * 1024
 # Written data is handed to the disk in the background every this many bytes, so that the
@@ -36,6 +42,11 @@ _FALLOC_FL_KEEP_SIZE = 1
 _DIRECT_MIN_SIZE = 32 << 20
 # Failures after which the partial data is still good and worth keeping for the next call.
 _RESUMABLE = (TransportError, KeyboardInterrupt, asyncio.CancelledError)
+# A partial file untouched for this long is started again rather than resumed.
+PARTIAL_MAX_AGE = 7 * 24 * 3600
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+# What opening a name that holds no regular file of ours fails with.
+_NOT_A_FILE = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM})
 
 
 @attrs.frozen
@@ -47,33 +58,62 @@ class Appender:
     lend: Lend | None
 
 
-class PartialFile:
-    """The partial file for ``digest`` in ``path``'s folder, locked while this object is open.
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a target for a download: a file's path, not a directory's."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory; give a file path")
+    return target
 
-    Leaving the ``with`` block without :meth:`commit` keeps the partial data when the failure
-    was one a later call can resume from (a broken connection, a deadline, Ctrl-C) and deletes
-    it otherwise (a refused request, a digest mismatch).
+
+class PartialFile:
+    """The partial file for ``digest`` beside ``path``, for the download that holds its lock.
+
+    ``shared`` (the caller holds the :class:`~._file_lock.DownloadLock`): the partial is
+    ``.<algorithm>-<hex>.partial``, which a later call resumes from. Otherwise it is a private,
+    uniquely named one that nobody resumes. Either way it is opened without following links and
+    only used when it is a regular file of this user's with no other link to it: anything else
+    at its name (a planted symbolic link, a FIFO, a directory, another user's file) is removed
+    and a fresh file made, or, where it cannot be removed, the download goes to a private
+    partial instead. It has mode 0600 until it becomes the target.
+
+    Leaving the ``with`` block without :meth:`commit` keeps a shared partial when ``resume`` is
+    on and the failure was one a later call can resume from (a broken connection, a deadline,
+    Ctrl-C), and deletes it otherwise (a refused request, a digest mismatch, a full disk).
     """
 
-    def __init__(self, path: str | os.PathLike[str], digest: Digest) -> None:
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise IsADirectoryError(f"{self.path} is a directory; give a file path")
-        self.partial_path = self.path.with_name(f".{digest.algorithm}-{digest.hex}.partial")
-        # 0666: the umask decides the final file's mode, as for any new file.
-        fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BlobError(
-                f"another download of {digest} into {self.path.parent} is under way"
-            ) from None
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        digest: Digest,
+        *,
+        shared: bool = True,
+        resume: bool = True,
+    ) -> None:
+        self.path = check_target(path)
+        self._resume = resume
+        fd = None
+        if shared:
+            self.partial_path = self.path.with_name(f".{digest.algorithm}-{digest.hex}.partial")
+            fd = _open_own_file(self.partial_path)
+        self._shared = fd is not None
+        if fd is None:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{digest.algorithm}-{digest.hex}.", suffix=".partial", dir=self.path.parent
+            )
+            self.partial_path = Path(name)
         self.file: BinaryIO = os.fdopen(fd, "r+b")
         self._committed = False
+        self.status: os.stat_result | None = None  # the target's, once committed
+        self._size: int | None = None
         self._unsynced = 0
         self._syncer: threading.Thread | None = None
         self._sync_lock = threading.Lock()  # parallel parts write from several threads
+        if self._shared and not resume:
+            self.restart()
+        elif self._shared and _age(fd) > PARTIAL_MAX_AGE and os.fstat(fd).st_size:
+            logger.info("%s is older than 7 days; starting again", self.partial_path)
+            self.restart()
 
     def replay(self, verifier: BodyVerifier) -> int:
         """Feed the bytes already here to ``verifier``; return where the download continues."""
@@ -87,16 +127,38 @@ class PartialFile:
         self.file.seek(0)
         self.file.truncate()
 
+    def ensure_space(self, size: int | None) -> None:
+        """Raise :class:`~acr_blob.errors.DiskFullError` now, before any byte of the body is
+        read, when the disk has less room than the ``size``-byte blob still needs here."""
+        self._size = size
+        if size is None:
+            return
+        needed = self._still_needed()
+        free = _free_bytes(self.file.fileno())
+        if free is not None and free < needed:
+            raise DiskFullError(self.path, needed, free)
+
     def preallocate(self, size: int | None) -> None:
         """Reserve the disk blocks for ``size`` bytes without changing the file's length.
 
         On ext4 and xfs, writing into reserved blocks costs a fraction of allocating them as
         the data arrives. The length stays what was written, so a partial file keeps meaning
-        "these bytes arrived". Where the call is missing or refused, nothing is reserved.
+        "these bytes arrived". Where the call is missing or refused, nothing is reserved; a
+        disk without room for them raises :class:`~acr_blob.errors.DiskFullError`.
         """
         if not size or _fallocate is None:
             return
-        _fallocate(self.file.fileno(), _FALLOC_FL_KEEP_SIZE, 0, size)
+        refused = _fallocate(self.file.fileno(), _FALLOC_FL_KEEP_SIZE, 0, size) != 0
+        if refused and ctypes.get_errno() in _DISK_FULL:
+            raise DiskFullError(self.path, self._still_needed(), _free_bytes(self.file.fileno()))
+
+    def _still_needed(self) -> int:
+        """The bytes the blob still needs on disk: those to write, less the blocks reserved."""
+        if self._size is None:
+            return 0
+        status = os.fstat(self.file.fileno())
+        reserved = max(0, status.st_blocks * 512 - status.st_size)
+        return max(0, self._size - status.st_size - reserved)
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` at the current position."""
@@ -115,7 +177,7 @@ class PartialFile:
         direct = None
         if size is not None and size - offset >= _DIRECT_MIN_SIZE:
             self.file.flush()
-            direct = open_direct_appender(self.partial_path, self.file.fileno(), offset)
+            direct = open_direct_appender(self.file.fileno(), offset)
         if direct is None:
             yield Appender(self.write, None)
             return
@@ -154,14 +216,24 @@ class PartialFile:
             syncer.join()
 
     def commit(self) -> None:
-        """Flush to disk and rename into place (and make the rename durable)."""
+        """Flush to disk and rename into place (and make the rename durable).
+
+        The target gets the mode ``open(path, "wb")`` would give it; :attr:`status` becomes the
+        target's, checked to be this very file after the rename.
+        """
         self.file.flush()
         self._join_syncer()
-        os.fsync(self.file.fileno())
+        fd = self.file.fileno()
+        os.fchmod(fd, _final_mode(self.path))
+        os.fsync(fd)
         os.replace(self.partial_path, self.path)
         self._committed = True
+        status = os.fstat(fd)
         self.file.close()
         _fsync_directory(self.path.parent)
+        if not _same_file(os.stat(self.path, follow_symlinks=False), status):
+            raise BlobError(f"{self.partial_path} was replaced by another file before its rename")
+        self.status = status
 
     def __enter__(self) -> PartialFile:
         return self
@@ -175,12 +247,130 @@ class PartialFile:
         self._join_syncer()
         if self._committed:
             return
-        keep = isinstance(exc, _RESUMABLE) and self.file.tell() > 0
+        keep = (
+            self._shared and self._resume and isinstance(exc, _RESUMABLE) and self.file.tell() > 0
+        )
         if keep:
             self.file.flush()
         else:
-            self.partial_path.unlink(missing_ok=True)
+            self._remove()
         self.file.close()
+        if isinstance(exc, OSError) and not isinstance(exc, BlobError) and exc.errno in _DISK_FULL:
+            free = _free_directory_bytes(self.path.parent)
+            raise DiskFullError(self.path, self._size or 0, free) from exc
+
+    def _remove(self) -> None:
+        """Delete the partial file, if the file at its name is still this one."""
+        with contextlib.suppress(OSError):
+            if _same_file(
+                os.stat(self.partial_path, follow_symlinks=False), os.fstat(self.file.fileno())
+            ):
+                self.partial_path.unlink()
+
+
+def _open_own_file(path: Path) -> int | None:
+    """``path`` opened for reading and writing, created if absent, when it is (or can be made)
+    a regular file of this user's with one link; ``None`` where something else is there that
+    cannot be removed. Links are never followed."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as error:
+            if error.errno not in _NOT_A_FILE:
+                raise
+            what = f"cannot be opened ({errno.errorcode.get(error.errno, error.errno)})"
+        else:
+            status = os.fstat(fd)
+            if (
+                stat.S_ISREG(status.st_mode)
+                and status.st_uid == os.geteuid()
+                and status.st_nlink == 1
+            ):
+                os.set_blocking(fd, True)
+                if stat.S_IMODE(status.st_mode) != 0o600:
+                    os.fchmod(fd, 0o600)  # a partial of an older release
+                return fd
+            os.close(fd)
+            what = _describe(status)
+        logger.warning("%s %s; removing it", path, what)
+        if not _remove_entry(path):
+            logger.warning("cannot remove %s; downloading into a private partial file", path)
+            return None
+        flags |= os.O_EXCL  # from now on, only a file this call creates
+    return None
+
+
+def _describe(status: os.stat_result) -> str:
+    if not stat.S_ISREG(status.st_mode):
+        return "is not a regular file"
+    if status.st_uid != os.geteuid():
+        return f"belongs to user {status.st_uid}"
+    return "has other links to it"
+
+
+def _remove_entry(path: Path) -> bool:
+    """Remove whatever is at ``path`` (an empty directory too); ``False`` if it cannot be."""
+    try:
+        if stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _age(fd: int) -> float:
+    return time.time() - os.fstat(fd).st_mtime
+
+
+def _final_mode(path: Path) -> int:
+    """The mode ``open(path, "wb")`` gives: an existing file's, else 0666 less the umask."""
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except OSError:
+        status = None
+    if status is not None and stat.S_ISREG(status.st_mode):
+        return stat.S_IMODE(status.st_mode) & 0o777
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # /proc tells it without changing it; os.umask() sets it, racing with other threads.
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _free_bytes(fd: int) -> int | None:
+    try:
+        return _available(os.fstatvfs(fd))
+    except OSError:
+        return None
+
+
+def _free_directory_bytes(directory: Path) -> int | None:
+    try:
+        return _available(os.statvfs(directory))
+    except OSError:
+        return None
+
+
+def _available(status: os.statvfs_result) -> int:
+    # root may also use the blocks reserved for it.
+    blocks = status.f_bfree if os.geteuid() == 0 else status.f_bavail
+    return blocks * status.f_frsize
 
 
 def _datasync(fd: int) -> None:

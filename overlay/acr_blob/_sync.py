@@ -23,7 +23,8 @@ from ._config import (
     check_concurrency,
 )
 from ._download import DownloadBase
-from ._files import PartialFile
+from ._file_lock import Completion, DownloadLock, LockWait
+from ._files import PartialFile, check_target
 from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
     ERROR_BODY_LIMIT,
@@ -190,7 +191,8 @@ class BlobClient:
     ``timeout`` sets httpx's connect, read, write and pool timeouts (a float for all, or an
     ``httpx.Timeout``); ``deadline`` bounds each download in all, in seconds. ``retry`` decides
     how requests that failed before their body are retried (408, 429 with ``Retry-After``, 5xx,
-    connection errors) and how broken bodies are resumed.
+    connection errors) and how broken bodies are resumed. ``resume`` (default on) keeps a
+    failed :meth:`download_blob_to_file`'s partial file for the next call to continue.
 
     Example::
 
@@ -210,6 +212,7 @@ class BlobClient:
         max_redirects: int = 10,
         allow_insecure: bool = False,
         max_concurrency: int = 1,
+        resume: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._api = api_client(
@@ -225,6 +228,7 @@ class BlobClient:
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
         self._max_concurrency = check_concurrency(max_concurrency)
+        self._resume_partials = resume
 
     @property
     def endpoint(self) -> str:
@@ -275,12 +279,20 @@ class BlobClient:
         *,
         progress: ProgressCallback | None = None,
         max_concurrency: int | None = None,
+        resume: bool | None = None,
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
 
         A download that broke off keeps its bytes in a partial file beside ``path`` (named after
         the digest); the next call for the same digest checks them and continues from their end.
         Partial bytes that turn out bad are thrown away and the blob downloaded once more.
+        ``resume=False`` (default: the client's ``resume``) neither continues nor keeps one.
+
+        Threads, tasks and processes that download the same digest into the same folder take
+        turns: one downloads, the others wait for it (within the client's ``deadline``) and
+        return its result without downloading again when the target is still the file it made.
+        A disk without room raises :class:`~acr_blob.errors.DiskFullError`, before the body
+        when the blob's size is known.
 
         ``max_concurrency`` (default: the client's) above 1 fetches a large blob as disjoint
         ``Range`` parts of the same (redirected) URL over that many connections, written in
@@ -298,19 +310,53 @@ class BlobClient:
         concurrency = check_concurrency(
             self._max_concurrency if max_concurrency is None else max_concurrency
         )
+        target = check_target(path)
         report = reporter(progress)
-        with PartialFile(path, checked) as partial:
-            verifier = BodyVerifier(checked)
-            offset = partial.replay(verifier)
-            target = (partial, repository, digest)
-            try:
-                return self._download_into(*target, verifier, offset, concurrency, report)
-            except (DigestMismatchError, BlobSizeError, ResumeError):
-                if not offset:
-                    raise
-                logger.info("partial data for %s was bad; downloading it again", digest)
-            partial.restart()
-            return self._download_into(*target, BodyVerifier(checked), 0, concurrency, report)
+        started = time.monotonic()
+        lock = DownloadLock(target.parent, checked)
+        wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
+        while (delay := wait.next_delay()) is not None:
+            time.sleep(delay)
+        try:
+            done = lock.completion
+            if done is not None and done.holds(target):
+                logger.info("%s was downloaded into %s meanwhile", checked, target)
+                return done.properties
+            keep = self._resume_partials if resume is None else resume
+            with PartialFile(target, checked, shared=lock.held, resume=keep) as partial:
+                properties = self._download_partial(
+                    partial, repository, digest, concurrency, report, started
+                )
+                if lock.held and partial.status is not None:
+                    lock.record(Completion.of(target.name, partial.status, properties))
+            return properties
+        finally:
+            lock.release()
+
+    def _download_partial(
+        self,
+        partial: PartialFile,
+        repository: str,
+        digest: str,
+        concurrency: int,
+        report: ProgressReporter | None,
+        started: float,
+    ) -> BlobProperties:
+        """Resume or start the download into ``partial``, then commit it; bad partial data is
+        thrown away and the blob downloaded once more."""
+        checked = parse_digest(digest)
+        verifier = BodyVerifier(checked)
+        offset = partial.replay(verifier)
+        target = (partial, repository, digest)
+        try:
+            return self._download_into(*target, verifier, offset, concurrency, report, started)
+        except (DigestMismatchError, BlobSizeError, ResumeError):
+            if not offset:
+                raise
+            logger.info("partial data for %s was bad; downloading it again", digest)
+        partial.restart()
+        fresh = BodyVerifier(checked)
+        return self._download_into(*target, fresh, 0, concurrency, report, started)
 
     def _download_into(
         self,
@@ -321,9 +367,10 @@ class BlobClient:
         offset: int,
         concurrency: int,
         report: ProgressReporter | None,
+        started: float,
     ) -> BlobProperties:
         try:
-            download = self._download(repository, digest, verifier, offset, report)
+            download = self._download(repository, digest, verifier, offset, report, started=started)
         except RegistryError as error:
             if not (offset and error.status_code == 416):
                 raise
@@ -333,7 +380,10 @@ class BlobClient:
                 report.finish(offset)
             partial.commit()
             return BlobProperties(digest, offset)
+        if offset:
+            logger.info("resuming %s at byte %d of %s", digest, offset, verifier.size or "?")
         with download:
+            partial.ensure_space(verifier.size)
             partial.preallocate(verifier.size)
             if not self._download_ranges(partial, download, concurrency, repository, digest):
                 with partial.appending(verifier.size) as appender:
@@ -461,8 +511,10 @@ class BlobClient:
         offset: int = 0,
         report: ProgressReporter | None = None,
         split: Split | None = None,
+        *,
+        started: float | None = None,
     ) -> BlobDownload:
-        deadline = time.monotonic() + self._deadline if self._deadline is not None else None
+        deadline = self._deadline_from(time.monotonic() if started is None else started)
 
         def open_at(at: int) -> httpx.Response:
             ranged = {"range_": f"bytes={at}-"} if at else {}
@@ -475,6 +527,10 @@ class BlobClient:
             response.close()
             raise
         return BlobDownload(response, verifier, self._retry, deadline, open_at, report, split)
+
+    def _deadline_from(self, started: float) -> float | None:
+        """When a download that started at ``started`` (``time.monotonic()``) must end."""
+        return None if self._deadline is None else started + self._deadline
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
         """Size, digest, media type and ETag of a blob, from a HEAD request."""

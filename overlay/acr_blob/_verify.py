@@ -7,7 +7,7 @@ from typing import overload
 
 import httpx
 
-from ._protocol import blob_size, parse_content_range
+from ._protocol import blob_size, content_length, parse_content_range
 from .errors import BlobSizeError, DigestMismatchError, ResumeError
 from .references import Digest
 
@@ -17,7 +17,8 @@ class BodyVerifier:
 
     :meth:`accept` checks each answer that (re)starts the body at an offset; :meth:`feed` takes
     its chunks and returns the bytes that are new (a server that ignored ``Range`` resends the
-    start, which is compared with what came before, then dropped). ``feed`` raises as soon as the
+    start, which is compared with what came before, then dropped; a ``206`` that honestly starts
+    before the offset asked for has its head dropped too). ``feed`` raises as soon as the
     body runs past the announced size, so not one byte beyond it reaches the caller; ``finish``
     raises when the body ended early or hashes to anything but the requested digest.
     """
@@ -29,16 +30,22 @@ class BodyVerifier:
         self.received = 0
         self._skip = 0
         self._skip_hash = digest.new_hash()
+        self._drop = 0
 
     def accept(self, response: httpx.Response, offset: int) -> None:
         """Check an answer that should carry the body from ``offset`` (``received``) on."""
+        self._skip = self._drop = 0
         if response.status_code == 206:
             parsed = parse_content_range(response.headers.get("Content-Range"))
-            if parsed is None or parsed[0] != offset:
+            # Starting earlier than asked is honest (the bytes are the blob's); later is not.
+            if parsed is None or not (
+                parsed[0] == offset or (parsed[0] < offset and _runs_to_the_end(response, parsed))
+            ):
                 raise ResumeError(
                     f"asked for the body from byte {offset}, the server sent "
                     f"Content-Range {response.headers.get('Content-Range', '(none)')[:80]!r}"
                 )
+            self._drop = offset - parsed[0]
         elif offset:
             # 200: the server ignored Range and sends it all again.
             self._skip = offset
@@ -54,6 +61,13 @@ class BodyVerifier:
     @overload
     def feed(self, chunk: bytes | memoryview) -> bytes | memoryview: ...
     def feed(self, chunk: bytes | memoryview) -> bytes | memoryview:
+        if self._drop:
+            # Bytes already held; the final digest checks the whole. A copy, as below.
+            dropped = min(self._drop, len(chunk))
+            self._drop -= dropped
+            chunk = bytes(chunk[dropped:])
+            if not chunk:
+                return chunk
         if self._skip:
             # A copy: a view into a lent buffer must come back whole or not at all.
             head, chunk = chunk[: self._skip], bytes(chunk[self._skip :])
@@ -70,10 +84,18 @@ class BodyVerifier:
         return chunk
 
     def finish(self) -> None:
-        if self._skip:
+        if self._skip or self._drop:
             raise ResumeError("the body ended inside the part it resent")
         if self.size is not None and self.received != self.size:
             raise BlobSizeError(self.size, self.received)
         actual = f"{self.digest.algorithm}:{self._hash.hexdigest()}"
         if actual != str(self.digest):
             raise DigestMismatchError(str(self.digest), actual)
+
+
+def _runs_to_the_end(response: httpx.Response, parsed: tuple[int, int, int | None]) -> bool:
+    """Whether a 206 for ``bytes=X-`` that starts early still ends at the blob's last byte,
+    with as many bytes as its ``Content-Range`` says."""
+    start, end, size = parsed
+    length = content_length(response)
+    return size is not None and end == size - 1 and (length is None or length == end - start + 1)

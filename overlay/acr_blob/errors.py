@@ -10,6 +10,8 @@ that tell errors of one class apart, such as
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "BlobSizeError",
     "DeadlineExceededError",
     "DigestMismatchError",
+    "DiskFullError",
     "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
@@ -156,6 +159,39 @@ class BlobSizeError(BlobError):
         super().__init__(
             f"body {relation}: Content-Length is {expected} bytes, received {received}"
         )
+
+
+class DiskFullError(BlobError, OSError):
+    """The disk (or the user's quota) has no room for the blob; ``errno`` is ``ENOSPC``.
+
+    Raised before the body is read when the size is known and the free space is short of it,
+    or when a write fails for want of space. The partial file is removed, so that the disk is
+    not left full. ``path`` is the target, ``needed`` the bytes the blob still needed there,
+    ``free`` the bytes free (``None`` when the filesystem does not say).
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "/small/layer.tar.gz")
+        except DiskFullError as error:
+            print(f"{error.needed - (error.free or 0)} more bytes needed on {error.path}")
+    """
+
+    def __init__(self, path: str | os.PathLike[str], needed: int, free: int | None) -> None:
+        self.path = os.fspath(path)
+        self.needed = needed
+        self.free = free
+        shown = "an unknown number of" if free is None else str(free)
+        super().__init__(
+            errno.ENOSPC,
+            f"no room for {self.path}: the blob needs {needed} more bytes, {shown} bytes free",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"needed": self.needed, "free": self.free}
 
 
 class RedirectError(BlobError):

@@ -240,7 +240,7 @@ def _socket_case(request: Request, target: Path | None) -> Prepared:
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.posix_fallocate(fd, 0, size)
-            appender = DirectAppender(target, fd, 0)
+            appender = DirectAppender(fd, 0)
             try:
                 while received < size:
                     view = appender.lend(size - received)

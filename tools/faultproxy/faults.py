@@ -23,6 +23,7 @@ class Fault:
     body: bytes = b""
     drop_range: bool = False
     content_range_shift: int = 0
+    range_start_earlier: int = 0
     cut_at: int | None = None
     reset: bool = False
     flips: frozenset[int] = field(default_factory=frozenset)
@@ -70,6 +71,14 @@ class Fault:
         return cls(content_range_shift=delta)
 
     @classmethod
+    def start_range_earlier(cls, n_bytes: int) -> Fault:
+        """Ask the upstream for `n_bytes` more at the front of a `Range: bytes=X-...`
+        (from 0 at the earliest): an honest 206 that starts before the offset the client asked
+        for."""
+        _require(n_bytes > 0, f"n_bytes must be > 0, got {n_bytes}")
+        return cls(range_start_earlier=n_bytes)
+
+    @classmethod
     def drip(cls, chunk_size: int, interval: float) -> Fault:
         """Send the body `chunk_size` bytes at a time, `interval` seconds apart."""
         _require(chunk_size > 0, f"chunk_size must be > 0, got {chunk_size}")
@@ -104,6 +113,7 @@ class Fault:
             body=canned.body,
             drop_range=self.drop_range or other.drop_range,
             content_range_shift=self.content_range_shift + other.content_range_shift,
+            range_start_earlier=self.range_start_earlier + other.range_start_earlier,
             cut_at=cut.cut_at,
             reset=cut.reset,
             flips=self.flips | other.flips,
@@ -122,6 +132,8 @@ class Fault:
             parts.append("ignore Range")
         if self.content_range_shift:
             parts.append(f"shift Content-Range by {self.content_range_shift:+d}")
+        if self.range_start_earlier:
+            parts.append(f"start Range {self.range_start_earlier} B earlier")
         if self.flips:
             parts.append("flip byte " + ",".join(map(str, sorted(self.flips))))
         if self.drip_size is not None:

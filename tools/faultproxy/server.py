@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tools.testbed.deployments import Deployment
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 class FaultProxy(Service):
@@ -203,6 +204,13 @@ class _Handler(RelayHandler):
         headers = self.end_to_end_headers()
         if fault.drop_range:
             headers = [(k, v) for k, v in headers if k.lower() not in ("range", "if-range")]
+        if fault.range_start_earlier:
+            headers = [
+                (k, _start_range_earlier(v, fault.range_start_earlier))
+                if k.lower() == "range"
+                else (k, v)
+                for k, v in headers
+            ]
         upstream = proxy._connect()
         try:
             try:
@@ -275,6 +283,14 @@ def _shift_content_range(value: str, delta: int) -> str:
         return value
     start, end, total = match.groups()
     return f"bytes {int(start) + delta}-{int(end) + delta}/{total}"
+
+
+def _start_range_earlier(value: str, n_bytes: int) -> str:
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        return value
+    start, end = match.groups()
+    return f"bytes={max(0, int(start) - n_bytes)}-{end}"
 
 
 def _with_content_type(
