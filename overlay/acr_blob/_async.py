@@ -285,9 +285,9 @@ class AsyncBlobClient:
         started = time.monotonic()
         lock = DownloadLock(target.parent, checked)
         wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
-        while (delay := wait.next_delay()) is not None:
-            await asyncio.sleep(delay)
         try:
+            while (delay := wait.next_delay()) is not None:
+                await asyncio.sleep(delay)
             done = lock.completion
             if done is not None and done.holds(target):
                 logger.info("%s was downloaded into %s meanwhile", checked, target)

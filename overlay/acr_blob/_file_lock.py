@@ -14,7 +14,8 @@ target is still that very file (an ``lstat`` that matches in device, inode, size
 ctime): replacing or rewriting the target in the meantime changes at least one of them.
 
 Where locks do not work (``ENOLCK`` or ``EOPNOTSUPP`` from some NFS, Lustre and GPFS mounts, or
-a lock that a second open of the same file is also granted), :class:`LocksUnavailable` is
+a lock that a second open of the same file is also granted), or something other than a regular
+file is at the lock file's name (a link, a FIFO, a directory), :class:`LocksUnavailable` is
 raised and the caller must not share a partial file.
 """
 
@@ -36,6 +37,8 @@ from .models import BlobProperties
 from .references import Digest
 
 logger = logging.getLogger("acr_blob")
+# Its own logger, so that the CLI can show just this line without a log set up.
+wait_logger = logging.getLogger("acr_blob.wait")
 
 # errnos of filesystems that have no working flock.
 _NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
@@ -108,7 +111,8 @@ class DownloadLock:
 
     def __init__(self, folder: Path, digest: Digest) -> None:
         self.path = folder / f".{digest.algorithm}-{digest.hex}.lock"
-        self._fd: int | None = None
+        self._fd: int | None = None  # held
+        self._waiting: int | None = None  # open, not yet held
         self._completion: Completion | None = None
 
     @property
@@ -123,22 +127,27 @@ class DownloadLock:
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it; ``False`` if somebody does.
 
-        Raises :class:`LocksUnavailable` where the filesystem's locks cannot be trusted.
+        Between tries the lock file stays open, so that the holder's record reaches this
+        waiter even after the holder deleted the file. Raises :class:`LocksUnavailable` where
+        the filesystem's locks cannot be trusted.
         """
         assert self._fd is None, "already held"
         while True:
-            fd = self._open()
+            if self._waiting is None:
+                self._waiting = self._open()
+            fd = self._waiting
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
                 return False
             except OSError as error:
+                self._waiting = None
                 if error.errno in _NO_LOCKS:
                     self._delete_and_close(fd)
                     raise LocksUnavailable(error.errno, f"cannot lock {self.path}") from error
                 os.close(fd)
                 raise
+            self._waiting = None
             status = os.fstat(fd)
             if self._is_linked(status):
                 self._check_excludes(fd)
@@ -163,10 +172,15 @@ class DownloadLock:
             pass  # opened read-only (another user's lock file): the waiters download themselves
 
     def release(self) -> None:
-        """Delete the lock file, then let go: a waiter on it then looks at the path again."""
+        """Delete the lock file, then let go: a waiter on it then looks at the path again.
+
+        A caller that gave up waiting just closes the file."""
         fd, self._fd = self._fd, None
         if fd is not None:
             self._delete_and_close(fd)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            os.close(waiting)
 
     def _open(self) -> int:
         flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -176,14 +190,13 @@ class DownloadLock:
             # Another user's lock file in a shared folder: a read-only descriptor locks too.
             fd = os.open(self.path, os.O_RDONLY | flags)
         except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise OSError(
-                    errno.ELOOP, f"refusing the symbolic link at the lock file {self.path}"
-                ) from None
+            if error.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                # Planted, most likely: never follow it, and never wait on it.
+                raise LocksUnavailable(error.errno, f"{self.path} is no lock file") from None
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise OSError(errno.EINVAL, f"{self.path} is not a regular file")
+            raise LocksUnavailable(errno.EINVAL, f"{self.path} is no lock file")
         return fd
 
     def _is_linked(self, status: os.stat_result) -> bool:
@@ -261,7 +274,7 @@ class LockWait:
             return None
         if not self._announced:
             self._announced = True
-            logger.info("waiting for another download of %s", self._what)
+            wait_logger.info("waiting for another download of %s", self._what)
         now = time.monotonic()
         if self._deadline is not None and now >= self._deadline:
             raise DeadlineExceededError(

@@ -224,10 +224,12 @@ class PartialFile:
         self.file.flush()
         self._join_syncer()
         fd = self.file.fileno()
-        os.fchmod(fd, _final_mode(self.path))
+        mode = _final_mode(self.path)
         os.fsync(fd)
         os.replace(self.partial_path, self.path)
         self._committed = True
+        # After the rename: at the partial's name the file stays 0600 to the end.
+        os.fchmod(fd, mode)
         status = os.fstat(fd)
         self.file.close()
         _fsync_directory(self.path.parent)
@@ -257,7 +259,7 @@ class PartialFile:
         self.file.close()
         if isinstance(exc, OSError) and not isinstance(exc, BlobError) and exc.errno in _DISK_FULL:
             free = _free_directory_bytes(self.path.parent)
-            raise DiskFullError(self.path, self._size or 0, free) from exc
+            raise DiskFullError(self.path, self._size, free) from exc
 
     def _remove(self) -> None:
         """Delete the partial file, if the file at its name is still this one."""

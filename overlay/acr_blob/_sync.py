@@ -315,9 +315,9 @@ class BlobClient:
         started = time.monotonic()
         lock = DownloadLock(target.parent, checked)
         wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
-        while (delay := wait.next_delay()) is not None:
-            time.sleep(delay)
         try:
+            while (delay := wait.next_delay()) is not None:
+                time.sleep(delay)
             done = lock.completion
             if done is not None and done.holds(target):
                 logger.info("%s was downloaded into %s meanwhile", checked, target)

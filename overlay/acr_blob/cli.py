@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import attrs
 import httpx
@@ -156,6 +157,11 @@ def _parser() -> argparse.ArgumentParser:
         help="download over up to N connections (parallel ranges; to stdout, at most 32 MiB "
         "of parts wait in memory)",
     )
+    get.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="neither continue a partial file left by an earlier try nor keep one on failure",
+    )
     commands.add_parser("head", parents=[common], help="show a blob's size, type and ETag")
     commands.add_parser(
         "exists", parents=[common], help="exit 0 if the blob is there, 3 if it is not"
@@ -213,6 +219,28 @@ def _credential(args: argparse.Namespace, endpoint: str) -> Credential:
 # The commands
 
 
+@contextlib.contextmanager
+def wait_notice(show: bool) -> Iterator[None]:
+    """One line on stderr while ``get`` waits for another download of the same blob (the
+    ``acr_blob.wait`` logger's records), where no request log shows it already."""
+    if not show:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("acr-blob: %(message)s"))
+    logger = logging.getLogger("acr_blob.wait")
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(attrs.asdict(properties), indent=2))
@@ -255,13 +283,15 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
             if not args.quiet:
                 print(f"verified {download.digest} ({size} bytes)", file=sys.stderr)
             return EXIT_OK
-        properties = client.download_blob_to_file(
-            target.repository,
-            target.digest,
-            args.output,
-            progress=bar,
-            max_concurrency=args.max_concurrency,
-        )
+        with wait_notice(not (args.quiet or args.verbose)):
+            properties = client.download_blob_to_file(
+                target.repository,
+                target.digest,
+                args.output,
+                progress=bar,
+                max_concurrency=args.max_concurrency,
+                resume=not args.no_resume,
+            )
         if bar is not None:
             bar.finish()
         if args.json:

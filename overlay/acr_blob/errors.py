@@ -166,25 +166,26 @@ class DiskFullError(BlobError, OSError):
 
     Raised before the body is read when the size is known and the free space is short of it,
     or when a write fails for want of space. The partial file is removed, so that the disk is
-    not left full. ``path`` is the target, ``needed`` the bytes the blob still needed there,
-    ``free`` the bytes free (``None`` when the filesystem does not say).
+    not left full. ``path`` is the target, ``needed`` the bytes the blob still needed there
+    (``None`` when the server sent no size), ``free`` the bytes free (``None`` when the
+    filesystem does not say).
 
     Example::
 
         try:
             client.download_blob_to_file("prod/bash", digest, "/small/layer.tar.gz")
         except DiskFullError as error:
-            print(f"{error.needed - (error.free or 0)} more bytes needed on {error.path}")
+            print(f"free some space for {error.path}: {error}")
     """
 
-    def __init__(self, path: str | os.PathLike[str], needed: int, free: int | None) -> None:
+    def __init__(self, path: str | os.PathLike[str], needed: int | None, free: int | None) -> None:
         self.path = os.fspath(path)
         self.needed = needed
         self.free = free
+        wanted = "more bytes" if needed is None else f"{needed} more bytes"
         shown = "an unknown number of" if free is None else str(free)
         super().__init__(
-            errno.ENOSPC,
-            f"no room for {self.path}: the blob needs {needed} more bytes, {shown} bytes free",
+            errno.ENOSPC, f"no room for {self.path}: the blob needs {wanted}, {shown} bytes free"
         )
 
     def __str__(self) -> str:
