@@ -80,8 +80,12 @@ def origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 
 def redact_url(url: httpx.URL) -> str:
-    """The URL without user info and with any query string (signatures, SAS tokens) hidden."""
-    text = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}"
+    """The URL without user info and with any query string (signatures, SAS tokens) hidden.
+
+    The path is shown as sent, %-escaped: decoded, a ``%0d%0a`` would start a new log line.
+    """
+    path = url.raw_path.partition(b"?")[0].decode("ascii", "replace")
+    text = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{path}"
     return text + "?<redacted>" if url.query else text
 
 
