@@ -37,6 +37,7 @@ from ._protocol import (
     BuildKwargs,
     RedirectFollower,
     blob_request_kwargs,
+    check_location,
     error_body_expected,
     error_for,
     properties_from,
@@ -57,6 +58,7 @@ from .errors import (
     BlobNotFoundError,
     BlobSizeError,
     DigestMismatchError,
+    RedirectError,
     RegistryError,
     ResumeError,
     TransportError,
@@ -71,6 +73,11 @@ logger = logging.getLogger("acr_blob")
 
 AsyncSplit = Callable[["AsyncBlobDownload"], Awaitable["AsyncParallelChunks | None"]]
 """The async twin of ``_sync.Split``."""
+
+
+async def _check_location(response: httpx.Response) -> None:
+    """``check_location`` as the async client's response hook (httpx awaits those)."""
+    check_location(response)
 
 
 class AsyncBlobDownload(DownloadBase):
@@ -210,6 +217,7 @@ class AsyncBlobClient:
             timeout=timeout,
             verify=verify,
             transport=transport,
+            on_response=_check_location,
             allow_insecure=allow_insecure,
         )
         self._http = self._api.get_async_httpx_client()
@@ -431,7 +439,7 @@ class AsyncBlobClient:
         open_direct, open_part = self._part_openers(download, repository, digest)
         try:
             probe = await open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
+        except (RegistryError, TransportError, ResumeError, RedirectError) as error:
             logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
             return None
         return parts, probe, open_part
@@ -468,7 +476,7 @@ class AsyncBlobClient:
         async def open_part(first: int, end: int) -> httpx.Response:
             try:
                 return await open_direct(first, end)
-            except (RegistryError, TransportError, ResumeError) as error:
+            except (RegistryError, TransportError, ResumeError, RedirectError) as error:
                 logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
             range_ = range_header(first, end)
             sent = await self._send(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import httpx
@@ -117,9 +118,14 @@ def api_client(
     timeout: TimeoutTypes,
     verify: VerifyTypes,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
+    on_response: Callable[[httpx.Response], Any],
     allow_insecure: bool = False,
 ) -> Client:
-    """The generated client configured for blob downloads: redirects are followed by the overlay."""
+    """The generated client configured for blob downloads: redirects are followed by the overlay.
+
+    ``on_response`` is httpx's response hook (a coroutine function for the async client): it
+    sees each answer before httpx builds the redirect from it.
+    """
     base_url = normalize_endpoint(endpoint)
     host = httpx.URL(base_url).host
     if (
@@ -135,7 +141,10 @@ def api_client(
     if isinstance(verify, str):
         # httpx 0.28 deprecates a CA path for `verify`; a context built from it is the same trust.
         verify = ssl.create_default_context(cafile=verify)
-    httpx_args: dict[str, Any] = {"auth": to_auth(credential, allow_insecure=allow_insecure)}
+    httpx_args: dict[str, Any] = {
+        "auth": to_auth(credential, allow_insecure=allow_insecure),
+        "event_hooks": {"response": [on_response]},
+    }
     if transport is not None:
         httpx_args["transport"] = transport
     return Client(

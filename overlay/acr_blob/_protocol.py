@@ -24,6 +24,7 @@ from .errors import (
     BlobNotFoundError,
     DigestMismatchError,
     InsecureRedirectError,
+    InvalidRedirectError,
     RegistryError,
     StorageError,
     TooManyRedirectsError,
@@ -46,6 +47,17 @@ _STORAGE_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9_.\-]{1,100})\s*</Code>")
 _SECRETS = re.compile(
     r"(?P<keep>[?&;][A-Za-z0-9_.\-]{1,64}=|\b(?:Bearer|Basic)\s+)[^\s&\"'<>]+", re.IGNORECASE
 )
+
+# The answers httpx follows when they carry a Location: every redirect a registry, its storage
+# or a proxy in front of them gives a blob GET or HEAD.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# What RFC 3986 lets a URI reference hold: unreserved and reserved characters, and %-escapes.
+# Anything else (a space, a line break, a quote, a backslash, non-ASCII) means the Location is
+# not a URL, and guessing what the server meant would follow something it did not say.
+_NOT_IN_URL = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
+# Whatever comes before an "@" in a Location's authority (or, without "//", its first segment).
+_LOCATION_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.\-]*:)?(?://)?)[^/?#]*@")
+_SHOWN_LOCATION_LENGTH = 200
 
 BuildKwargs = Callable[..., dict[str, Any]]
 
@@ -89,14 +101,96 @@ def redact_url(url: httpx.URL) -> str:
     return text + "?<redacted>" if url.query else text
 
 
+def _escaped(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def shown_location(location: str) -> str:
+    """A ``Location`` header as sent, safe to show: user info, query and fragment replaced by
+    ``<redacted>``, control characters escaped, cut short.
+
+    It is shown as sent, not as parsed, for the parsed form is what went wrong (httpx gives
+    ``file:///etc/passwd`` the registry's host).
+
+    Example::
+
+        >>> shown_location("https://user:secret@store.example/blob?sig=abc")
+        'https://<redacted>@store.example/blob?<redacted>'
+        >>> shown_location("/v2/blob\\r\\nSet-Cookie: x")
+        '/v2/blob\\\\r\\\\nSet-Cookie: x'
+    """
+    text = _LOCATION_USERINFO.sub(r"\1<redacted>@", location, count=1)
+    marks = [i for i in (text.find("?"), text.find("#")) if i >= 0]
+    if marks:
+        text = text[: min(marks) + 1] + "<redacted>"
+    text = _escaped(text)
+    if len(text) > _SHOWN_LOCATION_LENGTH:
+        text = text[:_SHOWN_LOCATION_LENGTH] + "..."
+    return text
+
+
+def check_location(response: httpx.Response) -> None:
+    """Raise :class:`InvalidRedirectError` for a redirect whose ``Location`` cannot be followed.
+
+    Left to httpx, an empty ``Location`` is the same URL again (a loop), a scheme without a host
+    borrows the request's host, a relative path with spaces is quoted and followed, a line
+    break raises a transport error that is retried as if the network had failed, and a redirect
+    without ``Location`` is an error status like any other. Each is the server's answer, wrong
+    the same way on every try: it fails at once, saying what was wrong. The clients also run
+    this as a response hook, because httpx builds (and fails on) the next request before the
+    response comes back to them.
+    """
+    status = response.status_code
+    if status not in REDIRECT_STATUSES:
+        return
+    source = f"{status} redirect from {redact_url(response.request.url)}"
+    raw = response.headers.get("Location")
+    if raw is None:
+        raise InvalidRedirectError(
+            f"{source} has no Location header", status_code=status, location=None
+        )
+    shown = shown_location(raw)
+    location = raw.strip(" \t")
+    problem = _location_problem(location)
+    if problem is not None:
+        quoted = f": '{shown}'" if raw else ""
+        raise InvalidRedirectError(
+            f"{source} {problem}{quoted}", status_code=status, location=shown
+        )
+
+
+def _location_problem(location: str) -> str | None:
+    """What is wrong with a ``Location``, or ``None`` when it is an http(s) URL reference."""
+    if not location:
+        return "has an empty Location"
+    bad = _NOT_IN_URL.search(location)
+    if bad is not None:
+        held = "a space" if bad.group() == " " else f"'{_escaped(bad.group())}'"
+        if bad.group() == "%":
+            held = "a '%' without two hex digits"
+        return f"has a Location that is not a URL (a URL may not hold {held})"
+    try:
+        url = httpx.URL(location)
+    except httpx.InvalidURL as error:
+        return f"has a Location that is not a URL ({error})"
+    if url.scheme and url.scheme not in ("http", "https"):
+        return f"goes to unsupported scheme {url.scheme}"
+    if (url.scheme or location.startswith("//")) and not url.host:
+        return "has a Location that is not a URL (no host)"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"has a Location that is not a URL (port {url.port} is out of range)"
+    return None
+
+
 class RedirectFollower:
     """Walks one request through its redirects, refusing the unsafe ones.
 
     Redirect requests are built by httpx (``response.next_request``: relative ``Location``,
-    method rules, ``Authorization`` dropped across origins); this adds the checks the protocol
-    asks for on top: a hop limit, no https-to-http downgrade, no credential header of any kind to
-    another origin, and the registry's ``Docker-Content-Digest`` compared on every answer,
-    including the 307 that leads to storage.
+    method rules, ``Range`` and the other headers kept, ``Authorization`` dropped across
+    origins); this adds the checks the protocol asks for on top: a ``Location`` that is an
+    http(s) URL (:func:`check_location`), a hop limit, no https-to-http downgrade, no credential
+    header of any kind to another origin, and the registry's ``Docker-Content-Digest`` compared
+    on every answer, including the 307 that leads to storage.
     """
 
     def __init__(self, registry_url: httpx.URL, digest: Digest, max_redirects: int) -> None:
@@ -121,6 +215,7 @@ class RedirectFollower:
             response.status_code,
         )
         check_advertised_digest(response, self._digest)
+        check_location(response)
         redirect = response.next_request
         if redirect is None:
             return None

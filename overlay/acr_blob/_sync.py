@@ -31,6 +31,7 @@ from ._protocol import (
     BuildKwargs,
     RedirectFollower,
     blob_request_kwargs,
+    check_location,
     error_body_expected,
     error_for,
     properties_from,
@@ -51,6 +52,7 @@ from .errors import (
     BlobNotFoundError,
     BlobSizeError,
     DigestMismatchError,
+    RedirectError,
     RegistryError,
     ResumeError,
     TransportError,
@@ -221,6 +223,7 @@ class BlobClient:
             timeout=timeout,
             verify=verify,
             transport=transport,
+            on_response=check_location,
             allow_insecure=allow_insecure,
         )
         self._http = self._api.get_httpx_client()
@@ -458,7 +461,7 @@ class BlobClient:
         open_direct, open_part = self._part_openers(download, repository, digest)
         try:
             probe = open_direct(*parts[1])
-        except (RegistryError, TransportError, ResumeError) as error:
+        except (RegistryError, TransportError, ResumeError, RedirectError) as error:
             logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
             return None
         return parts, probe, open_part
@@ -495,7 +498,7 @@ class BlobClient:
         def open_part(first: int, end: int) -> httpx.Response:
             try:
                 return open_direct(first, end)
-            except (RegistryError, TransportError, ResumeError) as error:
+            except (RegistryError, TransportError, ResumeError, RedirectError) as error:
                 logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
             range_ = range_header(first, end)
             answer = self._send(get_blob._get_kwargs, repository, digest, deadline, range_=range_)

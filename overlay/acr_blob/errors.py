@@ -29,6 +29,7 @@ __all__ = [
     "InsecureRedirectError",
     "InvalidDigestError",
     "InvalidEndpointError",
+    "InvalidRedirectError",
     "InvalidRepositoryError",
     "RedirectError",
     "RegistryError",
@@ -233,6 +234,34 @@ class InsecureRedirectError(RedirectError):
         except InsecureRedirectError as error:
             print(error)  # refusing to follow https redirect to http://storage/...?<redacted>
     """
+
+
+class InvalidRedirectError(RedirectError):
+    """A redirect answer (301, 302, 303, 307, 308) whose ``Location`` cannot be followed.
+
+    The ``Location`` was missing, empty, not a URL (characters a URL may not hold, such as a
+    space or a line break; a bad port; an absolute URL without a host) or of a scheme other
+    than http and https. The server said so in its answer, so nothing is retried: a second
+    request would get the same redirect. ``status_code`` is the redirect's status and
+    ``location`` the ``Location`` as sent, made safe to show (user info and query replaced by
+    ``<redacted>``, control characters escaped, cut to 200 characters), ``None`` when there was
+    no ``Location`` header.
+
+    Example::
+
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except InvalidRedirectError as error:
+            print(error)  # 307 redirect from https://... to unsupported scheme file: '...'
+    """
+
+    def __init__(self, message: str, *, status_code: int, location: str | None) -> None:
+        self.status_code = status_code
+        self.location = location
+        super().__init__(message)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"status_code": self.status_code}
 
 
 class TransportError(BlobError):
