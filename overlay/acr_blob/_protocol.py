@@ -189,8 +189,8 @@ class RedirectFollower:
     method rules, ``Range`` and the other headers kept, ``Authorization`` dropped across
     origins); this adds the checks the protocol asks for on top: a ``Location`` that is an
     http(s) URL (:func:`check_location`), a hop limit, no https-to-http downgrade, no credential
-    header of any kind to another origin, and the registry's ``Docker-Content-Digest`` compared
-    on every answer, including the 307 that leads to storage.
+    header of any kind to another origin, user info taken out of the URL, and the registry's
+    ``Docker-Content-Digest`` compared on every answer, including the 307 that leads to storage.
     """
 
     def __init__(self, registry_url: httpx.URL, digest: Digest, max_redirects: int) -> None:
@@ -198,13 +198,20 @@ class RedirectFollower:
         self._digest = digest
         self._max_redirects = max_redirects
         self._hops = 0
+        # The Basic auth a redirect's user info asked for, and the one request it is for.
+        self._userinfo_auth: tuple[httpx.Request, httpx.BasicAuth] | None = None
 
     def is_registry(self, url: httpx.URL) -> bool:
         return origin(url) == self._registry_origin
 
     def auth_for(self, request: httpx.Request) -> Any:
-        """The client's auth for the registry; no auth at all for any other origin."""
-        return httpx.USE_CLIENT_DEFAULT if self.is_registry(request.url) else None
+        """The client's auth for the registry; for any other origin, only what the redirect to
+        ``request`` carried as user info, else no auth at all."""
+        if self.is_registry(request.url):
+            return httpx.USE_CLIENT_DEFAULT
+        if self._userinfo_auth is not None and self._userinfo_auth[0] is request:
+            return self._userinfo_auth[1]
+        return None
 
     def next_request(self, response: httpx.Response) -> httpx.Request | None:
         """The request to send next, or ``None`` when ``response`` is the final answer."""
@@ -228,10 +235,31 @@ class RedirectFollower:
             raise InsecureRedirectError(
                 f"refusing to follow https redirect to {redact_url(redirect.url)}"
             )
+        self._userinfo_auth = None
+        if redirect.url.userinfo:
+            self._take_userinfo(redirect)
         if not self.is_registry(redirect.url):
             for name in _CREDENTIAL_HEADERS:
                 redirect.headers.pop(name, None)
         return redirect
+
+    def _take_userinfo(self, redirect: httpx.Request) -> None:
+        """Move a ``Location``'s user info out of the URL, into Basic auth for that one request.
+
+        User info in a redirect is the redirecting server's own credential for the next host,
+        and httpx would send it as Basic auth anyway; out of the URL, no log line (httpx's own
+        included), message or repr can show it. The registry's origin keeps the client's auth
+        instead, and the credential is never sent in clear text beyond loopback.
+        """
+        url = redirect.url
+        redirect.url = url.copy_with(username=None, password=None)
+        if self.is_registry(url):
+            return
+        if url.scheme != "https" and not is_loopback(url.host):
+            raise InsecureRedirectError(
+                f"refusing to send a redirect's user info over plain http to {redact_url(url)}"
+            )
+        self._userinfo_auth = (redirect, httpx.BasicAuth(url.username, url.password))
 
 
 def check_advertised_digest(response: httpx.Response, digest: Digest) -> None:
