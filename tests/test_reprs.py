@@ -37,7 +37,7 @@ SIGNATURE = "X-Amz-Signature=0123456789abcdef"
 def test_every_error_class_has_the_readable_repr() -> None:
     exported = [getattr(acr_blob, name) for name in acr_blob.__all__]
     classes = [c for c in exported if isinstance(c, type) and issubclass(c, Exception)]
-    assert len(classes) == 20
+    assert len(classes) == 21
     for cls in classes:
         assert cls.__repr__ is BlobError.__repr__, f"{cls.__name__} overrides the common repr"
         assert cls.__doc__ and "Example::" in cls.__doc__, cls.__name__
