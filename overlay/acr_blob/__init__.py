@@ -10,6 +10,7 @@ Example::
 
 from ._async import AsyncBlobClient, AsyncBlobDownload
 from ._config import DEFAULT_TIMEOUT, Credential, __version__
+from ._log_redaction import disable_log_redaction, enable_log_redaction
 from ._progress import ProgressCallback
 from ._sync import BlobClient, BlobDownload
 from .auth import RegistryAuth
@@ -45,6 +46,10 @@ from .references import (
     validate_repository,
 )
 from .retry import RetryPolicy
+
+# httpx logs signed URLs at INFO and httpcore credential headers at DEBUG: redact them for
+# everyone who turns logging on, the way azure-core's logging policy does by default.
+enable_log_redaction()
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -84,7 +89,9 @@ __all__ = [
     "TooManyRedirectsError",
     "TransportError",
     "__version__",
+    "disable_log_redaction",
     "docker_config_credential",
+    "enable_log_redaction",
     "parse_blob_reference",
     "parse_digest",
     "validate_repository",
