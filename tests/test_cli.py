@@ -21,7 +21,6 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from acr_blob._cli_logs import redact
 from acr_blob._cli_progress import ProgressBar
 from tools.faultproxy import Fault, FaultProxyFactory
 from tools.testbed import BlobFactory, Deployment, flip_byte, free_port
@@ -466,53 +465,32 @@ def test_verbose_logs_requests_without_secrets(
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == data
     log = result.stderr.decode()
-    # The registry's 307, and the storage request it led to, with its query hidden.
+    # The registry's 307, and the storage request it led to, with its signature redacted.
     blob_path = f"/v2/{repository}/blobs/{digest}"
     assert f'HTTP Request: GET {s3_basic_registry.url}{blob_path} "HTTP/1.1 307' in log, log
-    storage = re.search(r"HTTP Request: GET (http://127\.0\.0\.2:\d+/\S+) \"HTTP/1.1 200", log)
+    storage = re.search(
+        r"HTTP Request: GET (http://127\.0\.0\.2:\d+/[^?\s]+)\?(\S+) \"HTTP/1.1 200", log
+    )
     assert storage is not None, log
-    assert storage.group(1).endswith("?<redacted>")
-    assert f"acr_blob: GET {storage.group(1)} -> 200" in log  # the SDK's own log
+    query = parse_qs(storage.group(2))
+    assert query["X-Amz-Signature"] == query["X-Amz-Credential"] == ["REDACTED"], log
+    assert query["X-Amz-Expires"] != ["REDACTED"]
+    assert f"acr_blob: GET {storage.group(1)}?<redacted> -> 200" in log  # the SDK's own log
     [presigned] = s3_basic_registry.proxy.presigned_requests
-    signature = parse_qs(presigned.query)["X-Amz-Signature"][0]
+    sent = parse_qs(presigned.query)
+    signature = sent["X-Amz-Signature"][0]
     assert len(signature) >= 32
     assert signature not in log
-    assert "X-Amz-Signature=" not in log
-    assert "X-Amz-Credential=" not in log
+    assert sent["X-Amz-Credential"][0] not in log
     assert password not in log
     assert base64.b64encode(f"{user}:{password}".encode()).decode() not in log
     if verbosity == "-vv":
         # httpcore's connection-level log, response headers (the signed Location) included.
         assert "httpcore.http11: receive_response_headers.complete" in log
-        assert re.search(r"b'Location', b'http://127\.0\.0\.2:\d+/[^'?]+\?<redacted>'", log), log
+        location = r"b'Location', b'http://127\.0\.0\.2:\d+/[^'?]+\?[^']*X-Amz-Signature=REDACTED'"
+        assert re.search(location, log), log
     else:
         assert "httpcore" not in log
-
-
-def test_redact() -> None:
-    signed = "http://127.0.0.2:9000/bucket/blob?X-Amz-Signature=abc123&X-Amz-Credential=key"
-    assert redact(f'HTTP Request: GET {signed} "HTTP/1.1 200 OK"') == (
-        'HTTP Request: GET http://127.0.0.2:9000/bucket/blob?<redacted> "HTTP/1.1 200 OK"'
-    )
-    headers = f"[(b'Location', b'{signed}'), (b'Authorization', b'Basic YWxpY2U6cw==')]"
-    assert redact(headers) == (
-        "[(b'Location', b'http://127.0.0.2:9000/bucket/blob?<redacted>'), "
-        "(b'Authorization', b'<redacted>')]"
-    )
-    assert redact("Authorization: Bearer eyJhbGciOi.x.y") == "Authorization: <redacted>"
-    assert redact("token eyJ... sent as Bearer eyJhbGciOi.x.y") == (
-        "token eyJ... sent as Bearer <redacted>"
-    )
-    assert redact("(b'Location', b'/v2/x/blobs/uploads/1?_state=abc')") == (
-        "(b'Location', b'/v2/x/blobs/uploads/1?<redacted>')"
-    )
-    assert redact("https://alice:pw@r.io/v2/") == "https://<redacted>@r.io/v2/"
-    # What the SDK already redacted stays as it is.
-    for done in ("GET http://s/blob?<redacted> -> 200", "(b'Location', b'/v2/?<redacted>')"):
-        assert redact(done) == done
-    challenge = 'Bearer realm="https://r.io/oauth2/token",service="r.io"'
-    assert redact(challenge) == challenge
-    assert redact("Set-Cookie: session=s3cret; Path=/") == "Set-Cookie: <redacted>"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -300,7 +300,7 @@ def test_docstring_doctests_pass() -> None:
         "_protocol",
         "errors",
         "models",
-        "_cli_logs",
+        "_log_redaction",
         "_config",
     ):
         result = doctest.testmod(importlib.import_module(f"acr_blob.{module}"))
