@@ -26,6 +26,7 @@ import attrs
 
 from ._body import Lend
 from ._direct_io import open_direct_appender
+from ._part_map import PartMap, Span
 from ._verify import BodyVerifier
 from .errors import BlobError, DiskFullError, TransportError
 from .references import Digest
@@ -97,6 +98,10 @@ class PartialFile:
             self.partial_path = self.path.with_name(f".{digest.algorithm}-{digest.hex}.partial")
             fd = _open_own_file(self.partial_path)
         self._shared = fd is not None
+        self._map = PartMap(self.partial_path, digest) if self._shared else None
+        # Complete spans past the in-order prefix, from the part map (see replay).
+        self.done: list[Span] = []
+        self._prefix = 0
         if fd is None:
             fd, name = tempfile.mkstemp(
                 prefix=f".{digest.algorithm}-{digest.hex}.", suffix=".partial", dir=self.path.parent
@@ -116,16 +121,56 @@ class PartialFile:
             self.restart()
 
     def replay(self, verifier: BodyVerifier) -> int:
-        """Feed the bytes already here to ``verifier``; return where the download continues."""
+        """Feed the bytes already here to ``verifier``; return where the download continues.
+
+        A partial file that parallel ranges left with holes has a part map: only its in-order
+        prefix is fed, and :attr:`done` lists the complete spans beyond it. A map that cannot
+        be used means the holes cannot be told from data: the partial starts again.
+        """
+        self.done = []
+        end = None  # without a map: all there is, in order
+        if self._map is not None and self._map.exists():
+            loaded = self._map.load(os.fstat(self.file.fileno()).st_size)
+            if loaded is None:
+                logger.info("the part map of %s is unusable; starting again", self.partial_path)
+                self.restart()
+                return 0
+            spans = loaded[1]
+            end = spans.pop(0)[1] if spans and spans[0][0] == 0 else 0
+            self.done = spans
         self.file.seek(0)
-        while chunk := self.file.read(_REPLAY_CHUNK):
+        while (
+            want := _REPLAY_CHUNK if end is None else min(_REPLAY_CHUNK, end - verifier.received)
+        ) and (chunk := self.file.read(want)):
             verifier.feed(chunk)
+        self._prefix = verifier.received
         return verifier.received
 
     def restart(self) -> None:
-        """Throw away the partial data and start from byte 0."""
-        self.file.seek(0)
-        self.file.truncate()
+        """Throw away the partial data (and its part map) and start from byte 0."""
+        self.forget_parts(0)
+
+    def forget_parts(self, keep: int | None = None) -> None:
+        """Keep the first ``keep`` bytes (default: the in-order prefix) and drop the part map:
+        the download goes on as one stream from there."""
+        self.truncate(self._prefix if keep is None else keep)
+        self._prefix = min(self._prefix, self.file.tell())
+        self.done = []
+        if self._map is not None:
+            self._map.remove()
+
+    @property
+    def keeps_parts(self) -> bool:
+        """Whether :meth:`save_parts` records anything (a shared partial, resume on)."""
+        return self._map is not None and self._resume
+
+    def save_parts(self, size: int, done: list[Span]) -> None:
+        """Record ``done`` as the complete spans of the ``size``-byte blob, for the next call
+        (once they are on disk); nothing for a private partial or with resume off."""
+        if self._map is None or not self._resume:
+            return
+        self.file.flush()
+        self._map.save(self.file.fileno(), size, done)
 
     def ensure_space(self, size: int | None) -> None:
         """Raise :class:`~acr_blob.errors.DiskFullError` now, before any byte of the body is
@@ -156,9 +201,8 @@ class PartialFile:
         """The bytes the blob still needs on disk: those to write, less the blocks reserved."""
         if self._size is None:
             return 0
-        status = os.fstat(self.file.fileno())
-        reserved = max(0, status.st_blocks * 512 - status.st_size)
-        return max(0, self._size - status.st_size - reserved)
+        # Allocated blocks: the bytes written and those reserved (a file with holes has fewer).
+        return max(0, self._size - os.fstat(self.file.fileno()).st_blocks * 512)
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` at the current position."""
@@ -228,6 +272,8 @@ class PartialFile:
         os.fsync(fd)
         os.replace(self.partial_path, self.path)
         self._committed = True
+        if self._map is not None:
+            self._map.remove()
         # After the rename: at the partial's name the file stays 0600 to the end.
         os.fchmod(fd, mode)
         status = os.fstat(fd)
@@ -249,12 +295,11 @@ class PartialFile:
         self._join_syncer()
         if self._committed:
             return
-        keep = (
-            self._shared and self._resume and isinstance(exc, _RESUMABLE) and self.file.tell() > 0
-        )
+        keep = self._shared and self._resume and isinstance(exc, _RESUMABLE)
         if keep:
-            self.file.flush()
-        else:
+            self.file.flush()  # parallel parts write in place: the length tells, not tell()
+            keep = os.fstat(self.file.fileno()).st_size > 0
+        if not keep:
             self._remove()
         self.file.close()
         if isinstance(exc, OSError) and not isinstance(exc, BlobError) and exc.errno in _DISK_FULL:
@@ -262,7 +307,9 @@ class PartialFile:
             raise DiskFullError(self.path, self._size, free) from exc
 
     def _remove(self) -> None:
-        """Delete the partial file, if the file at its name is still this one."""
+        """Delete the partial file, if the file at its name is still this one, and its map."""
+        if self._map is not None:
+            self._map.remove()
         with contextlib.suppress(OSError):
             if _same_file(
                 os.stat(self.partial_path, follow_symlinks=False), os.fstat(self.file.fileno())

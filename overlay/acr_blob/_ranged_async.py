@@ -40,6 +40,8 @@ class AsyncRangedDownload(RangedBase):
         """Download every part and feed the verifier in order; raise the first failure."""
         starts: list[tuple[tuple[int, int] | None, httpx.Response | None]] = list(self._first)
         starts += [(next(self._queue, None), None) for _ in range(self._workers - len(starts))]
+        # Before any hole: the map is what tells holes from data.
+        await asyncio.to_thread(self._save_progress)
         workers = [asyncio.create_task(self._work(*start)) for start in starts]
         failed = True
         try:
@@ -52,8 +54,7 @@ class AsyncRangedDownload(RangedBase):
             for _, response in self._first:
                 await response.aclose()
             if failed:
-                # Keep only the bytes in order from the start: the next call resumes there.
-                self._partial.truncate(self._frontier.in_order())
+                await asyncio.to_thread(self._keep_what_arrived)
 
     async def _hash_in_order(self, workers: list[asyncio.Task[None]]) -> None:
         hashed = self._start
@@ -71,6 +72,8 @@ class AsyncRangedDownload(RangedBase):
             await asyncio.to_thread(self._hash, hashed, end)
             hashed = end
             self._tick()
+            if self._frontier.completions != self._saved:
+                await asyncio.to_thread(self._save_progress)
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
         while part is not None:

@@ -42,6 +42,7 @@ class RangedDownload(RangedBase):
             threading.Thread(target=self._work, args=(index,), name=f"acr-blob-range-{index}")
             for index in range(self._workers)
         ]
+        self._save_progress()  # before any hole: the map is what tells holes from data
         for thread in threads:
             thread.start()
         try:
@@ -57,8 +58,7 @@ class RangedDownload(RangedBase):
                 if response is not None:
                     response.close()
             if self._error is not None:
-                # Keep only the bytes in order from the start: the next call resumes there.
-                self._partial.truncate(self._frontier.in_order())
+                self._keep_what_arrived()
 
     def _hash_in_order(self) -> None:
         hashed = self._start
@@ -70,6 +70,7 @@ class RangedDownload(RangedBase):
                 prefix = frontier.prefix
             # Outside the lock: a slow progress callback must not hold up the writers.
             self._tick()
+            self._save_progress()
             if self._error is not None:
                 raise self._error
             self._hash(hashed, prefix)

@@ -9,20 +9,24 @@ window of small parts. This module holds what the sync and async drivers of both
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
 from ._files import PartialFile
+from ._part_map import Span, merge, missing
 from ._progress import ProgressReporter
 from ._protocol import parse_content_range
 from ._verify import BodyVerifier
 from .errors import DeadlineExceededError, ResumeError, TransportError
 from .retry import Resumptions, RetryPolicy
+
+logger = logging.getLogger("acr_blob")
 
 # Parts are fetched in order, so the complete prefix, and with it the hash, keeps moving; a
 # few parts per connection let fast connections take over the work of a slow one.
@@ -45,10 +49,15 @@ def worth_splitting(remaining: int, concurrency: int) -> bool:
     return concurrency > 1 and remaining >= 2 * MIN_PART
 
 
-def plan_parts(start: int, size: int, concurrency: int) -> list[tuple[int, int]]:
-    """``[start, size)`` cut into ``(first, end)`` parts, ``end`` exclusive, in order."""
-    wanted = -(-(size - start) // (concurrency * PARTS_PER_CONNECTION))
-    return _cut(start, size, min(MAX_PART, max(MIN_PART, wanted)))
+def plan_parts(
+    start: int, size: int, concurrency: int, done: Sequence[Span] = ()
+) -> list[tuple[int, int]]:
+    """``[start, size)`` less the spans ``done`` cut into ``(first, end)`` parts, ``end``
+    exclusive, in order."""
+    gaps = missing(done, start, size)
+    wanted = -(-sum(end - first for first, end in gaps) // (concurrency * PARTS_PER_CONNECTION))
+    part = min(MAX_PART, max(MIN_PART, wanted))
+    return [cut for first, end in gaps for cut in _cut(first, end, part)]
 
 
 def stream_window(concurrency: int) -> int:
@@ -105,15 +114,22 @@ def check_part(response: httpx.Response, first: int, end: int, size: int) -> Non
 
 
 class Frontier:
-    """Parts that are complete, and the end of the complete prefix; shared by the threads."""
+    """Parts that are complete, and the end of the complete prefix; shared by the threads.
 
-    def __init__(self, start: int, parts: list[tuple[int, int]]) -> None:
-        self._ends = {first: end for first, end in parts}
+    ``done`` are spans complete before the download began (from a part map): the parts and
+    they tile ``[start, size)``.
+    """
+
+    def __init__(self, start: int, parts: list[tuple[int, int]], done: Sequence[Span] = ()) -> None:
+        self._ends = {first: end for first, end in [*parts, *done]}
         self._done: set[int] = set()
         self._positions: dict[int, int] = {}
         self.prefix = start
         self.written = 0
+        self.completions = 0
         self.changed = threading.Condition()
+        for first, _ in done:
+            self._add(first)
 
     def advance(self, first: int, position: int, count: int) -> None:
         """The part starting at ``first`` is written up to ``position``, ``count`` bytes more."""
@@ -124,12 +140,25 @@ class Frontier:
     def complete(self, first: int) -> None:
         """The part starting at ``first`` is fully written."""
         with self.changed:
-            self._done.add(first)
             self._positions.pop(first, None)
-            while self.prefix in self._done:
-                self._done.discard(self.prefix)
-                self.prefix = self._ends[self.prefix]
+            self._add(first)
+            self.completions += 1
             self.changed.notify_all()
+
+    def _add(self, first: int) -> None:
+        self._done.add(first)
+        while self.prefix in self._done:
+            self._done.discard(self.prefix)
+            self.prefix = self._ends[self.prefix]
+
+    def complete_spans(self) -> list[Span]:
+        """Every span known to be written: the prefix, the complete parts, and the parts under
+        way as far as they have got."""
+        with self.changed:
+            spans = [(0, self.prefix)]
+            spans += [(first, self._ends[first]) for first in self._done]
+            spans += list(self._positions.items())
+        return merge(spans)
 
     def in_order(self) -> int:
         """The end of the bytes written in order from the start: the complete parts, and as
@@ -153,17 +182,20 @@ class RangedBase:
         policy: RetryPolicy,
         deadline: float | None,
         reporter: ProgressReporter | None,
+        done: Sequence[Span] = (),
     ) -> None:
         self._partial = partial
         self._verifier = verifier
         self._parts = parts
-        self._size = parts[-1][1]
+        assert verifier.size is not None
+        self._size = verifier.size
         self._open_part = open_part
         self._policy = policy
         self._deadline = deadline
         self._reporter = reporter
         self._start = verifier.received
-        self._frontier = Frontier(self._start, parts)
+        self._frontier = Frontier(self._start, parts, done)
+        self._saved = -1  # the frontier's completions when the part map was last written
         # The answers already open serve the first parts; the others are requested as needed.
         self._first = list(zip(parts, first_responses, strict=False))
         self._workers = max(concurrency, len(first_responses))
@@ -181,6 +213,32 @@ class RangedBase:
                 raise TransportError(f"the partial file ended at byte {offset}")
             self._verifier.feed(chunk)
             offset += len(chunk)
+
+    def _save_progress(self) -> None:
+        """Write the part map when a part completed since it was last written (and at the
+        start), so that a crash costs only the parts under way. A map that cannot be written
+        leaves the last one, which is still true."""
+        completions = self._frontier.completions
+        if completions == self._saved or not self._partial.keeps_parts:
+            return
+        try:
+            self._partial.save_parts(self._size, self._frontier.complete_spans())
+        except OSError as error:
+            logger.debug("cannot write the part map of %s: %r", self._partial.partial_path, error)
+            return
+        self._saved = completions
+
+    def _keep_what_arrived(self) -> None:
+        """After a failure: the part map of every span written, for the next call; where there
+        can be none, only the bytes in order from the start."""
+        if self._partial.keeps_parts:
+            self._saved = -1
+            try:
+                self._partial.save_parts(self._size, self._frontier.complete_spans())
+                return
+            except OSError as error:
+                logger.debug("cannot write the part map: %r", error)
+        self._partial.forget_parts(self._frontier.in_order())
 
     def _tick(self) -> None:
         """Progress, and the deadline."""

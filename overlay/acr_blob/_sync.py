@@ -389,6 +389,8 @@ class BlobClient:
             partial.ensure_space(verifier.size)
             partial.preallocate(verifier.size)
             if not self._download_ranges(partial, download, concurrency, repository, digest):
+                if partial.done:
+                    partial.forget_parts()  # one stream from the in-order prefix
                 with partial.appending(verifier.size) as appender:
                     download._start()
                     for chunk in download._chunks(appender.lend):
@@ -406,7 +408,12 @@ class BlobClient:
     ) -> bool:
         """Fetch the rest of ``download`` as parallel ranges into ``partial``; ``False`` for one
         stream (see :meth:`_probe_parts`)."""
-        probed = self._probe_parts(download, repository, digest, concurrency, plan_parts)
+        done = partial.done
+
+        def plan(start: int, size: int, concurrency: int) -> list[tuple[int, int]]:
+            return plan_parts(start, size, concurrency, done)
+
+        probed = self._probe_parts(download, repository, digest, concurrency, plan, bool(done))
         if probed is None:
             return False
         parts, probe, open_part = probed
@@ -415,12 +422,13 @@ class BlobClient:
             partial,
             download._verifier,
             parts,
-            [download._response, probe],
+            [download._response] + ([probe] if probe is not None else []),
             open_part,
             concurrency=concurrency,
             policy=self._retry,
             deadline=download._deadline,
             reporter=download._reporter,
+            done=done,
         ).run()
         download._verified()
         return True
@@ -436,7 +444,7 @@ class BlobClient:
         parts, probe, open_part = probed
         return ParallelChunks(
             parts,
-            [download._response, probe],
+            [download._response] + ([probe] if probe is not None else []),
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -450,15 +458,25 @@ class BlobClient:
         digest: str,
         concurrency: int,
         plan: PlanParts,
-    ) -> tuple[list[tuple[int, int]], httpx.Response, OpenPart] | None:
+        resuming_parts: bool = False,
+    ) -> tuple[list[tuple[int, int]], httpx.Response | None, OpenPart] | None:
         """The parts of the rest of ``download``, the open answer for the second one, and how
         to open the others; ``None`` when parallel ranges are not worth it (a small blob) or the
         server does not honour ``Range`` (``download`` is then still unread)."""
         size, offset = download._verifier.size, download._verifier.received
-        if size is None or not worth_splitting(size - offset, concurrency):
+        if size is None or concurrency < 2:
             return None
         parts = plan(offset, size, concurrency)
+        remaining = sum(end - first for first, end in parts)
+        # A partial with a part map goes on in parts whatever is left: one stream would
+        # fetch again the spans already there.
+        if not parts or not (resuming_parts or worth_splitting(remaining, concurrency)):
+            return None
         open_direct, open_part = self._part_openers(download, repository, digest)
+        if len(parts) == 1:
+            # Nothing to probe: the first answer serves the one part, if it honoured Range.
+            honoured = not offset or download._response.status_code == 206
+            return (parts, None, open_part) if honoured else None
         try:
             probe = open_direct(*parts[1])
         except (RegistryError, TransportError, ResumeError, RedirectError) as error:
