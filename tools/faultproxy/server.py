@@ -57,6 +57,7 @@ class FaultProxy(Service):
         self._rules: list[Rule] = []
         self._requests: list[RecordedRequest] = []
         self._firings: list[Firing] = []
+        self._body_bytes = 0
         # Set by stop(): stalls and drips end early instead of holding a handler thread.
         self._stopping = threading.Event()
         self._serving: ServerThread | None = None
@@ -110,11 +111,19 @@ class FaultProxy(Service):
         with self._lock:
             return list(self._firings)
 
+    @property
+    def body_bytes(self) -> int:
+        """The bytes of upstream answer bodies relayed to clients (after cuts), since the
+        last `clear`: how much a download really fetched."""
+        with self._lock:
+            return self._body_bytes
+
     def clear(self) -> None:
-        """Forget the recorded requests and firings; the rules stay."""
+        """Forget the recorded requests, firings and relayed bytes; the rules stay."""
         with self._lock:
             self._requests.clear()
             self._firings.clear()
+            self._body_bytes = 0
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -125,6 +134,11 @@ class FaultProxy(Service):
             self._rules.clear()
             self._requests.clear()
             self._firings.clear()
+            self._body_bytes = 0
+
+    def _relayed(self, count: int) -> None:
+        with self._lock:
+            self._body_bytes += count
 
     def _admit(self, request: RecordedRequest) -> Fault:
         """Record the request and fire every rule it matches; returns their combined fault."""
@@ -260,9 +274,11 @@ class _Handler(RelayHandler):
             piece = _flip(piece, offset, fault.flips)
             if fault.cut_at is not None and offset + len(piece) > fault.cut_at:
                 writer.write(piece[: fault.cut_at - offset])
+                proxy._relayed(fault.cut_at - offset)
                 self.cut(reset=fault.reset)
                 return
             writer.write(piece)
+            proxy._relayed(len(piece))
             offset += len(piece)
         writer.end()
 
