@@ -4,6 +4,7 @@ runs against both with the same assertions."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,22 @@ async def _no_wait(seconds: float) -> None:
 
 # Retries and resumptions without the waits, so fault cases stay fast.
 NO_WAIT = RetryPolicy(sleep=lambda seconds: None, async_sleep=_no_wait)
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A MockTransport handler that records every request it serves."""
+
+    def __init__(self, respond: Handler) -> None:
+        self.respond = respond
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        # A snapshot: auth flows set headers on the request object they send again.
+        self.requests.append(httpx.Request(request.method, request.url, headers=request.headers))
+        return self.respond(request)
 
 
 class Driver:

@@ -665,10 +665,17 @@ def test_ctrl_c_exits_130_and_leaves_nothing_at_the_target(
     assert stderr.endswith(b"acr-blob: interrupted\n"), stderr
     assert b"Traceback" not in stderr
     assert not target.exists()
-    # The partial file stays beside the target, for the next run to continue: with parallel
-    # parts too, it keeps the bytes that arrived in order from the start.
-    assert [p.name for p in tmp_path.iterdir()] == [partial.name]
+    # The partial file stays beside the target, for the next run to continue; parallel parts
+    # leave it with holes, and the part map of the spans that arrived beside it.
+    part_map = partial.with_suffix(".parts")
+    expected = sorted([partial.name] + ([part_map.name] if concurrency > 1 else []))
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
     kept = partial.read_bytes()
+    if concurrency > 1:
+        spans = [tuple(span) for span in json.loads(part_map.read_bytes())["done"]]
+        assert spans[0][0] == 0 and spans[0][1] >= 256 * 1024
+        assert all(kept[first:end] == data[first:end] for first, end in spans)
+        kept = kept[: spans[0][1]]  # the in-order prefix the next run hashes and goes on from
     assert len(kept) >= 256 * 1024 and data.startswith(kept)
 
     proxy.clear_faults()

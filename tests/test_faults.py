@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ from acr_blob import (
     TooManyRedirectsError,
     TransportError,
 )
-from tests.drivers import NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver, Handler, Recorder
 
 REGISTRY = "https://registry.test"
 STORAGE = "https://storage.test"
@@ -44,21 +44,6 @@ BLOB_PATH = f"/v2/{REPO}/blobs/{DIGEST}"
 SIGNATURE = "s1gn4tur3-SECRET-value"
 SIGNED = f"{STORAGE}/bucket/blob?X-Amz-Signature={SIGNATURE}&X-Amz-Expires=1200"
 PASSWORD = "pa55-SECRET-word"
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler that records every request it serves."""
-
-    def __init__(self, respond: Handler) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        # A snapshot: auth flows set headers on the request object they send again.
-        self.requests.append(httpx.Request(request.method, request.url, headers=request.headers))
-        return self.respond(request)
 
 
 class Body(httpx.SyncByteStream, httpx.AsyncByteStream):

@@ -157,15 +157,7 @@ def test_a_crash_during_the_final_hash_fetches_nothing_again(
     """What a kill during the final hash leaves: every byte on disk, a map that lists them all,
     no target."""
     digest, data = blob
-    partial_name, _ = names(digest)
-    partial = tmp_path / partial_name
-    partial.write_bytes(data)
-    partial.chmod(0o600)
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        PartMap(partial, parse_digest(digest)).save(fd, SIZE, [(0, SIZE)])
-    finally:
-        os.close(fd)
+    plant(tmp_path, digest, data, [(0, SIZE)])
     # One request, for the bytes past the end: its 416 (and the few bytes of its message)
     # says the partial file holds them all, and the hash of the file decides.
     assert resume(proxied, digest, tmp_path) < 1000

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from acr_blob import (
     parse_digest,
 )
 from acr_blob._protocol import RedirectFollower
-from tests.drivers import NO_WAIT, Driver
+from tests.drivers import NO_WAIT, Driver, Handler, Recorder
 
 REGISTRY = "https://reg.example"
 DATA = bytes(range(250)) * 4  # the issue's 1000-byte blob
@@ -35,21 +34,6 @@ BLOB_URL = f"{REGISTRY}/v2/{REPO}/blobs/{DIGEST}"
 SECRET = "pa55-SECRET-word"
 SIGNATURE = "s1gn4tur3-SECRET"
 REDIRECT_STATUSES = [301, 302, 303, 307, 308]
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A MockTransport handler that records every request it serves."""
-
-    def __init__(self, respond: Handler) -> None:
-        self.respond = respond
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        # A snapshot: auth flows set headers on the request object they send again.
-        self.requests.append(httpx.Request(request.method, request.url, headers=request.headers))
-        return self.respond(request)
 
 
 def driver(mode: str, handler: Handler, endpoint: str = REGISTRY, **args: object) -> Driver:
