@@ -442,3 +442,45 @@ def test_something_planted_at_the_lock_files_name_is_never_followed_or_waited_on
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [lock.name, "elsewhere", target.name]
     )
+
+
+def test_a_partial_swapped_before_its_rename_never_becomes_the_target(tmp_path: Path) -> None:
+    from acr_blob import BlobError
+    from acr_blob._files import PartialFile
+
+    digest = parse_digest("sha256:" + "0" * 64)
+    target = tmp_path / "layer.bin"
+    swapped = pytest.raises(BlobError, match="replaced by another file")
+    with swapped, PartialFile(target, digest) as partial:
+        partial.write(b"verified bytes")
+        os.rename(partial.partial_path, tmp_path / "moved-away")
+        partial.partial_path.write_bytes(b"someone else's")
+        partial.commit()
+    assert not target.exists()
+    assert partial.partial_path.read_bytes() == b"someone else's"
+    assert (tmp_path / "moved-away").read_bytes() == b"verified bytes"
+
+
+def test_a_partial_swapped_during_its_rename_is_taken_away_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from acr_blob import BlobError
+    from acr_blob._files import PartialFile
+
+    digest = parse_digest("sha256:" + "0" * 64)
+    target = tmp_path / "layer.bin"
+    real_replace = os.replace
+
+    def swap_then_replace(
+        source: str | os.PathLike[str], destination: str | os.PathLike[str]
+    ) -> None:
+        os.rename(source, tmp_path / "moved-away")
+        Path(source).write_bytes(b"someone else's")
+        real_replace(source, destination)
+
+    swapped = pytest.raises(BlobError, match="replaced by another file")
+    with swapped, PartialFile(target, digest) as partial:
+        partial.write(b"verified bytes")
+        monkeypatch.setattr(os, "replace", swap_then_replace)
+        partial.commit()
+    assert not target.exists()

@@ -263,25 +263,35 @@ class PartialFile:
         """Flush to disk and rename into place (and make the rename durable).
 
         The target gets the mode ``open(path, "wb")`` would give it; :attr:`status` becomes the
-        target's, checked to be this very file after the rename.
+        target's. The file at the partial's name must still be this one, before the rename and
+        after it: one swapped in meanwhile (in a folder others can write) is an error, and is
+        not left at the target.
         """
         self.file.flush()
         self._join_syncer()
         fd = self.file.fileno()
         mode = _final_mode(self.path)
         os.fsync(fd)
+        ours = os.fstat(fd)
+        swapped = BlobError(f"{self.partial_path} was replaced by another file before its rename")
+        if not _same_file(os.stat(self.partial_path, follow_symlinks=False), ours):
+            raise swapped
         os.replace(self.partial_path, self.path)
+        moved = os.stat(self.path, follow_symlinks=False)
+        if not _same_file(moved, ours):
+            # Renamed in the instant between the check and the rename: take it away again.
+            with contextlib.suppress(OSError):
+                if _same_file(os.stat(self.path, follow_symlinks=False), moved):
+                    os.unlink(self.path)
+            raise swapped
         self._committed = True
         if self._map is not None:
             self._map.remove()
         # After the rename: at the partial's name the file stays 0600 to the end.
         os.fchmod(fd, mode)
-        status = os.fstat(fd)
+        self.status = os.fstat(fd)
         self.file.close()
         _fsync_directory(self.path.parent)
-        if not _same_file(os.stat(self.path, follow_symlinks=False), status):
-            raise BlobError(f"{self.partial_path} was replaced by another file before its rename")
-        self.status = status
 
     def __enter__(self) -> PartialFile:
         return self
