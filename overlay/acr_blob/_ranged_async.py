@@ -72,7 +72,7 @@ class AsyncRangedDownload(RangedBase):
             await asyncio.to_thread(self._hash, hashed, end)
             hashed = end
             self._tick()
-            if self._frontier.completions != self._saved:
+            if self._map_due():
                 await asyncio.to_thread(self._save_progress)
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:

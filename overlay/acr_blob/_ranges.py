@@ -34,6 +34,8 @@ MIN_PART = 8 << 20
 MAX_PART = 64 << 20
 PARTS_PER_CONNECTION = 4
 HASH_READ = 1 << 20
+# Seconds between two writes of a parallel download's part map.
+MAP_INTERVAL = 1.0
 # Iterating (download_blob) keeps the parts ahead of the caller in memory: at most this much.
 STREAM_MEMORY = 32 << 20
 STREAM_MIN_PART = 256 << 10
@@ -196,6 +198,7 @@ class RangedBase:
         self._start = verifier.received
         self._frontier = Frontier(self._start, parts, done)
         self._saved = -1  # the frontier's completions when the part map was last written
+        self._saved_at = 0.0
         # The answers already open serve the first parts; the others are requested as needed.
         self._first = list(zip(parts, first_responses, strict=False))
         self._workers = max(concurrency, len(first_responses))
@@ -215,18 +218,25 @@ class RangedBase:
             offset += len(chunk)
 
     def _save_progress(self) -> None:
-        """Write the part map when a part completed since it was last written (and at the
-        start), so that a crash costs only the parts under way. A map that cannot be written
-        leaves the last one, which is still true."""
-        completions = self._frontier.completions
-        if completions == self._saved or not self._partial.keeps_parts:
+        """Write the part map at the start, then when a part completed since it was last
+        written, at most every :data:`MAP_INTERVAL` seconds (each write waits for the disk), so
+        that a crash costs only the parts under way and those of the last moments. A map that
+        cannot be written leaves the last one, which is still true."""
+        if not self._map_due():
             return
+        completions = self._frontier.completions
         try:
             self._partial.save_parts(self._size, self._frontier.complete_spans())
         except OSError as error:
             logger.debug("cannot write the part map of %s: %r", self._partial.partial_path, error)
             return
-        self._saved = completions
+        self._saved, self._saved_at = completions, time.monotonic()
+
+    def _map_due(self) -> bool:
+        """Whether :meth:`_save_progress` has a part map to write now."""
+        if self._frontier.completions == self._saved or not self._partial.keeps_parts:
+            return False
+        return self._saved < 0 or time.monotonic() - self._saved_at >= MAP_INTERVAL
 
     def _keep_what_arrived(self) -> None:
         """After a failure: the part map of every span written, for the next call; where there
