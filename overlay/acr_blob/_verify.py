@@ -3,6 +3,7 @@ its digest, its announced length, and that each answer continues where the last 
 
 from __future__ import annotations
 
+import hashlib
 from typing import overload
 
 import httpx
@@ -28,13 +29,14 @@ class BodyVerifier:
         self._hash = digest.new_hash()
         self.size: int | None = None
         self.received = 0
+        # Bytes of an answer to drop before the new ones: what a 200 resent (compared, by hash,
+        # with what came before) or the head of a 206 that started early (not compared).
         self._skip = 0
-        self._skip_hash = digest.new_hash()
-        self._drop = 0
+        self._skip_hash: hashlib._Hash | None = None
 
     def accept(self, response: httpx.Response, offset: int) -> None:
         """Check an answer that should carry the body from ``offset`` (``received``) on."""
-        self._skip = self._drop = 0
+        self._skip, self._skip_hash = 0, None
         if response.status_code == 206:
             parsed = parse_content_range(response.headers.get("Content-Range"))
             # Starting earlier than asked is honest (the bytes are the blob's); later is not.
@@ -45,7 +47,7 @@ class BodyVerifier:
                     f"asked for the body from byte {offset}, the server sent "
                     f"Content-Range {response.headers.get('Content-Range', '(none)')[:80]!r}"
                 )
-            self._drop = offset - parsed[0]
+            self._skip = offset - parsed[0]
         elif offset:
             # 200: the server ignored Range and sends it all again.
             self._skip = offset
@@ -61,20 +63,14 @@ class BodyVerifier:
     @overload
     def feed(self, chunk: bytes | memoryview) -> bytes | memoryview: ...
     def feed(self, chunk: bytes | memoryview) -> bytes | memoryview:
-        if self._drop:
-            # Bytes already held; the final digest checks the whole. A copy, as below.
-            dropped = min(self._drop, len(chunk))
-            self._drop -= dropped
-            chunk = bytes(chunk[dropped:])
-            if not chunk:
-                return chunk
         if self._skip:
             # A copy: a view into a lent buffer must come back whole or not at all.
             head, chunk = chunk[: self._skip], bytes(chunk[self._skip :])
-            self._skip_hash.update(head)
             self._skip -= len(head)
-            if not self._skip and self._skip_hash.digest() != self._hash.copy().digest():
-                raise ResumeError("the server resent the start of the blob with other bytes")
+            if self._skip_hash is not None:
+                self._skip_hash.update(head)
+                if not self._skip and self._skip_hash.digest() != self._hash.copy().digest():
+                    raise ResumeError("the server resent the start of the blob with other bytes")
             if not chunk:
                 return chunk
         self.received += len(chunk)
@@ -84,7 +80,7 @@ class BodyVerifier:
         return chunk
 
     def finish(self) -> None:
-        if self._skip or self._drop:
+        if self._skip:
             raise ResumeError("the body ended inside the part it resent")
         if self.size is not None and self.received != self.size:
             raise BlobSizeError(self.size, self.received)
