@@ -9,9 +9,7 @@ from collections.abc import Iterator
 
 from ._log_redaction import disable_log_redaction, enable_log_redaction, log_redaction_enabled
 
-__all__ = ["request_logs"]
-
-_LOGGERS = ("acr_blob", "httpx", "httpcore")
+__all__ = ["request_logs", "wait_notice"]
 
 
 @contextlib.contextmanager
@@ -24,8 +22,6 @@ def request_logs(verbosity: int) -> Iterator[None]:
     if not verbosity:
         yield
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     levels = {
         "acr_blob": logging.DEBUG,
         "httpx": logging.DEBUG if verbosity > 1 else logging.INFO,
@@ -33,20 +29,42 @@ def request_logs(verbosity: int) -> Iterator[None]:
     }
     redacting = log_redaction_enabled()
     enable_log_redaction()
+    try:
+        with _to_stderr("%(name)s: %(message)s", levels):
+            yield
+    finally:
+        if not redacting:
+            disable_log_redaction()
+
+
+@contextlib.contextmanager
+def wait_notice(show: bool) -> Iterator[None]:
+    """One line on stderr while ``get`` waits for another download of the same blob (the
+    ``acr_blob.wait`` logger's records), where no request log shows it already."""
+    if not show:
+        yield
+        return
+    with _to_stderr("acr-blob: %(message)s", {"acr_blob.wait": logging.INFO}):
+        yield
+
+
+@contextlib.contextmanager
+def _to_stderr(form: str, levels: dict[str, int]) -> Iterator[None]:
+    """The loggers named in ``levels`` at those levels, to stderr only, for the block."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(form))
     saved = {}
-    for name in _LOGGERS:
+    for name, level in levels.items():
         logger = logging.getLogger(name)
         saved[name] = (logger.level, logger.propagate)
-        logger.setLevel(levels[name])
+        logger.setLevel(level)
         logger.propagate = False
         logger.addHandler(handler)
     try:
         yield
     finally:
-        for name in _LOGGERS:
+        for name, (level, propagate) in saved.items():
             logger = logging.getLogger(name)
             logger.removeHandler(handler)
-            logger.setLevel(saved[name][0])
-            logger.propagate = saved[name][1]
-        if not redacting:
-            disable_log_redaction()
+            logger.setLevel(level)
+            logger.propagate = propagate

@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import attrs
 import httpx
 
-from ._cli_logs import request_logs
+from ._cli_logs import request_logs, wait_notice
 from ._cli_progress import ProgressBar
 from ._config import (
     DEFAULT_TIMEOUT,
@@ -217,28 +216,6 @@ def _credential(args: argparse.Namespace, endpoint: str) -> Credential:
 
 # ---------------------------------------------------------------------------------------------
 # The commands
-
-
-@contextlib.contextmanager
-def wait_notice(show: bool) -> Iterator[None]:
-    """One line on stderr while ``get`` waits for another download of the same blob (the
-    ``acr_blob.wait`` logger's records), where no request log shows it already."""
-    if not show:
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("acr-blob: %(message)s"))
-    logger = logging.getLogger("acr_blob.wait")
-    saved = logger.level, logger.propagate
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
 
 
 def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> None:
