@@ -29,7 +29,7 @@ from ._config import (
     check_concurrency,
 )
 from ._download import DownloadBase
-from ._file_lock import Completion, DownloadLock, LockWait
+from ._file_lock import DownloadTurn
 from ._files import PartialFile, check_target
 from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
@@ -291,37 +291,30 @@ class AsyncBlobClient:
         target = check_target(path)
         report = reporter(progress)
         started = time.monotonic()
-        lock = DownloadLock(target.parent, checked)
-        wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
-        try:
-            while (delay := wait.next_delay()) is not None:
+        with DownloadTurn(target, checked, self._deadline_from(started)) as turn:
+            while (delay := turn.next_delay()) is not None:
                 await asyncio.sleep(delay)
-            done = lock.completion
-            if done is not None and done.holds(target):
-                logger.info("%s was downloaded into %s meanwhile", checked, target)
-                return done.properties
+            if (done := turn.completed_meanwhile()) is not None:
+                return done
             keep = self._resume_partials if resume is None else resume
-            with PartialFile(target, checked, shared=lock.held, resume=keep) as partial:
+            with turn.partial(keep) as partial:
                 properties = await self._download_partial(
-                    partial, repository, digest, concurrency, report, started
+                    partial, repository, checked, concurrency, report, started
                 )
-                if lock.held and partial.status is not None:
-                    lock.record(Completion.of(target.name, partial.status, properties))
+                turn.record(partial, properties)
             return properties
-        finally:
-            lock.release()
 
     async def _download_partial(
         self,
         partial: PartialFile,
         repository: str,
-        digest: str,
+        checked: Digest,
         concurrency: int,
         report: ProgressReporter | None,
         started: float,
     ) -> BlobProperties:
         """The async twin of ``BlobClient._download_partial``."""
-        checked = parse_digest(digest)
+        digest = str(checked)
         verifier = BodyVerifier(checked)
         # Rehashing a large partial file takes a while: keep it off the event loop.
         offset = await asyncio.to_thread(partial.replay, verifier)
@@ -368,8 +361,6 @@ class AsyncBlobClient:
             partial.ensure_space(verifier.size)
             partial.preallocate(verifier.size)
             if not await self._download_ranges(partial, download, concurrency, repository, digest):
-                if partial.done:
-                    partial.forget_parts()  # one stream from the in-order prefix
                 with partial.appending(verifier.size) as appender:
                     download._start()
                     async for chunk in download._chunks(appender.lend):
@@ -397,13 +388,13 @@ class AsyncBlobClient:
         )
         if probed is None:
             return False
-        parts, probe, open_part = probed
+        parts, responses, open_part = probed
         download._start()
         await AsyncRangedDownload(
             partial,
             download._verifier,
             parts,
-            [download._response] + ([probe] if probe is not None else []),
+            responses,
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -423,10 +414,10 @@ class AsyncBlobClient:
         )
         if probed is None:
             return None
-        parts, probe, open_part = probed
+        parts, responses, open_part = probed
         return AsyncParallelChunks(
             parts,
-            [download._response] + ([probe] if probe is not None else []),
+            responses,
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -441,7 +432,7 @@ class AsyncBlobClient:
         concurrency: int,
         plan: PlanParts,
         resuming_parts: bool = False,
-    ) -> tuple[list[tuple[int, int]], httpx.Response | None, AsyncOpenPart] | None:
+    ) -> tuple[list[tuple[int, int]], list[httpx.Response], AsyncOpenPart] | None:
         """The async twin of ``BlobClient._probe_parts``."""
         size, offset = download._verifier.size, download._verifier.received
         if size is None or concurrency < 2:
@@ -456,13 +447,13 @@ class AsyncBlobClient:
         if len(parts) == 1:
             # Nothing to probe: the first answer serves the one part, if it honoured Range.
             honoured = not offset or download._response.status_code == 206
-            return (parts, None, open_part) if honoured else None
+            return (parts, [download._response], open_part) if honoured else None
         try:
             probe = await open_direct(*parts[1])
         except (RegistryError, TransportError, ResumeError, RedirectError) as error:
             logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
             return None
-        return parts, probe, open_part
+        return parts, [download._response, probe], open_part
 
     def _part_openers(
         self, download: AsyncBlobDownload, repository: str, digest: str

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import attrs
 
+from ._files import PartialFile
+from ._fs import is_at
 from .errors import DeadlineExceededError
 from .models import BlobProperties
 from .references import Digest
@@ -149,7 +151,7 @@ class DownloadLock:
                 raise
             self._waiting = None
             status = os.fstat(fd)
-            if self._is_linked(status):
+            if is_at(self.path, status):
                 self._check_excludes(fd)
                 self._fd = fd
                 return True
@@ -199,13 +201,6 @@ class DownloadLock:
             raise LocksUnavailable(errno.EINVAL, f"{self.path} is no lock file")
         return fd
 
-    def _is_linked(self, status: os.stat_result) -> bool:
-        try:
-            current = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return (current.st_dev, current.st_ino) == (status.st_dev, status.st_ino)
-
     @staticmethod
     def _read_record(fd: int, status: os.stat_result) -> Completion | None:
         # Only a record from this user counts: anyone may create a lock file in a shared folder.
@@ -225,9 +220,7 @@ class DownloadLock:
             return  # no /proc: trust the lock, as every other tool does
         try:
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
-        except OSError:
+        except OSError:  # BlockingIOError: excluded, as it should be
             return
         finally:
             os.close(probe)
@@ -237,7 +230,7 @@ class DownloadLock:
     def _delete_and_close(self, fd: int) -> None:
         """Delete the lock file if ``fd`` is still the one at the path, then close ``fd``."""
         try:
-            if self._is_linked(os.fstat(fd)):
+            if is_at(self.path, os.fstat(fd)):
                 self.path.unlink(missing_ok=True)
         except OSError:
             pass
@@ -285,3 +278,47 @@ class LockWait:
         if self._deadline is not None:
             delay = min(delay, self._deadline - now)
         return delay
+
+
+class DownloadTurn:
+    """One call's turn at downloading ``digest`` into ``target``, the same for both clients.
+
+    Wait first (:meth:`next_delay`, slept or awaited by the client), then take either the result
+    of a download that completed the target meanwhile (:meth:`completed_meanwhile`) or the
+    partial file to download into (:meth:`partial`), whose result :meth:`record` leaves for
+    whoever waits next. A context manager that lets go of the lock.
+    """
+
+    def __init__(self, target: Path, digest: Digest, deadline: float | None) -> None:
+        self._target = target
+        self._digest = digest
+        self._lock = DownloadLock(target.parent, digest)
+        self._wait = LockWait(self._lock, deadline, f"{digest} into {target}")
+
+    def next_delay(self) -> float | None:
+        """See :meth:`LockWait.next_delay`."""
+        return self._wait.next_delay()
+
+    def completed_meanwhile(self) -> BlobProperties | None:
+        """The properties of the download that put the target there while this call waited,
+        when the target is still that file."""
+        done = self._lock.completion
+        if done is None or not done.holds(self._target):
+            return None
+        logger.info("%s was downloaded into %s meanwhile", self._digest, self._target)
+        return done.properties
+
+    def partial(self, resume: bool) -> PartialFile:
+        """The partial file: the shared one when the lock is held, else a private one."""
+        return PartialFile(self._target, self._digest, shared=self._lock.held, resume=resume)
+
+    def record(self, partial: PartialFile, properties: BlobProperties) -> None:
+        """Leave the committed ``partial``'s result for the callers waiting on this lock."""
+        if self._lock.held and partial.status is not None:
+            self._lock.record(Completion.of(self._target.name, partial.status, properties))
+
+    def __enter__(self) -> DownloadTurn:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()

@@ -26,6 +26,7 @@ import attrs
 
 from ._body import Lend
 from ._direct_io import open_direct_appender
+from ._fs import is_at, is_own_file, same_file
 from ._part_map import PartMap, Span
 from ._verify import BodyVerifier
 from .errors import BlobError, DiskFullError, TransportError
@@ -139,9 +140,9 @@ class PartialFile:
             end = spans.pop(0)[1] if spans and spans[0][0] == 0 else 0
             self.done = spans
         self.file.seek(0)
-        while (
-            want := _REPLAY_CHUNK if end is None else min(_REPLAY_CHUNK, end - verifier.received)
-        ) and (chunk := self.file.read(want)):
+        while chunk := self.file.read(
+            _REPLAY_CHUNK if end is None else min(_REPLAY_CHUNK, end - verifier.received)
+        ):
             verifier.feed(chunk)
         self._prefix = verifier.received
         return verifier.received
@@ -153,8 +154,9 @@ class PartialFile:
     def forget_parts(self, keep: int | None = None) -> None:
         """Keep the first ``keep`` bytes (default: the in-order prefix) and drop the part map:
         the download goes on as one stream from there."""
-        self.truncate(self._prefix if keep is None else keep)
-        self._prefix = min(self._prefix, self.file.tell())
+        keep = self._prefix if keep is None else keep
+        self.truncate(keep)
+        self._prefix = min(self._prefix, keep)
         self.done = []
         if self._map is not None:
             self._map.remove()
@@ -167,8 +169,9 @@ class PartialFile:
     def save_parts(self, size: int, done: list[Span]) -> None:
         """Record ``done`` as the complete spans of the ``size``-byte blob, for the next call
         (once they are on disk); nothing for a private partial or with resume off."""
-        if self._map is None or not self._resume:
+        if not self.keeps_parts:
             return
+        assert self._map is not None
         self.file.flush()
         self._map.save(self.file.fileno(), size, done)
 
@@ -215,8 +218,11 @@ class PartialFile:
 
         A large stream's bytes bypass the page cache and are written by a thread
         (:mod:`._direct_io`); leaving the block writes what is still buffered, even on an error,
-        so that what arrived can be resumed from.
+        so that what arrived can be resumed from. One stream goes on from the in-order prefix:
+        spans a part map listed beyond it are dropped with the map.
         """
+        if self.done:
+            self.forget_parts()
         offset = self.file.tell()
         direct = None
         if size is not None and size - offset >= _DIRECT_MIN_SIZE:
@@ -274,14 +280,14 @@ class PartialFile:
         os.fsync(fd)
         ours = os.fstat(fd)
         swapped = BlobError(f"{self.partial_path} was replaced by another file before its rename")
-        if not _same_file(os.stat(self.partial_path, follow_symlinks=False), ours):
+        if not is_at(self.partial_path, ours):
             raise swapped
         os.replace(self.partial_path, self.path)
         moved = os.stat(self.path, follow_symlinks=False)
-        if not _same_file(moved, ours):
+        if not same_file(moved, ours):
             # Renamed in the instant between the check and the rename: take it away again.
             with contextlib.suppress(OSError):
-                if _same_file(os.stat(self.path, follow_symlinks=False), moved):
+                if is_at(self.path, moved):
                     os.unlink(self.path)
             raise swapped
         self._committed = True
@@ -313,17 +319,15 @@ class PartialFile:
             self._remove()
         self.file.close()
         if isinstance(exc, OSError) and not isinstance(exc, BlobError) and exc.errno in _DISK_FULL:
-            free = _free_directory_bytes(self.path.parent)
-            raise DiskFullError(self.path, self._size, free) from exc
+            # Measured once the partial's blocks are free again.
+            raise DiskFullError(self.path, self._size, _free_at(self.path.parent)) from exc
 
     def _remove(self) -> None:
         """Delete the partial file, if the file at its name is still this one, and its map."""
         if self._map is not None:
             self._map.remove()
-        with contextlib.suppress(OSError):
-            if _same_file(
-                os.stat(self.partial_path, follow_symlinks=False), os.fstat(self.file.fileno())
-            ):
+        if is_at(self.partial_path, os.fstat(self.file.fileno())):
+            with contextlib.suppress(OSError):
                 self.partial_path.unlink()
 
 
@@ -341,11 +345,7 @@ def _open_own_file(path: Path) -> int | None:
             what = f"cannot be opened ({errno.errorcode.get(error.errno, error.errno)})"
         else:
             status = os.fstat(fd)
-            if (
-                stat.S_ISREG(status.st_mode)
-                and status.st_uid == os.geteuid()
-                and status.st_nlink == 1
-            ):
+            if is_own_file(status):
                 os.set_blocking(fd, True)
                 if stat.S_IMODE(status.st_mode) != 0o600:
                     os.fchmod(fd, 0o600)  # a partial of an older release
@@ -382,10 +382,6 @@ def _remove_entry(path: Path) -> bool:
     return True
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
 def _age(fd: int) -> float:
     return time.time() - os.fstat(fd).st_mtime
 
@@ -413,20 +409,15 @@ def _umask() -> int:
 
 
 def _free_bytes(fd: int) -> int | None:
+    """The bytes free on the filesystem of ``fd``'s file (``None`` when it does not say)."""
+    return _free_at(fd)
+
+
+def _free_at(where: int | Path) -> int | None:
     try:
-        return _available(os.fstatvfs(fd))
+        status = os.statvfs(where)
     except OSError:
         return None
-
-
-def _free_directory_bytes(directory: Path) -> int | None:
-    try:
-        return _available(os.statvfs(directory))
-    except OSError:
-        return None
-
-
-def _available(status: os.statvfs_result) -> int:
     # root may also use the blocks reserved for it.
     blocks = status.f_bfree if os.geteuid() == 0 else status.f_bavail
     return blocks * status.f_frsize

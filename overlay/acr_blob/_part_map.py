@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._fs import is_own_file
 from .references import Digest
 
 Span = tuple[int, int]
@@ -75,12 +75,7 @@ class PartMap:
         except OSError:
             return None
         try:
-            status = os.fstat(fd)
-            if not (
-                stat.S_ISREG(status.st_mode)
-                and status.st_uid == os.geteuid()
-                and status.st_nlink == 1
-            ):
+            if not is_own_file(os.fstat(fd)):
                 return None
             document = json.loads(os.read(fd, _MAP_LIMIT))
             size, spans = int(document["size"]), [(int(a), int(b)) for a, b in document["done"]]

@@ -220,17 +220,9 @@ class RangedBase:
     def _save_progress(self) -> None:
         """Write the part map at the start, then when a part completed since it was last
         written, at most every :data:`MAP_INTERVAL` seconds (each write waits for the disk), so
-        that a crash costs only the parts under way and those of the last moments. A map that
-        cannot be written leaves the last one, which is still true."""
-        if not self._map_due():
-            return
-        completions = self._frontier.completions
-        try:
-            self._partial.save_parts(self._size, self._frontier.complete_spans())
-        except OSError as error:
-            logger.debug("cannot write the part map of %s: %r", self._partial.partial_path, error)
-            return
-        self._saved, self._saved_at = completions, time.monotonic()
+        that a crash costs only the parts under way and those of the last moments."""
+        if self._map_due():
+            self._write_map()
 
     def _map_due(self) -> bool:
         """Whether :meth:`_save_progress` has a part map to write now."""
@@ -241,14 +233,20 @@ class RangedBase:
     def _keep_what_arrived(self) -> None:
         """After a failure: the part map of every span written, for the next call; where there
         can be none, only the bytes in order from the start."""
-        if self._partial.keeps_parts:
-            self._saved = -1
-            try:
-                self._partial.save_parts(self._size, self._frontier.complete_spans())
-                return
-            except OSError as error:
-                logger.debug("cannot write the part map: %r", error)
-        self._partial.forget_parts(self._frontier.in_order())
+        if not (self._partial.keeps_parts and self._write_map()):
+            self._partial.forget_parts(self._frontier.in_order())
+
+    def _write_map(self) -> bool:
+        """Write the part map; ``False`` where it cannot be, which leaves the last one (still
+        true)."""
+        completions = self._frontier.completions
+        try:
+            self._partial.save_parts(self._size, self._frontier.complete_spans())
+        except OSError as error:
+            logger.debug("cannot write the part map of %s: %r", self._partial.partial_path, error)
+            return False
+        self._saved, self._saved_at = completions, time.monotonic()
+        return True
 
     def _tick(self) -> None:
         """Progress, and the deadline."""

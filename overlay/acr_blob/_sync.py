@@ -23,7 +23,7 @@ from ._config import (
     check_concurrency,
 )
 from ._download import DownloadBase
-from ._file_lock import Completion, DownloadLock, LockWait
+from ._file_lock import DownloadTurn
 from ._files import PartialFile, check_target
 from ._progress import ProgressCallback, ProgressReporter, reporter
 from ._protocol import (
@@ -316,38 +316,31 @@ class BlobClient:
         target = check_target(path)
         report = reporter(progress)
         started = time.monotonic()
-        lock = DownloadLock(target.parent, checked)
-        wait = LockWait(lock, self._deadline_from(started), f"{checked} into {target}")
-        try:
-            while (delay := wait.next_delay()) is not None:
+        with DownloadTurn(target, checked, self._deadline_from(started)) as turn:
+            while (delay := turn.next_delay()) is not None:
                 time.sleep(delay)
-            done = lock.completion
-            if done is not None and done.holds(target):
-                logger.info("%s was downloaded into %s meanwhile", checked, target)
-                return done.properties
+            if (done := turn.completed_meanwhile()) is not None:
+                return done
             keep = self._resume_partials if resume is None else resume
-            with PartialFile(target, checked, shared=lock.held, resume=keep) as partial:
+            with turn.partial(keep) as partial:
                 properties = self._download_partial(
-                    partial, repository, digest, concurrency, report, started
+                    partial, repository, checked, concurrency, report, started
                 )
-                if lock.held and partial.status is not None:
-                    lock.record(Completion.of(target.name, partial.status, properties))
+                turn.record(partial, properties)
             return properties
-        finally:
-            lock.release()
 
     def _download_partial(
         self,
         partial: PartialFile,
         repository: str,
-        digest: str,
+        checked: Digest,
         concurrency: int,
         report: ProgressReporter | None,
         started: float,
     ) -> BlobProperties:
         """Resume or start the download into ``partial``, then commit it; bad partial data is
         thrown away and the blob downloaded once more."""
-        checked = parse_digest(digest)
+        digest = str(checked)
         verifier = BodyVerifier(checked)
         offset = partial.replay(verifier)
         target = (partial, repository, digest)
@@ -389,8 +382,6 @@ class BlobClient:
             partial.ensure_space(verifier.size)
             partial.preallocate(verifier.size)
             if not self._download_ranges(partial, download, concurrency, repository, digest):
-                if partial.done:
-                    partial.forget_parts()  # one stream from the in-order prefix
                 with partial.appending(verifier.size) as appender:
                     download._start()
                     for chunk in download._chunks(appender.lend):
@@ -416,13 +407,13 @@ class BlobClient:
         probed = self._probe_parts(download, repository, digest, concurrency, plan, bool(done))
         if probed is None:
             return False
-        parts, probe, open_part = probed
+        parts, responses, open_part = probed
         download._start()
         RangedDownload(
             partial,
             download._verifier,
             parts,
-            [download._response] + ([probe] if probe is not None else []),
+            responses,
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -441,10 +432,10 @@ class BlobClient:
         probed = self._probe_parts(download, repository, digest, concurrency, plan_stream_parts)
         if probed is None:
             return None
-        parts, probe, open_part = probed
+        parts, responses, open_part = probed
         return ParallelChunks(
             parts,
-            [download._response] + ([probe] if probe is not None else []),
+            responses,
             open_part,
             concurrency=concurrency,
             policy=self._retry,
@@ -459,10 +450,12 @@ class BlobClient:
         concurrency: int,
         plan: PlanParts,
         resuming_parts: bool = False,
-    ) -> tuple[list[tuple[int, int]], httpx.Response | None, OpenPart] | None:
-        """The parts of the rest of ``download``, the open answer for the second one, and how
-        to open the others; ``None`` when parallel ranges are not worth it (a small blob) or the
-        server does not honour ``Range`` (``download`` is then still unread)."""
+    ) -> tuple[list[tuple[int, int]], list[httpx.Response], OpenPart] | None:
+        """The parts of the rest of ``download``, the answers open for the first ones (its own,
+        and the probe for the second), and how to open the others; ``None`` when parallel
+        ranges are not worth it (a small blob) or the server does not honour ``Range``
+        (``download`` is then still unread). With ``resuming_parts`` (a part map) it goes on in
+        parts whatever is left."""
         size, offset = download._verifier.size, download._verifier.received
         if size is None or concurrency < 2:
             return None
@@ -476,13 +469,13 @@ class BlobClient:
         if len(parts) == 1:
             # Nothing to probe: the first answer serves the one part, if it honoured Range.
             honoured = not offset or download._response.status_code == 206
-            return (parts, None, open_part) if honoured else None
+            return (parts, [download._response], open_part) if honoured else None
         try:
             probe = open_direct(*parts[1])
         except (RegistryError, TransportError, ResumeError, RedirectError) as error:
             logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
             return None
-        return parts, probe, open_part
+        return parts, [download._response, probe], open_part
 
     def _part_openers(
         self, download: BlobDownload, repository: str, digest: str
