@@ -113,10 +113,10 @@ def crash(
     return spans
 
 
-def resume(proxied: FaultProxy, digest: str, folder: Path) -> int:
-    """The next call, through the same throttle; returns the body bytes it fetched."""
+def resume(proxied: FaultProxy, digest: str, folder: Path, mode: str = "sync") -> int:
+    """The next call, in parts, through the proxy's faults; returns the body bytes it fetched."""
     proxied.clear()
-    Driver("sync", proxied.url).to_file(
+    Driver(mode, proxied.url).to_file(
         REPOSITORY, digest, folder / "layer.bin", max_concurrency=CONCURRENCY
     )
     return proxied.body_bytes
@@ -187,10 +187,7 @@ def test_the_missing_spans_in_the_middle_are_fetched_in_parts(
     # Parts 0 and 3 are complete; 1 and 2 are holes.
     content = data[:quarter] + bytes(2 * quarter) + data[3 * quarter :]
     plant(tmp_path, digest, content, [(0, quarter), (3 * quarter, SIZE)])
-    proxied.clear()
-    Driver(mode, proxied.url).to_file(
-        REPOSITORY, digest, tmp_path / "layer.bin", max_concurrency=CONCURRENCY
-    )
+    resume(proxied, digest, tmp_path, mode)
     assert (tmp_path / "layer.bin").read_bytes() == data
     ranges = sorted(r.header("Range") or "" for r in proxied.requests)
     # The first answer serves part 1 (from the prefix on), a second connection part 2.
@@ -207,10 +204,7 @@ def test_a_map_that_lies_costs_a_full_download_never_a_wrong_file(
     # The map says parts 0, 1 and 3 are complete; part 1 is zeros.
     content = data[:quarter] + bytes(quarter) + bytes(quarter) + data[3 * quarter :]
     plant(tmp_path, digest, content, [(0, 2 * quarter), (3 * quarter, SIZE)])
-    proxied.clear()
-    Driver(mode, proxied.url).to_file(
-        REPOSITORY, digest, tmp_path / "layer.bin", max_concurrency=CONCURRENCY
-    )
+    resume(proxied, digest, tmp_path, mode)
     assert (tmp_path / "layer.bin").read_bytes() == data
     gets = [r.header("Range") for r in proxied.requests]
     assert gets[0] == f"bytes={2 * quarter}-"  # believed the map first
@@ -234,10 +228,7 @@ def test_an_unusable_map_starts_the_partial_again(
     partial_name, map_name = names(digest)
     (tmp_path / partial_name).write_bytes(data[: SIZE // 2])
     (tmp_path / map_name).write_bytes(broken.replace(b"DIGEST", digest.encode()))
-    proxied.clear()
-    Driver("sync", proxied.url).to_file(
-        REPOSITORY, digest, tmp_path / "layer.bin", max_concurrency=CONCURRENCY
-    )
+    resume(proxied, digest, tmp_path)
     assert (tmp_path / "layer.bin").read_bytes() == data
     assert None in [r.header("Range") for r in proxied.requests]  # from byte 0
     assert [p.name for p in tmp_path.iterdir()] == ["layer.bin"]

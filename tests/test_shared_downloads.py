@@ -70,6 +70,15 @@ def blob_gets(proxy: FaultProxy) -> list[str | None]:
     return [r.header("Range") for r in proxy.requests if r.method == "GET" and BLOBS in r.path]
 
 
+def check_downloaded_once(proxy: FaultProxy, target: Path, data: bytes) -> None:
+    """The target holds the blob, nothing else is left beside it, and the registry was asked
+    for one blob's bytes."""
+    assert target.read_bytes() == data
+    assert list(target.parent.iterdir()) == [target]
+    assert len(blob_gets(proxy)) == 1
+    assert requested_bytes(proxy, SIZE) <= 1.25 * SIZE
+
+
 def cli(proxy: FaultProxy, digest: str, target: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "overlay"), str(ROOT)])}
     return subprocess.Popen(
@@ -101,9 +110,7 @@ def test_racing_processes_download_once(
     processes = [cli(proxied, digest, target) for _ in range(count)]
     outcomes = [(p.wait(timeout=120), *p.communicate()) for p in processes]
     assert [code for code, _, _ in outcomes] == [0] * count, outcomes
-    assert target.read_bytes() == data
-    assert list(tmp_path.iterdir()) == [target]
-    assert requested_bytes(proxied, SIZE) <= 1.25 * SIZE
+    check_downloaded_once(proxied, target, data)
     waiting = [err for _, _, err in outcomes if "waiting for another download of" in err]
     assert len(waiting) == count - 1, outcomes
     assert all(f"{digest} into {target}" in err for err in waiting)
@@ -132,10 +139,7 @@ def test_racing_threads_download_once(
         thread.join(timeout=120)
     assert len(results) == 4 and all(isinstance(r, BlobProperties) for r in results), results
     assert len(set(results)) == 1  # the same properties, the waiters' from the holder
-    assert target.read_bytes() == data
-    assert list(tmp_path.iterdir()) == [target]
-    assert len(blob_gets(proxied)) == 1
-    assert requested_bytes(proxied, SIZE) <= 1.25 * SIZE
+    check_downloaded_once(proxied, target, data)
 
 
 def test_racing_tasks_download_once_without_blocking_the_loop(
@@ -167,9 +171,7 @@ def test_racing_tasks_download_once_without_blocking_the_loop(
 
     results, longest = asyncio.run(race())
     assert len(set(results)) == 1
-    assert target.read_bytes() == data
-    assert list(tmp_path.iterdir()) == [target]
-    assert len(blob_gets(proxied)) == 1
+    check_downloaded_once(proxied, target, data)
     # The waiters sleep between tries of the lock; a blocking wait would stall the loop for
     # the whole download (some 3 s).
     assert longest < 0.5
