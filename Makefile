@@ -10,7 +10,7 @@ GEN_PACKAGE := generated/acr_blob_api
 GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
 	--config $(GEN_CONFIG) --meta none --fail-on-warning
 
-.PHONY: venv system-deps generate check-generated validate-spec test lint demo compare docs clean
+.PHONY: venv system-deps generate check-generated generate-sync check-sync validate-spec test lint demo compare docs clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
@@ -40,7 +40,16 @@ check-generated: validate-spec
 	{ echo "generated/ is stale against spec/: run 'make generate' and commit the result" >&2; exit 1; }
 	@echo "generated/ matches spec/"
 
-test: system-deps check-generated
+# The sync client is written from the async one (overlay/acr_blob/_async -> _sync);
+# SYNC_ROOT names another copy of the project to check (the tests do).
+SYNC_ROOT ?= .
+generate-sync: $(STAMP)
+	$(BIN)/python -m tools.unasync
+
+check-sync: $(STAMP)
+	@$(BIN)/python -m tools.unasync --check --root $(SYNC_ROOT)
+
+test: system-deps check-generated check-sync
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -63,10 +72,22 @@ compare: system-deps $(STAMP)
 bench: system-deps $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
+# Before a release, not in CI: the fast body read (overlay/acr_blob/_fast_read.py, which reads
+# beneath httpcore and anyio) against the newest httpcore, anyio and h11, in a scratch venv.
+NEWEST := .venv-newest
+.PHONY: test-newest
+test-newest: system-deps
+	rm -rf $(NEWEST)
+	$(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(NEWEST)/bin/pip install -q --disable-pip-version-check --upgrade --no-deps httpcore anyio h11
+	@$(NEWEST)/bin/pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(httpx|httpcore|anyio|h11) '
+	$(NEWEST)/bin/pytest -q tests/test_direct_io.py
+
 # The documentation site, docs/ + mkdocs.yml -> site/ (every warning is an error).
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .compare site build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NEWEST) .compare site build dist *.egg-info overlay/*.egg-info generated/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -397,12 +397,13 @@ def test_the_token_stays_out_of_logs_and_errors(
     caplog.set_level("DEBUG", logger="acr_blob")
     seen: list[str] = []
 
-    def record(request: httpx.Request) -> None:
-        if request.headers.get("Authorization", "").startswith("Bearer "):
-            seen.append(request.headers["Authorization"].split()[1])
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.headers.get("Authorization", "").startswith("Bearer "):
+                seen.append(request.headers["Authorization"].split()[1])
+            return super().handle_request(request)
 
-    with BlobClient(token_registry.url, TOKEN_AUTH) as client:
-        client._http.event_hooks["request"].append(record)
+    with BlobClient(token_registry.url, TOKEN_AUTH, transport=Recording()) as client:
         client.download_blob(repository, digest).readall()
         with pytest.raises(BlobNotFoundError) as caught:
             client.download_blob(repository + "-unknown", digest)

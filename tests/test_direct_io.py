@@ -16,13 +16,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from acr_blob import AsyncBlobClient, BlobClient, RetryPolicy, TransportError, _direct_io
-from acr_blob._body import READ_SIZE, _own_socket, _receive_into, _TakenSocket
+from acr_blob import (
+    AsyncBlobClient,
+    BlobClient,
+    RetryPolicy,
+    TransportError,
+    _direct_io,
+    _fast_read,
+)
 from acr_blob._direct_io import ALIGNMENT, BUFFER_SIZE, DirectAppender, open_direct_appender
+from acr_blob._fast_read import READ_SIZE, _own_socket, _receive_into, _TakenSocket
 from acr_blob._files import _DIRECT_MIN_SIZE, PartialFile
 from acr_blob.references import parse_digest
 from tests.conftest import skip_or_fail
@@ -243,7 +251,7 @@ def test_a_download_receives_straight_into_the_appenders_buffers(
     assert (tmp_path / "blob").read_bytes() == data
     assert spy.appenders == 1
     # Only what was read with the headers is copied: what h11 had buffered and, for async,
-    # what anyio had queued or decrypted before the socket was taken (_body._TakenSocket).
+    # what anyio had queued or decrypted before the socket was taken (_fast_read._TakenSocket).
     assert spy.copied < 1 << 20
     assert spy.lent + spy.copied == SIZE
 
@@ -583,3 +591,41 @@ def test_the_async_socket_is_taken_only_when_nothing_else_reads_it() -> None:
                 transport.close()
 
     asyncio.run(check())
+
+
+@pytest.mark.parametrize("action", ["iterate", "to_file"])
+def test_the_switch_turns_the_fast_read_off(
+    mode: str,
+    action: str,
+    registry: Deployment,
+    large: tuple[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest, data = large
+    readers: list[object] = []
+    for reader in (_fast_read.FastReader, _fast_read.AsyncFastReader):
+        real = reader.read
+
+        def read(self: Any, remaining: int, real: Any = real) -> Any:
+            readers.append(self)
+            return real(self, remaining)
+
+        monkeypatch.setattr(reader, "read", read)
+
+    def download() -> bytes:
+        driver = Driver(mode, registry.url)
+        if action == "iterate":
+            return driver.iterate("direct/large", digest)
+        target = tmp_path / f"blob-{len(readers)}"
+        driver.to_file("direct/large", digest, target)
+        received = target.read_bytes()
+        target.unlink()
+        return received
+
+    monkeypatch.setenv(_fast_read.SWITCH, "0")
+    assert download() == data
+    assert readers == [], "ACR_BLOB_FAST_READ=0 still read beneath httpx"
+    monkeypatch.delenv(_fast_read.SWITCH)
+    assert download() == data
+    assert readers, "the fast read did not engage"

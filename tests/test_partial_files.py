@@ -344,18 +344,16 @@ def test_the_direct_io_appender_reopens_the_partial_file_not_its_name(
     original = PartialFile.appending
     direct = []
 
-    @contextlib.contextmanager
-    def swapped(self: PartialFile, size: int | None) -> Iterator[Appender]:
-        with contextlib.ExitStack() as stack:
-            partial.rename(aside)
-            partial.symlink_to(victim)
-            try:
-                appender = stack.enter_context(original(self, size))
-            finally:
-                partial.unlink()
-                aside.rename(partial)
-            direct.append(appender.lend is not None)
-            yield appender
+    def swapped(self: PartialFile, size: int | None) -> Appender:
+        partial.rename(aside)
+        partial.symlink_to(victim)
+        try:
+            appender = original(self, size)
+        finally:
+            partial.unlink()
+            aside.rename(partial)
+        direct.append(appender.lend is not None)
+        return appender
 
     monkeypatch.setattr(PartialFile, "appending", swapped)
     target = folder / "blob"

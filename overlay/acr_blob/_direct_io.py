@@ -65,6 +65,12 @@ class DirectAppender:
             raise self._error
         return memoryview(self._buffer)[self._used : min(self._capacity, self._used + limit)]
 
+    def may_wait(self, count: int) -> bool:
+        """Whether a :meth:`write` of ``count`` bytes may wait for a buffer to come free."""
+        if self._used + count < self._capacity:
+            return False
+        return self._free.qsize() < 1 + (self._used + count - self._capacity) // BUFFER_SIZE
+
     def write(self, data: bytes | memoryview) -> None:
         """Copy ``data`` into the buffers; full buffers go to the writing thread."""
         if isinstance(data, memoryview) and data.obj is self._buffer:

@@ -7,25 +7,25 @@ way containerd's content store resumes an ingest); it becomes the target only on
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import errno
 import logging
 import os
 import stat
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 import attrs
 
-from ._body import Lend
 from ._direct_io import open_direct_appender
+from ._fast_read import Lend
 from ._fs import is_at, is_own_file, same_file
 from ._part_map import PartMap, Span
 from ._verify import BodyVerifier
@@ -42,8 +42,9 @@ _FALLOC_FL_KEEP_SIZE = 1
 # From this many bytes to go, appends bypass the page cache (see _direct_io); a smaller blob
 # is cheap to cache and likely to be read soon.
 _DIRECT_MIN_SIZE = 32 << 20
-# Failures after which the partial data is still good and worth keeping for the next call.
-_RESUMABLE = (TransportError, KeyboardInterrupt, asyncio.CancelledError)
+# Failures after which the partial data is still good and worth keeping for the next call
+# (asyncio's CancelledError too: see _resumable).
+_RESUMABLE = (TransportError, KeyboardInterrupt)
 # A partial file untouched for this long is started again rather than resumed.
 PARTIAL_MAX_AGE = 7 * 24 * 3600
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -53,11 +54,21 @@ _NOT_A_FILE = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, e
 
 @attrs.frozen
 class Appender:
-    """How to append to a partial file: ``write(data)``, and ``lend`` when the bytes can be
-    received straight into the appender's own buffers (see :func:`._body.body_chunks`)."""
+    """How to append to a partial file: ``write(data)``, ``lend`` when the bytes can be
+    received straight into the appender's own buffers (see :mod:`._fast_read`), and
+    ``may_wait(count)``: whether writing ``count`` bytes may wait for the disk (the async client
+    then writes from a worker thread)."""
 
     write: Callable[[bytes | memoryview], None]
     lend: Lend | None
+    may_wait: Callable[[int], bool]
+    close: Callable[[], None]
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def check_target(path: str | os.PathLike[str]) -> Path:
@@ -212,14 +223,14 @@ class PartialFile:
         self.file.write(data)
         self._written(len(data))
 
-    @contextlib.contextmanager
-    def appending(self, size: int | None) -> Iterator[Appender]:
+    def appending(self, size: int | None) -> Appender:
         """Where to append a stream of ``size`` bytes in all (``None``: unknown).
 
         A large stream's bytes bypass the page cache and are written by a thread
-        (:mod:`._direct_io`); leaving the block writes what is still buffered, even on an error,
-        so that what arrived can be resumed from. One stream goes on from the in-order prefix:
-        spans a part map listed beyond it are dropped with the map.
+        (:mod:`._direct_io`); closing the appender (or leaving its ``with`` block) writes what is
+        still buffered, even on an error, so that what arrived can be resumed from. One stream
+        goes on from the in-order prefix: spans a part map listed beyond it are dropped with the
+        map.
         """
         if self.done:
             self.forget_parts()
@@ -229,17 +240,25 @@ class PartialFile:
             self.file.flush()
             direct = open_direct_appender(self.file.fileno(), offset)
         if direct is None:
-            yield Appender(self.write, None)
-            return
-        try:
-            yield Appender(direct.write, direct.lend)
-        finally:
+            return Appender(self.write, None, lambda count: True, lambda: None)
+
+        def close() -> None:
             self.file.seek(direct.close())
 
-    def write_at(self, data: bytes | memoryview, offset: int) -> None:
-        """Write ``data`` at ``offset`` (parallel ranges; safe from several threads)."""
-        os.pwrite(self.file.fileno(), data, offset)
-        self._written(len(data))
+        return Appender(direct.write, direct.lend, direct.may_wait, close)
+
+    def write_at(self, pieces: Sequence[bytes], offset: int) -> int:
+        """Write ``pieces`` one after the other from ``offset`` (parallel ranges; safe from
+        several threads); return the count written."""
+        fd, total = self.file.fileno(), sum(len(piece) for piece in pieces)
+        written = os.pwritev(fd, pieces, offset)
+        if written < total:  # rare (a signal, a full disk's edge): write the rest plainly
+            rest = memoryview(b"".join(pieces))[written:]
+            while rest:
+                count = os.pwrite(fd, rest, offset + written)
+                rest, written = rest[count:], written + count
+        self._written(total)
+        return total
 
     def truncate(self, size: int) -> None:
         """Keep the first ``size`` bytes only: the ones known to be in order and complete."""
@@ -311,7 +330,7 @@ class PartialFile:
         self._join_syncer()
         if self._committed:
             return
-        keep = self._shared and self._resume and isinstance(exc, _RESUMABLE)
+        keep = self._shared and self._resume and _resumable(exc)
         if keep:
             self.file.flush()  # parallel parts write in place: the length tells, not tell()
             keep = os.fstat(self.file.fileno()).st_size > 0
@@ -329,6 +348,13 @@ class PartialFile:
         if is_at(self.partial_path, os.fstat(self.file.fileno())):
             with contextlib.suppress(OSError):
                 self.partial_path.unlink()
+
+
+def _resumable(error: BaseException | None) -> bool:
+    asyncio = sys.modules.get("asyncio")  # loaded, if a task can have been cancelled
+    return isinstance(error, _RESUMABLE) or (
+        asyncio is not None and isinstance(error, asyncio.CancelledError)
+    )
 
 
 def _open_own_file(path: Path) -> int | None:

@@ -1,4 +1,4 @@
-"""Reading a blob body at line rate.
+"""The fast read of a blob body: the one place that reads beneath httpx's public API.
 
 httpcore reads HTTP/1.1 bodies 64 KiB at a time and copies every read through h11's buffer
 twice; for multi-gigabyte blobs that halves the throughput (``make bench``). When the answer has
@@ -8,24 +8,37 @@ network stream (httpcore's public ``network_stream`` extension) 2 MiB at a time,
 announced length. The connection is not reused afterwards: h11 never saw the end of that body,
 so httpcore closes it with the response. A caller that writes to a file can lend its own
 buffers: the bytes are then received (or decrypted) straight into them, one copy fewer. Over
-TLS, every record at hand is taken in one read, not one 16 KiB record at a time. Anything else
-(chunked bodies, HTTP/2, transports without a network stream such as mocks) goes through
-``iter_raw`` unchanged.
+TLS, every record at hand is taken in one read, not one 16 KiB record at a time.
+
+:class:`FastReader` and :class:`AsyncFastReader` are the whole interface: ``of(response, lend)``
+gives a reader, or ``None`` for httpx's own ``iter_raw`` (chunked bodies, HTTP/2, transports
+without a network stream such as mocks, or the switch below), and ``read(remaining)`` the next
+bytes. The async reader goes further, beneath anyio's private attributes (see
+:class:`_TakenSocket`); where they are not what it expects, it reads the network stream.
+
+Setting the environment variable ``ACR_BLOB_FAST_READ=0`` turns all of this off: every body
+is then read through ``iter_raw``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, cast, overload
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 import httpcore
 import httpx
 
+if TYPE_CHECKING:
+    import asyncio
+
+SWITCH = "ACR_BLOB_FAST_READ"
+# Seconds an async read may keep the event loop before it lets other tasks run.
+_YIELD_EVERY = 0.005
 # Measured on 1 GiB: 2 MiB per read is faster than 1 MiB, sync and async (fewer wake-ups);
 # async reads of 4 MiB were slower again.
 READ_SIZE = 2 << 20
@@ -37,53 +50,87 @@ DIRECT_MIN_SIZE = 4 << 20
 Lend = Callable[[int], memoryview]
 
 
-@overload
-def body_chunks(response: httpx.Response) -> Iterator[bytes]: ...
-@overload
-def body_chunks(response: httpx.Response, lend: Lend | None) -> Iterator[bytes | memoryview]: ...
-def body_chunks(response: httpx.Response, lend: Lend | None = None) -> Iterator[bytes | memoryview]:
-    """The raw body of ``response``, in the largest reads the connection gives.
+def enabled() -> bool:
+    """Whether the fast read may be used (``ACR_BLOB_FAST_READ`` is not ``0``)."""
+    return os.environ.get(SWITCH, "1").strip() != "0"
 
-    With ``lend``, the direct path receives straight into the views it hands out (when the
-    connection is a plain or TLS socket of its own) and yields the filled part of each view.
+
+class FastReader:
+    """The rest of a body, read from its connection's own socket (or network stream).
+
+    ``remaining`` is the body's announced length; the caller takes ``iter_raw``'s first item
+    first (what h11 holds already) and then calls :meth:`read` with what is left.
     """
-    if response.is_stream_consumed:
-        # A transport may hand over a body it has already read (mocks do): take it whole.
-        yield response.content
-        return
-    direct = _direct_stream(response)
-    chunks = response.iter_raw()
-    if direct is None:
-        yield from chunks
-        return
-    stream, remaining, timeout = direct
-    sock = _own_socket(stream)
-    lend, copy = _lender_for(isinstance(sock, ssl.SSLSocket), lend)
-    # `chunks` stays open until the end: closing it closes the response and its connection.
-    try:
-        first = next(chunks, b"")
-        remaining -= len(first)
-        if first:
-            yield first
+
+    def __init__(self, stream: Any, length: int, timeout: float | None, lend: Lend | None):
+        self.remaining = length
+        self._stream = stream
+        self._timeout = timeout
+        self._sock = _own_socket(stream)
+        self._lend, self._copy = _lender_for(isinstance(self._sock, ssl.SSLSocket), lend)
+
+    @classmethod
+    def of(cls, response: httpx.Response, lend: Lend | None = None) -> FastReader | None:
+        direct = _direct_stream(response)
+        return None if direct is None else cls(*direct, lend)
+
+    def read(self, remaining: int) -> bytes | memoryview:
+        """The next bytes, at most ``remaining``: into a lent view where there is one."""
         chunk: bytes | memoryview
-        while remaining > 0:
-            if sock is not None and lend is not None:
-                view = lend(remaining)  # outside: the lender's own errors are not the network's
+        if self._sock is not None and self._lend is not None:
+            view = self._lend(remaining)  # outside: the lender's own errors are not the network's
+            with _mapped_errors():
+                chunk = view[: _receive_into(self._sock, view, self._timeout)]
+            return bytes(chunk) if self._copy else chunk
+        with _mapped_errors():
+            return cast(bytes, self._stream.read(min(READ_SIZE, remaining), self._timeout))
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncFastReader:
+    """:class:`FastReader` for the async client: once anyio holds no unread bytes of the body,
+    the rest is received from the connection's socket with the event loop's ``sock_recv`` /
+    ``sock_recv_into``, into the lent views when there are any (see :class:`_TakenSocket`)."""
+
+    def __init__(self, stream: Any, length: int, timeout: float | None, lend: Lend | None):
+        self.remaining = length
+        self._stream = stream
+        self._timeout = timeout
+        self._taken = _TakenSocket.of(stream)
+        self._lend, self._copy = _lender_for(self._taken is not None and self._taken.tls, lend)
+        self._yielded = time.monotonic()
+
+    @classmethod
+    def of(cls, response: httpx.Response, lend: Lend | None = None) -> AsyncFastReader | None:
+        direct = _direct_stream(response)
+        return None if direct is None else cls(*direct, lend)
+
+    async def read(self, remaining: int) -> bytes | memoryview:
+        import asyncio
+
+        # A socket read with bytes at hand returns without suspending the task: now and then,
+        # let the loop run the others.
+        if time.monotonic() - self._yielded > _YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = time.monotonic()
+        taken = self._taken
+        if taken is not None and taken.ready():
+            if self._lend is not None:
+                view = self._lend(remaining)
                 with _mapped_errors():
-                    chunk = view[: _receive_into(sock, view, timeout)]
-                if copy:
-                    chunk = bytes(chunk)
-            else:
-                with _mapped_errors():
-                    chunk = stream.read(min(READ_SIZE, remaining), timeout)
-            if not chunk:
-                raise _ended_early(remaining)
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)  # httpx returns a generator
-        if close is not None:
-            close()
+                    got = view[: await taken.recv_into(view, self._timeout)]
+                return bytes(got) if self._copy else got
+            with _mapped_errors():
+                return await taken.recv(min(READ_SIZE, remaining), self._timeout)
+        with _mapped_errors():
+            chunk = await self._stream.read(min(READ_SIZE, remaining), self._timeout)
+        return cast(bytes, chunk)
+
+    def close(self) -> None:
+        if self._taken is not None:
+            self._taken.close()
 
 
 def _lender_for(tls: bool, lend: Lend | None) -> tuple[Lend | None, bool]:
@@ -124,69 +171,13 @@ def _receive_into(sock: socket.socket, view: memoryview, timeout: float | None) 
     return count
 
 
-@overload
-def abody_chunks(response: httpx.Response) -> AsyncIterator[bytes]: ...
-@overload
-def abody_chunks(
-    response: httpx.Response, lend: Lend | None
-) -> AsyncIterator[bytes | memoryview]: ...
-async def abody_chunks(
-    response: httpx.Response, lend: Lend | None = None
-) -> AsyncIterator[bytes | memoryview]:
-    """The async twin of :func:`body_chunks`.
-
-    On asyncio, once anyio holds no unread bytes of the body, the rest is received from the
-    connection's socket with the event loop's ``sock_recv``/``sock_recv_into``, into the lent
-    views when there are any (see :class:`_TakenSocket`).
-    """
-    if response.is_stream_consumed:
-        yield response.content
-        return
-    direct = _direct_stream(response)
-    chunks = response.aiter_raw()
-    if direct is None:
-        async for raw in chunks:
-            yield raw
-        return
-    stream, remaining, timeout = direct
-    taken = _TakenSocket.of(stream)
-    lend, copy = _lender_for(taken is not None and taken.tls, lend)
-    try:
-        first = await anext(chunks, b"")
-        remaining -= len(first)
-        if first:
-            yield first
-        chunk: bytes | memoryview
-        while remaining > 0:
-            if taken is not None and taken.ready():
-                if lend is not None:
-                    view = lend(remaining)  # outside: the lender's own errors are not the network's
-                    with _mapped_errors():
-                        chunk = view[: await taken.recv_into(view, timeout)]
-                    if copy:
-                        chunk = bytes(chunk)
-                else:
-                    with _mapped_errors():
-                        chunk = await taken.recv(min(READ_SIZE, remaining), timeout)
-            else:
-                with _mapped_errors():
-                    chunk = await stream.read(min(READ_SIZE, remaining), timeout)
-            if not chunk:
-                raise _ended_early(remaining)
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        if taken is not None:
-            taken.close()
-        await chunks.aclose()  # type: ignore[attr-defined]
-
-
 def _direct_stream(response: httpx.Response) -> tuple[Any, int, float | None] | None:
     """The network stream, body length and read timeout when the direct path applies."""
     stream = response.extensions.get("network_stream")
     length = response.headers.get("Content-Length", "")
     if (
-        stream is None
+        not enabled()
+        or stream is None
         or response.http_version != "HTTP/1.1"
         or "Transfer-Encoding" in response.headers
         or response.headers.get("Content-Encoding", "identity").lower() != "identity"
@@ -240,6 +231,8 @@ class _TakenSocket:
 
     @classmethod
     def of(cls, stream: Any) -> _TakenSocket | None:
+        import asyncio
+
         inner = getattr(stream, "_stream", None)
         tls = None
         ssl_object = getattr(inner, "_ssl_object", None)
@@ -288,6 +281,8 @@ class _TakenSocket:
         return True
 
     async def recv_into(self, view: memoryview, timeout: float | None) -> int:
+        import asyncio
+
         assert self._sock is not None
         async with asyncio.timeout(timeout):
             if self._tls is not None:
@@ -295,13 +290,17 @@ class _TakenSocket:
             return await asyncio.get_running_loop().sock_recv_into(self._sock, view)
 
     async def recv(self, size: int, timeout: float | None) -> bytes:
-        """Plain TCP only: over TLS, :func:`abody_chunks` always lends (:func:`_lender_for`)."""
+        """Plain TCP only: over TLS, the reader always lends (:func:`_lender_for`)."""
+        import asyncio
+
         assert self._sock is not None and self._tls is None
         async with asyncio.timeout(timeout):
             return await asyncio.get_running_loop().sock_recv(self._sock, size)
 
     async def _decrypt_into(self, view: memoryview) -> int:
         """Decrypt into ``view`` every record at hand; wait for ciphertext only while empty."""
+        import asyncio
+
         assert self._sock is not None and self._tls is not None
         ssl_object, incoming, outgoing = self._tls
         if self._ciphertext is None:
@@ -357,12 +356,6 @@ def _own_socket(stream: Any) -> socket.socket | None:
     if isinstance(sock, ssl.SSLSocket) and not isinstance(ssl_object, ssl.SSLObject):
         return sock
     return None
-
-
-def _ended_early(remaining: int) -> httpx.RemoteProtocolError:
-    return httpx.RemoteProtocolError(
-        f"peer closed connection without sending complete message body ({remaining} bytes missing)"
-    )
 
 
 @contextlib.contextmanager

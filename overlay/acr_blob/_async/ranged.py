@@ -1,0 +1,352 @@
+"""Parallel ranges: workers fetch disjoint ``Range`` parts of one blob over several connections.
+
+To a file (:class:`AsyncRangedDownload`), each worker fetches parts in order and writes them in
+place; the caller hashes the complete prefix of the file as it grows (read back from the page
+cache), reports progress, watches the deadline and keeps the part map. Iterating
+(:class:`AsyncParallelChunks`), workers fetch small parts into memory, at most a window of parts
+ahead of the one being handed out, and the caller hands them out in order. A part that breaks
+off is resumed from its last byte, through the registry again (a fresh redirect).
+
+Workers are threads for the sync client and tasks for the async one; disk work runs in a worker
+thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrency`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+
+import httpx
+
+from .._concurrency import AsyncLock, AsyncSignal, AsyncWorkers, WorkersStopped, arun_blocking
+from .._files import PartialFile
+from .._part_map import Span
+from .._progress import INTERVAL, ProgressReporter
+from .._ranges import HASH_READ, MAP_INTERVAL, Frontier, part_resume_delay, stream_window
+from .._verify import BodyVerifier
+from ..errors import DeadlineExceededError, TransportError
+from ..retry import Resumptions, RetryPolicy
+from .body import abody_chunks
+
+logger = logging.getLogger("acr_blob")
+
+AsyncOpenPart = Callable[[int, int], Awaitable[httpx.Response]]
+"""``open_part(first, end)``: a checked 206 answer for bytes ``first`` to ``end - 1``."""
+
+# Bytes hashed per step (one trip to a worker thread for the async client), and the pieces a
+# part gathers before each write.
+HASH_SPAN = 16 << 20
+WRITE_SPAN = 1 << 20
+
+
+async def apart_pieces(
+    first: int,
+    end: int,
+    response: httpx.Response | None,
+    open_part: AsyncOpenPart,
+    policy: RetryPolicy,
+    workers: AsyncWorkers,
+) -> AsyncGenerator[bytes, None]:
+    """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them);
+    a part that breaks off is resumed from its last byte. Close the generator to stop early."""
+    position, resumptions = first, Resumptions(policy, first)
+    while position < end:
+        if response is None:
+            response = await open_part(position, end)
+        try:
+            workers.watch(response)
+            async for chunk in abody_chunks(response):
+                piece = chunk[: end - position]
+                position += len(piece)
+                yield piece
+                if position >= end:
+                    break
+            else:
+                if position < end:
+                    raise httpx.RemoteProtocolError("the part ended early")
+        except httpx.TransportError as error:
+            if workers.stopped:  # its socket was shut on purpose
+                raise WorkersStopped from error
+            delay = part_resume_delay(resumptions, error, (first, end), position)
+            logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
+            if delay:
+                await policy.async_sleep(delay)
+        finally:
+            workers.unwatch(response)
+            await response.aclose()
+            response = None
+
+
+class AsyncRangedDownload:
+    """Fetches ``parts`` of the blob over ``concurrency`` workers into ``partial``.
+
+    ``first_responses`` are answers already open for the first parts; ``done`` are spans
+    complete before the download began (from a part map). :meth:`run` feeds ``verifier`` the
+    bytes in order and raises the first failure.
+    """
+
+    def __init__(
+        self,
+        partial: PartialFile,
+        verifier: BodyVerifier,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: AsyncOpenPart,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        deadline: float | None,
+        reporter: ProgressReporter | None,
+        done: Sequence[Span] = (),
+    ) -> None:
+        assert verifier.size is not None
+        self._partial = partial
+        self._verifier = verifier
+        self._size = verifier.size
+        self._open_part = open_part
+        self._policy = policy
+        self._deadline = deadline
+        self._reporter = reporter
+        self._start = verifier.received
+        self._frontier = Frontier(self._start, parts, done)
+        self._saved = -1  # the frontier's completions when the part map was last written
+        self._saved_at = 0.0
+        self._first = list(zip(parts, first_responses, strict=False))
+        self._count = max(concurrency, len(first_responses))
+        self._queue = iter(parts[len(self._first) :])
+        self._lock = AsyncLock()
+        self._changed = AsyncSignal()
+        self._workers = AsyncWorkers("acr-blob-range")
+
+    async def run(self) -> None:
+        # Before any hole: the map is what tells holes from data.
+        await arun_blocking(self._save_progress)
+        starts = [*self._first] + [(None, None)] * (self._count - len(self._first))
+        for part, response in starts:
+            self._workers.start(self._work, part, response)
+        failed = True
+        try:
+            await self._hash_in_order()
+            failed = False
+        finally:
+            await self._workers.stop()
+            for _, response in self._first:
+                await response.aclose()
+            if failed:
+                await arun_blocking(self._keep_what_arrived)
+
+    async def _hash_in_order(self) -> None:
+        hashed = self._start
+        while hashed < self._size:
+            self._changed.clear()
+            self._workers.raise_failure()
+            prefix = self._frontier.prefix
+            if prefix == hashed:
+                await self._changed.wait(INTERVAL)
+            else:
+                end = min(prefix, hashed + HASH_SPAN)
+                await arun_blocking(self._hash, hashed, end)
+                hashed = end
+            self._tick()
+            if self._map_due():
+                await arun_blocking(self._write_map)
+
+    async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
+        try:
+            while True:
+                if part is None:
+                    async with self._lock:
+                        part = next(self._queue, None)
+                    if part is None:
+                        return
+                await self._fetch(*part, response)
+                self._frontier.complete(part[0])
+                self._changed.set()
+                part, response = None, None
+        finally:
+            self._changed.set()
+
+    async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
+        position, pending, gathered = first, list[bytes](), 0
+        pieces = apart_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        try:
+            async for piece in pieces:
+                pending.append(piece)
+                gathered += len(piece)
+                if gathered >= WRITE_SPAN:
+                    batch, pending, gathered = pending, [], 0
+                    position = await self._write(first, position, batch)
+        finally:
+            await pieces.aclose()
+            if pending:  # what arrived is kept, whatever ended the part
+                await self._write(first, position, pending)
+
+    async def _write(self, first: int, position: int, pieces: list[bytes]) -> int:
+        """Write ``pieces`` of the part starting at ``first`` at ``position``; the end."""
+        async with self._workers.guard():  # never once stopped: the file is about to close
+            count = await arun_blocking(self._partial.write_at, pieces, position)
+        self._frontier.advance(first, position + count, count)
+        return position + count
+
+    def _hash(self, offset: int, end: int) -> None:
+        """Feed bytes ``offset`` to ``end - 1`` of the partial file to the verifier."""
+        fd = self._partial.file.fileno()
+        while offset < end:
+            chunk = os.pread(fd, min(HASH_READ, end - offset), offset)
+            if not chunk:
+                raise TransportError(f"the partial file ended at byte {offset}")
+            self._verifier.feed(chunk)
+            offset += len(chunk)
+
+    def _save_progress(self) -> None:
+        """Write the part map at the start, then when a part completed since it was last
+        written, at most every :data:`MAP_INTERVAL` seconds (each write waits for the disk), so
+        that a crash costs only the parts under way and those of the last moments."""
+        if self._map_due():
+            self._write_map()
+
+    def _map_due(self) -> bool:
+        if self._frontier.completions == self._saved or not self._partial.keeps_parts:
+            return False
+        return self._saved < 0 or time.monotonic() - self._saved_at >= MAP_INTERVAL
+
+    def _keep_what_arrived(self) -> None:
+        """After a failure: the part map of every span written, for the next call; where there
+        can be none, only the bytes in order from the start."""
+        if not (self._partial.keeps_parts and self._write_map()):
+            self._partial.forget_parts(self._frontier.in_order())
+
+    def _write_map(self) -> bool:
+        """Write the part map; ``False`` where it cannot be, which leaves the last one (still
+        true)."""
+        completions = self._frontier.completions
+        try:
+            self._partial.save_parts(self._size, self._frontier.complete_spans())
+        except OSError as error:
+            logger.debug("cannot write the part map of %s: %r", self._partial.partial_path, error)
+            return False
+        self._saved, self._saved_at = completions, time.monotonic()
+        return True
+
+    def _tick(self) -> None:
+        """Progress, and the deadline."""
+        done = self._start + self._frontier.written
+        if self._reporter is not None:
+            self._reporter.update(done, self._size)
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceededError(
+                f"deadline passed after {done} of {self._size} bytes; the server is too slow"
+            )
+
+
+class _PartSlot:
+    """The bytes of one part that have arrived and not been handed out yet."""
+
+    __slots__ = ("chunks", "done")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done = False
+
+
+class AsyncParallelChunks:
+    """The bytes of ``parts``, in order, fetched over ``concurrency`` workers.
+
+    Memory stays bounded whatever the blob's size: parts are small (``plan_stream_parts``) and a
+    worker starts a part only while it lies less than ``stream_window`` parts ahead of the one
+    being handed out. ``first_responses`` are answers already open for the first parts (the
+    registry's own answer for part 0, the probe for part 1). ``on_wait`` is called at least
+    every :data:`~acr_blob._progress.INTERVAL` seconds while the next bytes have not arrived
+    (the deadline). Iterate :meth:`chunks` once; :meth:`aclose` stops the workers and closes
+    what is open.
+    """
+
+    def __init__(
+        self,
+        parts: list[tuple[int, int]],
+        first_responses: list[httpx.Response],
+        open_part: AsyncOpenPart,
+        *,
+        concurrency: int,
+        policy: RetryPolicy,
+        on_wait: Callable[[], None],
+    ) -> None:
+        self._parts = parts
+        self._slots = [_PartSlot() for _ in parts]
+        self._opened = dict(enumerate(first_responses))
+        self._open_part = open_part
+        self._policy = policy
+        self._on_wait = on_wait
+        self._window = stream_window(concurrency)
+        self._count = max(concurrency, len(first_responses))
+        self._next = 0  # the next part a worker takes
+        self._head = 0  # the part being handed out
+        self._lock = AsyncLock()
+        self._arrived = AsyncSignal()  # the caller waits for bytes
+        self._freed = AsyncSignal()  # workers wait for room in the window
+        self._workers = AsyncWorkers("acr-blob-stream-range")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for _ in range(self._count):
+            self._workers.start(self._work)
+        try:
+            for index, slot in enumerate(self._slots):
+                finished = False
+                while not finished:
+                    self._arrived.clear()
+                    async with self._lock:
+                        chunks, slot.chunks = slot.chunks, []
+                        finished = slot.done
+                    self._workers.raise_failure()
+                    self._on_wait()
+                    if not (chunks or finished):
+                        await self._arrived.wait(INTERVAL)
+                    for chunk in chunks:
+                        yield chunk
+                async with self._lock:
+                    self._head = index + 1
+                self._freed.set()
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._workers.stop()
+        for response in self._opened.values():
+            await response.aclose()
+        self._opened.clear()
+
+    async def _take(self) -> tuple[int, httpx.Response | None] | None:
+        """The next part, with its answer if one is already open; ``None`` when all are taken."""
+        while True:
+            self._freed.clear()
+            async with self._lock:
+                if self._workers.stopped or self._next >= len(self._parts):
+                    return None
+                if self._next < self._head + self._window:
+                    index, self._next = self._next, self._next + 1
+                    return index, self._opened.pop(index, None)
+            await self._freed.wait(INTERVAL)
+
+    async def _work(self) -> None:
+        try:
+            while (job := await self._take()) is not None:
+                await self._fetch(*job)
+        finally:
+            self._arrived.set()
+
+    async def _fetch(self, index: int, response: httpx.Response | None) -> None:
+        first, end = self._parts[index]
+        slot = self._slots[index]
+        pieces = apart_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        try:
+            async for piece in pieces:
+                async with self._lock:
+                    slot.chunks.append(piece)
+                self._arrived.set()
+        finally:
+            await pieces.aclose()
+        async with self._lock:
+            slot.done = True
+        self._arrived.set()

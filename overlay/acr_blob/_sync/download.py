@@ -1,0 +1,551 @@
+# Generated from acr_blob/_async/download.py by tools/unasync.py: do not edit.
+"""One blob download, and the requests it is made of.
+
+:class:`Sender` sends a client's requests: retries, redirects, and the error a refusal
+means. :class:`BlobDownload` owns one download from its first answer on: the answer (it
+alone closes it), the verifier, the deadline, resumption, and the parallel parts with the probe
+that decides on them. :func:`download_to_partial` is the download into a partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, BinaryIO, overload
+
+import attrs
+import httpx
+
+from acr_blob_api.api.blob import get_blob
+
+from .._concurrency import run_blocking
+from .._fast_read import Lend
+from .._files import PartialFile
+from .._progress import ProgressReporter
+from .._protocol import (
+    ERROR_BODY_LIMIT,
+    BuildKwargs,
+    RedirectFollower,
+    blob_request_kwargs,
+    error_body_expected,
+    error_for,
+    properties_from,
+    redact_url,
+)
+from .._ranges import (
+    PlanParts,
+    check_part,
+    plan_parts,
+    plan_stream_parts,
+    range_header,
+    worth_splitting,
+)
+from .._verify import BodyVerifier
+from ..errors import (
+    BlobError,
+    BlobSizeError,
+    DeadlineExceededError,
+    DigestMismatchError,
+    RedirectError,
+    RegistryError,
+    ResumeError,
+    TransportError,
+)
+from ..models import BlobProperties
+from ..references import Digest
+from ..retry import Resumptions, RetryPolicy, retry_delay
+from .body import body_chunks
+from .ranged import OpenPart, ParallelChunks, RangedDownload
+
+logger = logging.getLogger("acr_blob")
+
+# What makes a part's request fall back to the registry, or parallel parts to one stream.
+_PART_FAILURES = (RegistryError, TransportError, ResumeError, RedirectError)
+
+
+class Sender:
+    """Sends one client's requests: each tried again by ``retry``, redirects followed (at most
+    ``max_redirects``), and every final answer that is not a success raised as its error."""
+
+    def __init__(self, http: httpx.Client, retry: RetryPolicy, max_redirects: int) -> None:
+        self.http = http
+        self.retry = retry
+        self._max_redirects = max_redirects
+
+    def send(
+        self,
+        build: BuildKwargs,
+        repository: str,
+        digest: str,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> tuple[httpx.Response, Digest]:
+        """Send with retries; return the final answer (body unread) once it is a success."""
+        kwargs, checked = blob_request_kwargs(build, repository, digest, **params)
+        success = (200, 206) if "range_" in params else (200,)
+        failures, waited = 0, 0.0
+        while True:
+            try:
+                return self._send_once(kwargs, checked, success), checked
+            except (RegistryError, TransportError) as error:
+                failures += 1
+                delay = retry_delay(self.retry, error, failures, waited, deadline)
+                if delay is None:
+                    raise
+                logger.info("retrying in %.2f s after %s", delay, error)
+                self.retry.sleep(delay)
+                waited += delay
+
+    def _send_once(
+        self, kwargs: dict[str, Any], digest: Digest, success: tuple[int, ...]
+    ) -> httpx.Response:
+        """One try: send, follow redirects, and return the final success with its body unread."""
+        request = self.http.build_request(**kwargs)
+        follower = RedirectFollower(request.url, digest, self._max_redirects)
+        while True:
+            response = self._send_request(request, follower)
+            try:
+                redirect = follower.next_request(response)
+                if redirect is None:
+                    if response.status_code in success:
+                        return response
+                    body = _read_error_body(response)
+                    raise error_for(response, body, follower)
+            except BaseException:
+                response.close()
+                raise
+            response.close()
+            request = redirect
+
+    def open_range(
+        self, url: httpx.URL, first: int, end: int, digest: Digest
+    ) -> httpx.Response:
+        """One ``GET`` of bytes ``first`` to ``end - 1`` of ``url`` (storage, or the registry),
+        without retries or redirects; the registry's credentials only if ``url`` is the
+        registry's."""
+        request = self.http.build_request("GET", url, headers={"Range": range_header(first, end)})
+        follower = RedirectFollower(self.http.base_url, digest, self._max_redirects)
+        return self._send_request(request, follower)
+
+    def _send_request(
+        self, request: httpx.Request, follower: RedirectFollower
+    ) -> httpx.Response:
+        try:
+            return self.http.send(request, stream=True, auth=follower.auth_for(request))
+        except httpx.TransportError as error:
+            raise TransportError(
+                f"{request.method} {redact_url(request.url)} failed: {error!r}"
+            ) from error
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _read_error_body(response: httpx.Response) -> bytes:
+    if not error_body_expected(response):
+        return b""
+    body = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass  # the status alone is enough to raise on
+    return bytes(body[:ERROR_BODY_LIMIT])
+
+
+class BlobDownload:
+    """A blob whose headers have arrived; iterate it for the bytes, verified as they pass.
+
+    The last chunk is followed by the verification: when the body hashes to anything but the
+    requested digest, or is shorter or longer than announced, iteration raises instead of
+    ending. Bytes already handed out are therefore unverified until iteration ends without
+    error; ``download_blob_to_file`` never shows them at the target path. A body that breaks
+    off is resumed from its last byte (``Range``), through the registry again.
+
+    Example::
+
+        with client.download_blob("library/ubuntu", digest) as download:
+            for chunk in download:
+                sink.write(chunk)
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        repository: str,
+        verifier: BodyVerifier,
+        response: httpx.Response,
+        *,
+        deadline: float | None,
+        reporter: ProgressReporter | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        self._sender = sender
+        self._repository = repository
+        self._verifier = verifier
+        self._response = response
+        self._deadline = deadline
+        self._reporter = reporter
+        self._concurrency = concurrency
+        self._started = False
+        self._parallel: ParallelChunks | None = None
+        self._resumptions = Resumptions(sender.retry, verifier.received)
+        self.properties = attrs.evolve(
+            properties_from(response, verifier.digest), size=verifier.size
+        )
+
+    @classmethod
+    def open(
+        cls,
+        sender: Sender,
+        repository: str,
+        verifier: BodyVerifier,
+        *,
+        deadline: float | None,
+        reporter: ProgressReporter | None = None,
+        concurrency: int = 1,
+    ) -> BlobDownload:
+        """Request the blob from ``verifier.received`` on; return once its headers are in."""
+        offset = verifier.received
+        response = _request_blob(sender, repository, verifier.digest, offset, deadline)
+        try:
+            verifier.accept(response, offset)
+        except BaseException:
+            response.close()
+            raise
+        return cls(
+            sender,
+            repository,
+            verifier,
+            response,
+            deadline=deadline,
+            reporter=reporter,
+            concurrency=concurrency,
+        )
+
+    @property
+    def size(self) -> int | None:
+        """The blob's size, as announced by the server, or ``None`` when it sent none."""
+        return self.properties.size
+
+    @property
+    def digest(self) -> str:
+        """The requested digest, which the content is verified against."""
+        return self.properties.digest
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._start()
+        return self._chunks()
+
+    def readall(self) -> bytes:
+        """The whole verified blob in memory (mind the size)."""
+        return b"".join([chunk for chunk in self])
+
+    def readinto(self, file: BinaryIO) -> int:
+        """Write the blob to an open binary file; return the number of bytes written."""
+        written = 0
+        for chunk in self:
+            file.write(chunk)
+            written += len(chunk)
+        return written
+
+    def close(self) -> None:
+        """Release the connections at once; a download closed before its end was not verified."""
+        self._started = True
+        if self._parallel is not None:
+            self._parallel.close()
+        self._response.close()
+
+    def __enter__(self) -> BlobDownload:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        if self._started:
+            raise BlobError("this download has already been read or closed")
+        self._started = True
+
+    @overload
+    def _chunks(self) -> Iterator[bytes]: ...
+    @overload
+    def _chunks(self, lend: Lend | None) -> Iterator[bytes | memoryview]: ...
+    def _chunks(self, lend: Lend | None = None) -> Iterator[bytes | memoryview]:
+        try:
+            self._parallel = self._split()
+            if self._parallel is not None:
+                for piece in self._parallel.chunks():
+                    self._verifier.feed(piece)
+                    self._received()
+                    yield piece
+                self._verified()
+                return
+            while True:
+                try:
+                    for raw in body_chunks(self._response, lend):
+                        chunk = self._verifier.feed(raw)
+                        self._received()
+                        if chunk:
+                            yield chunk
+                    break
+                except (httpx.TransportError, ResumeError) as error:
+                    self._response.close()
+                    self._resume(error)
+            self._verified()
+        finally:
+            self.close()
+
+    def _resume(self, error: Exception) -> None:
+        """Reopen the body at the first byte not yet received, or raise saying how far it got."""
+        while True:
+            delay = self._resume_delay(error)
+            if delay:
+                self._sender.retry.sleep(delay)
+            offset = self._verifier.received
+            logger.debug("resuming at byte %d after %r", offset, error)
+            self._response = _request_blob(
+                self._sender, self._repository, self._verifier.digest, offset, self._deadline
+            )
+            try:
+                self._verifier.accept(self._response, offset)
+                return
+            except ResumeError as wrong:
+                self._response.close()
+                error = wrong
+
+    def _resume_delay(self, error: Exception) -> float:
+        """How long to wait before resuming after ``error``; raises when it is time to stop."""
+        delay = self._resumptions.next_delay(error, self._verifier.received)
+        if delay is None:
+            failures = self._resumptions.failures
+            tries = f" and {failures - 1} resumptions" if failures > 1 else ""
+            raise TransportError(f"download broke off after {self._progress()}{tries}: {error!r}")
+        self._check_deadline()
+        return delay
+
+    def _received(self) -> None:
+        """After each chunk: the deadline, and progress."""
+        self._check_deadline()
+        if self._reporter is not None:
+            self._reporter.update(self._verifier.received, self._verifier.size)
+
+    def _verified(self) -> None:
+        """After the last chunk: the verdict, and the final progress report."""
+        self._verifier.finish()
+        if self._reporter is not None:
+            self._reporter.finish(self._verifier.received)
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceededError(
+                f"deadline passed after {self._progress()}; the server is too slow"
+            )
+
+    def _progress(self) -> str:
+        size = self._verifier.size
+        return f"{self._verifier.received} of {size if size is not None else '?'} bytes"
+
+    def _save_into(self, partial: PartialFile) -> None:
+        """Write the rest of the blob into ``partial``: as parallel ranges where they pay, else
+        as one stream."""
+        self._start()
+        size = self._verifier.size
+        try:
+            run_blocking(partial.ensure_space, size)
+            run_blocking(partial.preallocate, size)
+            if self._save_ranges(partial):
+                return
+            self._concurrency = 1  # decided: one stream, no second probe
+            appender = run_blocking(partial.appending, size)
+            try:
+                for chunk in self._chunks(appender.lend):
+                    if appender.may_wait(len(chunk)):
+                        run_blocking(appender.write, chunk)
+                    else:
+                        appender.write(chunk)
+            finally:
+                run_blocking(appender.close)
+        finally:
+            self.close()
+
+    def _save_ranges(self, partial: PartialFile) -> bool:
+        """Fetch the rest as parallel ranges into ``partial``; ``False`` for one stream."""
+        done = partial.done
+
+        def plan(start: int, size: int, concurrency: int) -> list[tuple[int, int]]:
+            return plan_parts(start, size, concurrency, done)
+
+        probed = self._probe_parts(plan, bool(done))
+        if probed is None:
+            return False
+        parts, responses, open_part = probed
+        RangedDownload(
+            partial,
+            self._verifier,
+            parts,
+            responses,
+            open_part,
+            concurrency=self._concurrency,
+            policy=self._sender.retry,
+            deadline=self._deadline,
+            reporter=self._reporter,
+            done=done,
+        ).run()
+        self._verified()
+        return True
+
+    def _split(self) -> ParallelChunks | None:
+        """Parallel parts for iterating, or ``None`` for one stream (see :meth:`_probe_parts`)."""
+        probed = self._probe_parts(plan_stream_parts)
+        if probed is None:
+            return None
+        parts, responses, open_part = probed
+        return ParallelChunks(
+            parts,
+            responses,
+            open_part,
+            concurrency=self._concurrency,
+            policy=self._sender.retry,
+            on_wait=self._check_deadline,
+        )
+
+    def _probe_parts(
+        self, plan: PlanParts, resuming_parts: bool = False
+    ) -> tuple[list[tuple[int, int]], list[httpx.Response], OpenPart] | None:
+        """The parts of the rest of the blob, the answers open for the first ones (its own, and
+        the probe for the second), and how to open the others; ``None`` when parallel ranges
+        are not worth it (a small blob) or the server does not honour ``Range`` (the answer is
+        then still unread). With ``resuming_parts`` (a part map) it goes on in parts whatever
+        is left, for one stream would fetch again the spans already there."""
+        size, offset = self._verifier.size, self._verifier.received
+        if size is None or self._concurrency < 2:
+            return None
+        parts = plan(offset, size, self._concurrency)
+        remaining = sum(end - first for first, end in parts)
+        if not parts or not (resuming_parts or worth_splitting(remaining, self._concurrency)):
+            return None
+        if len(parts) == 1:
+            # Nothing to probe: the first answer serves the one part, if it honoured Range.
+            honoured = not offset or self._response.status_code == 206
+            return (parts, [self._response], self._open_part) if honoured else None
+        try:
+            probe = self._open_direct(*parts[1])
+        except _PART_FAILURES as error:
+            logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
+            return None
+        return parts, [self._response, probe], self._open_part
+
+    def _open_direct(self, first: int, end: int) -> httpx.Response:
+        """A checked ``206`` for those bytes of the URL the first answer came from."""
+        answer = self._sender.open_range(
+            self._response.url, first, end, self._verifier.digest
+        )
+        return self._checked_part(answer, first, end)
+
+    def _open_part(self, first: int, end: int) -> httpx.Response:
+        """:meth:`_open_direct`, then the registry again (a fresh redirect): signed URLs
+        expire."""
+        try:
+            return self._open_direct(first, end)
+        except _PART_FAILURES as error:
+            logger.debug("part %d-%d: %r; asking the registry again", first, end - 1, error)
+        answer, _ = self._sender.send(
+            get_blob._get_kwargs,
+            self._repository,
+            str(self._verifier.digest),
+            self._deadline,
+            range_=range_header(first, end),
+        )
+        return self._checked_part(answer, first, end)
+
+    def _checked_part(self, answer: httpx.Response, first: int, end: int) -> httpx.Response:
+        assert self._verifier.size is not None
+        try:
+            check_part(answer, first, end, self._verifier.size)
+        except BaseException:
+            answer.close()
+            raise
+        return answer
+
+
+def _request_blob(
+    sender: Sender, repository: str, digest: Digest, at: int, deadline: float | None
+) -> httpx.Response:
+    """The registry's answer for the blob from byte ``at`` on, redirects followed."""
+    ranged = {"range_": f"bytes={at}-"} if at else {}
+    answer, _ = sender.send(get_blob._get_kwargs, repository, str(digest), deadline, **ranged)
+    return answer
+
+
+def download_to_partial(
+    sender: Sender,
+    partial: PartialFile,
+    repository: str,
+    digest: Digest,
+    *,
+    deadline: float | None,
+    reporter: ProgressReporter | None,
+    concurrency: int,
+) -> BlobProperties:
+    """Resume or start the download into ``partial``, then commit it; bad partial data is
+    thrown away and the blob downloaded once more."""
+    verifier = BodyVerifier(digest)
+    # Rehashing a large partial file takes a while (and, async, would hold up the loop).
+    offset = run_blocking(partial.replay, verifier)
+    while True:
+        try:
+            return _download_into(
+                sender, partial, repository, verifier, deadline, reporter, concurrency
+            )
+        except (DigestMismatchError, BlobSizeError, ResumeError):
+            if not offset:
+                raise
+            logger.info("partial data for %s was bad; downloading it again", digest)
+        run_blocking(partial.restart)
+        verifier, offset = BodyVerifier(digest), 0
+
+
+def _download_into(
+    sender: Sender,
+    partial: PartialFile,
+    repository: str,
+    verifier: BodyVerifier,
+    deadline: float | None,
+    reporter: ProgressReporter | None,
+    concurrency: int,
+) -> BlobProperties:
+    offset = verifier.received
+    try:
+        download = BlobDownload.open(
+            sender,
+            repository,
+            verifier,
+            deadline=deadline,
+            reporter=reporter,
+            concurrency=concurrency,
+        )
+    except RegistryError as error:
+        if not (offset and error.status_code == 416):
+            raise
+        # The partial file already holds the whole blob: it only needs its check.
+        verifier.finish()
+        if reporter is not None:
+            reporter.finish(offset)
+        run_blocking(partial.commit)
+        return BlobProperties(str(verifier.digest), offset)
+    if offset:
+        logger.info("resuming %s at byte %d of %s", verifier.digest, offset, verifier.size or "?")
+    download._save_into(partial)
+    # fsync can take a while on a busy disk.
+    run_blocking(partial.commit)
+    return download.properties
