@@ -3,6 +3,7 @@ what it says and nothing more, so that SDK tests built on it can trust their set
 
 from __future__ import annotations
 
+import re
 import selectors
 import subprocess
 import sys
@@ -244,6 +245,85 @@ def test_stop_does_not_wait_for_a_stall(registry: Deployment) -> None:
             c.get(f"{proxy.url}/v2/")
         started = time.monotonic()
     assert time.monotonic() - started < 2.0
+
+
+def test_stall_after_holds_the_body_mid_way_then_relays_the_rest(
+    registry: Deployment,
+    repository: str,
+    blob_factory: BlobFactory,
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    digest, data = blob_factory(registry, 3 * 1024 * 1024)
+    proxy = fault_proxy(registry)
+    stall_at = 1024 * 1024 + 5
+    proxy.add(Fault.stall_after(stall_at, 0.6), times=1)
+    url = blob_url(proxy, repository, digest)
+    received = bytearray()
+    # A read timeout inside the stall: the bytes before it arrived, nothing after, and the
+    # connection is still open (a timeout, not an end of body).
+    with (
+        httpx.Client(trust_env=False, timeout=httpx.Timeout(5.0, read=0.2)) as c,
+        c.stream("GET", url) as response,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        for piece in response.iter_raw():
+            received += piece
+    assert bytes(received) == data[:stall_at]
+    # Without a timeout the body waits the stall out and arrives whole.
+    proxy.add(Fault.stall_after(stall_at, 0.6), times=1)
+    gaps = []
+    with client() as c, c.stream("GET", url) as response:
+        received, last = bytearray(), time.monotonic()
+        for piece in response.iter_raw():
+            now = time.monotonic()
+            gaps.append((len(received), now - last))
+            received += piece
+            last = now
+    assert bytes(received) == data
+    # The longest wait between two pieces came right at the stall.
+    assert max(gaps, key=lambda gap: gap[1])[0] == stall_at
+    assert max(gap for _, gap in gaps) >= 0.5
+
+
+def test_stop_ends_a_stall_mid_body_with_a_cut(
+    registry: Deployment, repository: str, blob_factory: BlobFactory
+) -> None:
+    digest, data = blob_factory(registry, 2 * 1024 * 1024)
+    received = bytearray()
+    with FaultProxy(registry.url) as proxy, client() as c:
+        proxy.add(Fault.stall_after(1000, 60.0))
+        response = c.send(c.build_request("GET", blob_url(proxy, repository, digest)), stream=True)
+        pieces = response.iter_raw()
+        while len(received) < 1000:
+            received += next(pieces)
+        started = time.monotonic()
+        proxy.stop()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for piece in pieces:
+                received += piece
+        assert time.monotonic() - started < 2.0
+        response.close()
+    assert bytes(received) == data[:1000]
+
+
+def test_a_rule_can_match_a_header_value_in_full(
+    registry: Deployment,
+    repository: str,
+    blob_factory: BlobFactory,
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    digest, data = blob_factory(registry, 5000)
+    proxy = fault_proxy(registry)
+    rule = proxy.add(Fault.respond(503), headers={"Range": re.escape("bytes=100-199")})
+    url = blob_url(proxy, repository, digest)
+    with client() as c:
+        # No Range, another Range, one that only starts like it: none of them match.
+        assert c.get(url).content == data
+        assert c.get(url, headers={"Range": "bytes=0-99"}).content == data[:100]
+        assert c.get(url, headers={"Range": "bytes=100-1999"}).content == data[100:2000]
+        assert c.get(url, headers={"Range": "bytes=100-199"}).status_code == 503
+    assert rule.fired == 1
+    assert f"Range={re.escape('bytes=100-199')!r}" in repr(rule)
 
 
 def test_unreachable_upstream_is_a_502() -> None:

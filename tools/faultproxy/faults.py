@@ -30,6 +30,8 @@ class Fault:
     drip_size: int | None = None
     drip_interval: float = 0.0
     set_headers: tuple[tuple[str, str], ...] = ()
+    stall_at: int | None = None
+    stall_at_seconds: float = 0.0
 
     @classmethod
     def cut_after(cls, n_bytes: int, *, reset: bool = False) -> Fault:
@@ -96,15 +98,28 @@ class Fault:
         _require(seconds >= 0, f"seconds must be >= 0, got {seconds}")
         return cls(stall=seconds)
 
+    @classmethod
+    def stall_after(cls, n_bytes: int, seconds: float) -> Fault:
+        """Relay `n_bytes` of body, then send nothing for `seconds` with the connection left
+        open, then relay the rest. Stopping the proxy ends the stall with a cut (FIN), so a
+        stall far longer than the test never outlives it. A body no longer than `n_bytes`
+        arrives whole."""
+        _require(n_bytes >= 0, f"n_bytes must be >= 0, got {n_bytes}")
+        _require(seconds >= 0, f"seconds must be >= 0, got {seconds}")
+        return cls(stall_at=n_bytes, stall_at_seconds=seconds)
+
     def __or__(self, other: Fault) -> Fault:
-        """Both faults at once; where they conflict, the earliest cut and the first canned
-        answer win, stalls and shifts add up, and `other`'s drip replaces this one's."""
+        """Both faults at once; where they conflict, the earliest cut, the earliest mid-body
+        stall and the first canned answer win, stalls before headers and shifts add up, and
+        `other`'s drip replaces this one's."""
         if not isinstance(other, Fault):
             return NotImplemented
         canned = self if self.status is not None else other
         cuts = [f for f in (self, other) if f.cut_at is not None]
         cut = min(cuts, key=lambda f: f.cut_at or 0) if cuts else self
         drip = other if other.drip_size is not None else self
+        stalls = [f for f in (self, other) if f.stall_at is not None]
+        stall_at = min(stalls, key=lambda f: f.stall_at or 0) if stalls else self
         return replace(
             self,
             stall=self.stall + other.stall,
@@ -120,6 +135,8 @@ class Fault:
             drip_size=drip.drip_size,
             drip_interval=drip.drip_interval,
             set_headers=self.set_headers + other.set_headers,
+            stall_at=stall_at.stall_at,
+            stall_at_seconds=stall_at.stall_at_seconds,
         )
 
     def __str__(self) -> str:
@@ -140,6 +157,8 @@ class Fault:
             parts.append(f"drip {self.drip_size} B every {self.drip_interval:g} s")
         for name, value in self.set_headers:
             parts.append(f"set {name}: {value}")
+        if self.stall_at is not None:
+            parts.append(f"stall {self.stall_at_seconds:g} s after {self.stall_at} B")
         if self.cut_at is not None:
             parts.append(f"{'reset' if self.reset else 'cut'} after {self.cut_at} B")
         return "; ".join(parts) or "none"
@@ -158,6 +177,7 @@ class Rule:
         method: str | None = None,
         path: str | None = None,
         ranged: bool | None = None,
+        headers: Mapping[str, str] | None = None,
         times: int | None = None,
     ) -> None:
         _require(times is None or times > 0, f"times must be > 0 or None, got {times}")
@@ -165,6 +185,7 @@ class Rule:
         self.method = method.upper() if method is not None else None
         self.path = re.compile(path) if path is not None else None
         self.ranged = ranged
+        self.headers = tuple((name, re.compile(value)) for name, value in (headers or {}).items())
         self.remaining = times
         self.fired = 0
 
@@ -173,11 +194,13 @@ class Rule:
         return self.remaining == 0
 
     def matches(self, request: RecordedRequest) -> bool:
-        """Method equal, path regex found in the path (query excluded), Range present or not."""
+        """Method equal, path regex found in the path (query excluded), Range present or not,
+        and each of `headers` present with a value its regex matches in full."""
         return (
             (self.method is None or request.method == self.method)
             and (self.path is None or self.path.search(request.path) is not None)
             and (self.ranged is None or (request.header("Range") is not None) == self.ranged)
+            and all(_full_match(pattern, request.header(name)) for name, pattern in self.headers)
         )
 
     def fire(self) -> None:
@@ -197,6 +220,7 @@ class Rule:
             )
             if value is not None
         ]
+        conditions += [f"{name}={pattern.pattern!r}" for name, pattern in self.headers]
         return f"Rule({self.fault}; {', '.join(conditions)}; fired={self.fired})"
 
 
@@ -206,6 +230,10 @@ class Firing:
 
     rule: Rule
     request: RecordedRequest
+
+
+def _full_match(pattern: re.Pattern[str], value: str | None) -> bool:
+    return value is not None and pattern.fullmatch(value) is not None
 
 
 def _require(condition: bool, message: str) -> None:

@@ -7,6 +7,7 @@ import ipaddress
 import re
 import ssl
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, Self, cast
 from urllib.parse import urlsplit
 
@@ -79,13 +80,16 @@ class FaultProxy(Service):
         method: str | None = None,
         path: str | None = None,
         ranged: bool | None = None,
+        headers: Mapping[str, str] | None = None,
         times: int | None = None,
     ) -> Rule:
         """Apply `fault` to matching requests: `method`, `path` (a regex searched in the path),
-        `ranged` (True: only with a Range header, False: only without), the first `times`
-        (None: all). A request matching several rules gets all their faults (see Fault.__or__).
+        `ranged` (True: only with a Range header, False: only without), `headers` (each header
+        present, its value matched in full by the regex: `{"Range": re.escape("bytes=8-15")}`),
+        the first `times` (None: all). A request matching several rules gets all their faults
+        (see Fault.__or__).
         """
-        rule = Rule(fault, method=method, path=path, ranged=ranged, times=times)
+        rule = Rule(fault, method=method, path=path, ranged=ranged, headers=headers, times=times)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -261,6 +265,7 @@ class _Handler(RelayHandler):
         proxy: FaultProxy,
     ) -> None:
         offset = 0
+        stall_at = fault.stall_at
         while True:
             if fault.drip_size is not None:
                 piece = response.read(fault.drip_size)
@@ -272,15 +277,32 @@ class _Handler(RelayHandler):
             if not piece:
                 break
             piece = _flip(piece, offset, fault.flips)
-            if fault.cut_at is not None and offset + len(piece) > fault.cut_at:
-                writer.write(piece[: fault.cut_at - offset])
-                proxy._relayed(fault.cut_at - offset)
-                self.cut(reset=fault.reset)
+            if stall_at is not None and offset + len(piece) > stall_at:
+                head, piece = piece[: stall_at - offset], piece[stall_at - offset :]
+                if not self._write_body(head, offset, writer, fault, proxy):
+                    return
+                offset += len(head)
+                stall_at = None
+                if not proxy._pause(fault.stall_at_seconds):
+                    self.cut()
+                    return
+            if not self._write_body(piece, offset, writer, fault, proxy):
                 return
-            writer.write(piece)
-            proxy._relayed(len(piece))
             offset += len(piece)
         writer.end()
+
+    def _write_body(
+        self, piece: bytes, offset: int, writer: BodyWriter, fault: Fault, proxy: FaultProxy
+    ) -> bool:
+        """Write `piece`, found at `offset` of the body, up to the cut; False once cut."""
+        if fault.cut_at is not None and offset + len(piece) > fault.cut_at:
+            writer.write(piece[: fault.cut_at - offset])
+            proxy._relayed(fault.cut_at - offset)
+            self.cut(reset=fault.reset)
+            return False
+        writer.write(piece)
+        proxy._relayed(len(piece))
+        return True
 
 
 def _flip(piece: bytes, offset: int, flips: frozenset[int]) -> bytes:
