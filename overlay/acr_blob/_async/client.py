@@ -32,7 +32,7 @@ from .download import AsyncBlobDownload, AsyncSender, download_to_partial
 
 
 async def _check_location(response: httpx.Response) -> None:
-    """``check_location`` as a response hook (the async client awaits its hooks)."""
+    """``check_location`` as a response hook (an async client's hooks are coroutines)."""
     check_location(response)
 
 
@@ -52,8 +52,8 @@ class AsyncBlobClient:
     connection errors) and how broken bodies are resumed. ``resume`` (default on) keeps a
     failed :meth:`download_blob_to_file`'s partial file for the next call to continue.
 
-    :class:`~acr_blob.BlobClient` and :class:`~acr_blob.AsyncBlobClient` take the same
-    arguments and behave alike; the async one never holds up its event loop on the disk.
+    The sync and the async client take the same arguments and behave alike; the async one
+    never holds up its event loop on the disk.
 
     Example::
 
