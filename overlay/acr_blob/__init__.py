@@ -15,15 +15,17 @@ from ._progress import ProgressCallback
 from ._sync import BlobClient, BlobDownload
 from .auth import RegistryAuth
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
-from .docker_config import CredentialHelperError, DockerConfigError, docker_config_credential
+from .docker_config import docker_config_credential
 from .errors import (
     AuthenticationError,
     BlobError,
     BlobNotFoundError,
     BlobSizeError,
+    CredentialHelperError,
     DeadlineExceededError,
     DigestMismatchError,
     DiskFullError,
+    DockerConfigError,
     InsecureCredentialError,
     InsecureRedirectError,
     InvalidDigestError,
