@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from .credentials import BasicCredential, RefreshTokenCredential
 from .errors import CredentialHelperError, DockerConfigError, InvalidEndpointError
+from .references import DOCKER_HUB_CONFIG_KEY, is_docker_hub
 
 __all__ = [
     "CredentialHelperError",
@@ -50,10 +51,9 @@ DockerCredential = BasicCredential | RefreshTokenCredential
 # Builds the error for a helper that misbehaved: (what happened, exit code, output excerpt).
 _Failure = Callable[[str, "int | None", str], "CredentialHelperError"]
 
+# The key every one of Docker Hub's names (references.DOCKER_HUB_HOSTS) normalises to; its
+# credentials are stored and asked for under references.DOCKER_HUB_CONFIG_KEY.
 _DOCKER_HUB = "index.docker.io"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-# Docker Hub credentials are stored under this URL, not under a host name, by `docker login`.
-_DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
 # The exact text docker-credential-helpers print (on stdout) when they hold nothing for a host.
 _NOT_FOUND = "credentials not found in native keychain"
 # docker-credential-helpers' convention: this user name means "Secret is an identity token".
@@ -169,11 +169,11 @@ def _normalise(address: str) -> str:
     else:
         host = address.partition("/")[0]
     host = host.lower()
-    return _DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+    return _DOCKER_HUB if is_docker_hub(host) else host
 
 
 def _server_url(host: str) -> str:
-    return _DOCKER_HUB_SERVER_URL if host == _DOCKER_HUB else host
+    return DOCKER_HUB_CONFIG_KEY if host == _DOCKER_HUB else host
 
 
 def _json_type(value: object) -> str:
