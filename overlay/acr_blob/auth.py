@@ -8,7 +8,6 @@ once and shared by every request, thread and task of the client until it nears e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -16,11 +15,10 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import httpx
-from dateutil.parser import isoparse
 
 from acr_blob_api.api.authentication import (
     exchange_aad_access_token_for_acr_refresh_token,
@@ -41,6 +39,9 @@ from ._protocol import is_loopback, origin, redact_url, registry_errors
 from .challenges import parse_challenges
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .errors import AuthenticationError, InsecureCredentialError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["ACR_AAD_SCOPE", "RegistryAuth"]
 
@@ -236,6 +237,9 @@ class RegistryAuth(httpx.Auth):
             return self._thread_locks.setdefault(key, threading.Lock())
 
     def _task_lock(self, key: TokenKey) -> asyncio.Lock:
+        # Imported here, where an async flow needs it, so that sync users never load asyncio.
+        import asyncio
+
         # asyncio locks belong to one event loop; a client may be used from several in turn.
         with self._guard:
             locks = self._task_locks.setdefault(asyncio.get_running_loop(), {})
@@ -417,6 +421,8 @@ def _lifetime(answer: AcrAccessToken, token: str) -> float:
     if isinstance(answer.expires_in, int) and answer.expires_in > 0:
         lifetime = float(answer.expires_in)
         if isinstance(answer.issued_at, str):
+            from dateutil.parser import isoparse  # here: dateutil costs start-up time
+
             try:
                 age = time.time() - isoparse(answer.issued_at).timestamp()
             except (ValueError, OverflowError):
