@@ -14,9 +14,10 @@ import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acr_blob_api.models import AcrErrorInfo
+if TYPE_CHECKING:
+    from acr_blob_api.models import AcrErrorInfo
 
 __all__ = [
     "AuthenticationError",
