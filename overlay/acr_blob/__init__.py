@@ -9,10 +9,11 @@ Example::
 """
 
 from ._async import AsyncBlobClient, AsyncBlobDownload
-from ._config import DEFAULT_TIMEOUT, Credential, __version__
+from ._config import DEFAULT_TIMEOUT, Credential
 from ._log_redaction import disable_log_redaction, enable_log_redaction
 from ._progress import ProgressCallback
 from ._sync import BlobClient, BlobDownload
+from ._version import __version__
 from .auth import RegistryAuth
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .docker_config import docker_config_credential
