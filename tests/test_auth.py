@@ -460,3 +460,118 @@ def test_acr_tokens_are_renewed_before_they_expire(
         client.download_blob(repository, digest).readall()
     assert fresh_token_server.count("/oauth2/exchange") == 2
     assert len(credential.scopes) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Which repository a request is for: the paths come from the spec's builders.
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("path", "repository"),
+    [
+        (f"/v2/prod/bash/blobs/{DIGEST}", "prod/bash"),
+        ("/v2/prod/bash/blobs/uploads/", "prod/bash"),
+        ("/v2/prod/bash/manifests/latest", "prod/bash"),
+        (f"/v2/a/b/c/manifests/{DIGEST}", "a/b/c"),
+        ("/v2/prod/bash/tags/list", "prod/bash"),
+        ("/v2/prod/bash/tags/list?n=10&last=v1", "prod/bash"),
+        ("/v2/", ""),
+        ("/v2/prod/bash", ""),
+        ("/oauth2/token", ""),
+        ("/v1/prod/bash/blobs/x", ""),
+        ("/other/v2/prod/blobs/x", ""),
+    ],
+)
+def test_the_repository_of_a_request(path: str, repository: str) -> None:
+    from acr_blob.auth import _repository
+
+    assert _repository(httpx.Request("GET", f"https://r.test{path}")) == repository
+
+
+def test_the_repository_of_every_path_the_spec_builds() -> None:
+    from urllib.parse import unquote
+
+    from acr_blob.auth import _repository
+    from acr_blob_api.api.blob import check_blob_exists, get_blob
+    from acr_blob_api.api.manifest import check_manifest_exists, get_manifest
+    from acr_blob_api.api.tag import list_tags
+
+    built = [
+        get_blob._get_kwargs(name="prod/bash", digest=DIGEST),
+        check_blob_exists._get_kwargs(name="prod/bash", digest=DIGEST),
+        get_manifest._get_kwargs(name="prod/bash", reference="5.2"),
+        check_manifest_exists._get_kwargs(name="prod/bash", reference=DIGEST),
+        list_tags._get_kwargs(name="prod/bash", n=10),
+    ]
+    for kwargs in built:
+        # The overlay sends paths unquoted (slashes literal), as registries expect them.
+        request = httpx.Request(kwargs["method"], "https://r.test" + unquote(kwargs["url"]))
+        assert _repository(request) == "prod/bash", kwargs["url"]
+
+
+def test_a_token_learned_on_a_blob_goes_with_its_manifests_and_tags() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        authorization = request.headers.get("Authorization")
+        seen.append((request.url.path, authorization))
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": request.url.params["scope"]})
+        repository = request.url.path.split("/")[3]  # /v2/prod/<repository>/...
+        scope = f"repository:prod/{repository}:pull"
+        if authorization == f"Bearer {scope}":
+            return httpx.Response(200)
+        challenge = f'Bearer realm="https://r.test/token",service="r.test",scope="{scope}"'
+        return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+
+    with httpx.Client(
+        transport=httpx.MockTransport(handle), auth=RegistryAuth(), base_url="https://r.test"
+    ) as client:
+        for path in (
+            f"/v2/prod/bash/blobs/{DIGEST}",
+            "/v2/prod/bash/manifests/latest",
+            "/v2/prod/bash/tags/list",
+            "/v2/prod/zsh/manifests/latest",
+        ):
+            assert client.get(path).status_code == 200
+    bash, zsh = "Bearer repository:prod/bash:pull", "Bearer repository:prod/zsh:pull"
+    assert seen == [
+        (f"/v2/prod/bash/blobs/{DIGEST}", None),
+        ("/token", None),
+        (f"/v2/prod/bash/blobs/{DIGEST}", bash),
+        # Same repository: its token goes at once, without a second challenge.
+        ("/v2/prod/bash/manifests/latest", bash),
+        ("/v2/prod/bash/tags/list", bash),
+        # Another repository has not been challenged yet: nothing is sent.
+        ("/v2/prod/zsh/manifests/latest", None),
+        ("/token", None),
+        ("/v2/prod/zsh/manifests/latest", zsh),
+    ]
+
+
+def test_the_overlay_spells_no_registry_path() -> None:
+    """Paths come from spec/ through the generated builders; docstrings may mention them."""
+    import ast
+
+    found = []
+    for source in sorted((Path(__file__).parent.parent / "overlay" / "acr_blob").glob("*.py")):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and ("/v2/" in node.value or "/oauth2" in node.value)
+            ):
+                found.append(f"{source.name}:{node.lineno}: {node.value!r}")
+    assert not found

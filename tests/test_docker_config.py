@@ -21,6 +21,12 @@ from acr_blob.docker_config import (
     docker_config_path,
 )
 from acr_blob.errors import BlobError, InvalidEndpointError
+from acr_blob.references import (
+    DOCKER_HUB_CONFIG_KEY,
+    DOCKER_HUB_ENDPOINT,
+    DOCKER_HUB_HOSTS,
+    parse_blob_reference,
+)
 
 ACR = "myregistry.azurecr.io"
 SECRET = "s3cret-Secret-9f2c"
@@ -204,6 +210,42 @@ def test_docker_hub_aliases_match_the_v1_key(
         tmp_path, {"auths": {"https://index.docker.io/v1/": {"auth": b64("hubuser:hubpass")}}}
     )
     assert lookup(registry, config, environ) == BasicCredential("hubuser", "hubpass")
+
+
+# Docker Hub's names: each one a credential may be stored under, and each one a registry may be
+# named by (the legacy config key included, as docker accepts it for `docker login`).
+HUB_NAMES = [*sorted(DOCKER_HUB_HOSTS), DOCKER_HUB_CONFIG_KEY]
+
+
+def test_docker_hub_names_are_docker_cli_and_containerd_ones() -> None:
+    assert {"docker.io", "index.docker.io", "registry-1.docker.io"} == DOCKER_HUB_HOSTS
+    assert DOCKER_HUB_CONFIG_KEY == "https://index.docker.io/v1/"
+
+
+@pytest.mark.parametrize("named", HUB_NAMES)
+@pytest.mark.parametrize("stored", HUB_NAMES)
+def test_docker_hub_names_agree_with_blob_references(
+    tmp_path: Path, environ: dict[str, str], stored: str, named: str
+) -> None:
+    config = write_config(tmp_path, {"auths": {stored: {"auth": b64("hubuser:hubpass")}}})
+    assert lookup(named, config, environ) == BasicCredential("hubuser", "hubpass")
+    # A blob reference naming Docker Hub by any of its hosts gets the endpoint whose credential
+    # is that one (the CLI looks credentials up by the reference's endpoint).
+    host = named.removeprefix("https://").partition("/")[0]
+    reference = parse_blob_reference(f"{host}/ubuntu@sha256:{'ab' * 32}")
+    assert (reference.endpoint, reference.repository) == (DOCKER_HUB_ENDPOINT, "library/ubuntu")
+    assert lookup(reference.endpoint, config, environ) == BasicCredential("hubuser", "hubpass")
+
+
+@pytest.mark.parametrize("stored", sorted(DOCKER_HUB_HOSTS))
+def test_docker_hub_helpers_under_any_name_are_asked_for_the_v1_url(
+    tmp_path: Path, environ: dict[str, str], helper: Helper, stored: str
+) -> None:
+    log = helper("hub", {DOCKER_HUB_CONFIG_KEY: {"Username": "hub", "Secret": "pw"}})
+    config = write_config(tmp_path, {"credHelpers": {stored: "hub"}})
+    for named in HUB_NAMES:
+        assert lookup(named, config, environ) == BasicCredential("hub", "pw")
+    assert requests(log) == [DOCKER_HUB_CONFIG_KEY] * len(HUB_NAMES)
 
 
 def test_no_entry_for_the_host_is_none(tmp_path: Path, environ: dict[str, str]) -> None:

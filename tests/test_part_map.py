@@ -75,7 +75,10 @@ def crash(
     """Run the CLI's 4-part download, SIGKILL it once ``when(map spans, partial's allocated
     bytes)`` holds, and return the map as the crash left it."""
     partial, parts = (folder / name for name in names(digest))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "overlay"), str(ROOT)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "overlay"), str(ROOT / "generated"), str(ROOT)]),
+    }
     process = subprocess.Popen(
         [
             sys.executable,

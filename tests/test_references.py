@@ -31,6 +31,9 @@ DIGEST = f"sha256:{HEX}"
         ("docker.io/ubuntu", "https://registry-1.docker.io", "library/ubuntu"),
         ("index.docker.io/bitnami/redis", "https://registry-1.docker.io", "bitnami/redis"),
         ("registry-1.docker.io/library/ubuntu", "https://registry-1.docker.io", "library/ubuntu"),
+        ("registry-1.docker.io/ubuntu", "https://registry-1.docker.io", "library/ubuntu"),
+        ("Index.Docker.IO/ubuntu", "https://registry-1.docker.io", "library/ubuntu"),
+        ("https://docker.io/ubuntu", "https://registry-1.docker.io", "library/ubuntu"),
     ],
 )
 def test_parses_references(text: str, endpoint: str, repository: str) -> None:

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 import acr_blob
+import acr_blob.errors
 from acr_blob import (
     AuthenticationError,
     BasicCredential,
@@ -38,6 +39,9 @@ def test_every_error_class_has_the_readable_repr() -> None:
     exported = [getattr(acr_blob, name) for name in acr_blob.__all__]
     classes = [c for c in exported if isinstance(c, type) and issubclass(c, Exception)]
     assert len(classes) == 21
+    # Every one is defined in errors.py and listed there, whichever module raises it.
+    assert {c.__module__ for c in classes} == {"acr_blob.errors"}
+    assert sorted(c.__name__ for c in classes) == sorted(acr_blob.errors.__all__)
     for cls in classes:
         assert cls.__repr__ is BlobError.__repr__, f"{cls.__name__} overrides the common repr"
         assert cls.__doc__ and "Example::" in cls.__doc__, cls.__name__

@@ -80,7 +80,10 @@ def check_downloaded_once(proxy: FaultProxy, target: Path, data: bytes) -> None:
 
 
 def cli(proxy: FaultProxy, digest: str, target: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "overlay"), str(ROOT)])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "overlay"), str(ROOT / "generated"), str(ROOT)]),
+    }
     return subprocess.Popen(
         [
             sys.executable,

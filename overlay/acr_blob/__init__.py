@@ -8,22 +8,24 @@ Example::
         client.download_blob_to_file("prod/bash", "sha256:...", "layer.tar.gz")
 """
 
-from ._async import AsyncBlobClient, AsyncBlobDownload
-from ._config import DEFAULT_TIMEOUT, Credential, __version__
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._log_redaction import disable_log_redaction, enable_log_redaction
 from ._progress import ProgressCallback
-from ._sync import BlobClient, BlobDownload
-from .auth import RegistryAuth
-from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
-from .docker_config import CredentialHelperError, DockerConfigError, docker_config_credential
+from ._version import __version__
 from .errors import (
     AuthenticationError,
     BlobError,
     BlobNotFoundError,
     BlobSizeError,
+    CredentialHelperError,
     DeadlineExceededError,
     DigestMismatchError,
     DiskFullError,
+    DockerConfigError,
     InsecureCredentialError,
     InsecureRedirectError,
     InvalidDigestError,
@@ -37,15 +39,23 @@ from .errors import (
     TooManyRedirectsError,
     TransportError,
 )
-from .models import BlobProperties
-from .references import (
-    BlobReference,
-    Digest,
-    parse_blob_reference,
-    parse_digest,
-    validate_repository,
-)
-from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._async import AsyncBlobClient, AsyncBlobDownload
+    from ._config import DEFAULT_TIMEOUT, Credential
+    from ._sync import BlobClient, BlobDownload
+    from .auth import RegistryAuth
+    from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+    from .docker_config import docker_config_credential
+    from .models import BlobProperties
+    from .references import (
+        BlobReference,
+        Digest,
+        parse_blob_reference,
+        parse_digest,
+        validate_repository,
+    )
+    from .retry import RetryPolicy
 
 # httpx logs signed URLs at INFO and httpcore credential headers at DEBUG: redact them for
 # everyone who turns logging on, the way azure-core's logging policy does by default.
@@ -96,3 +106,42 @@ __all__ = [
     "parse_digest",
     "validate_repository",
 ]
+
+# Everything but the errors, the log redaction and the version is imported on first use
+# (PEP 562): the
+# clients bring asyncio, concurrent.futures, httpcore's internals and the file machinery, auth
+# the generated client, docker_config subprocess, and the rest attrs. `import acr_blob` and
+# `acr-blob --help` need none of them.
+_LAZY = {
+    "AsyncBlobClient": "._async",
+    "AsyncBlobDownload": "._async",
+    "BlobClient": "._sync",
+    "BlobDownload": "._sync",
+    "DEFAULT_TIMEOUT": "._config",
+    "Credential": "._config",
+    "RegistryAuth": ".auth",
+    "BasicCredential": ".credentials",
+    "RefreshTokenCredential": ".credentials",
+    "TokenCredential": ".credentials",
+    "docker_config_credential": ".docker_config",
+    "BlobProperties": ".models",
+    "BlobReference": ".references",
+    "Digest": ".references",
+    "parse_blob_reference": ".references",
+    "parse_digest": ".references",
+    "validate_repository": ".references",
+    "RetryPolicy": ".retry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

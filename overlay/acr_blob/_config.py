@@ -11,21 +11,12 @@ import httpx
 from acr_blob_api import Client
 
 from ._protocol import is_loopback
+from ._version import __version__
 from .auth import RegistryAuth
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .errors import InsecureCredentialError, InvalidEndpointError
 
 __all__ = ["DEFAULT_TIMEOUT", "Credential", "TimeoutTypes", "VerifyTypes"]
-
-__version__ = "0.1.0"
-"""The installed version of acr-blob, also sent in the ``User-Agent`` header.
-
-Example::
-
-    >>> import acr_blob
-    >>> acr_blob.__version__.count(".")
-    2
-"""
 
 Credential: TypeAlias = (
     tuple[str, str] | BasicCredential | RefreshTokenCredential | TokenCredential | httpx.Auth | None

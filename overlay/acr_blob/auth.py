@@ -8,7 +8,6 @@ once and shared by every request, thread and task of the client until it nears e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -16,17 +15,19 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 import httpx
-from dateutil.parser import isoparse
 
 from acr_blob_api.api.authentication import (
     exchange_aad_access_token_for_acr_refresh_token,
     exchange_acr_refresh_token_for_acr_access_token,
     get_acr_access_token,
 )
+from acr_blob_api.api.blob import get_blob
+from acr_blob_api.api.manifest import get_manifest
+from acr_blob_api.api.tag import list_tags
 from acr_blob_api.models import (
     AcrAccessToken,
     AcrAccessTokenRequest,
@@ -38,6 +39,9 @@ from ._protocol import is_loopback, origin, redact_url, registry_errors
 from .challenges import parse_challenges
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .errors import AuthenticationError, InsecureCredentialError
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["ACR_AAD_SCOPE", "RegistryAuth"]
 
@@ -101,12 +105,37 @@ def _jwt_lifetime(token: str) -> float | None:
         return None
 
 
+def _path_shape(url: str, name: str) -> tuple[str, str]:
+    """What comes before the repository ``name`` in a built path, and the segment after it:
+    ``/v2/NAME/blobs/DIGEST`` -> ``("/v2/", "/blobs/")``."""
+    before, found, after = url.partition(name)
+    assert found and after.startswith("/"), url
+    return before, after[: after.index("/", 1) + 1]
+
+
+# The paths whose repository a registry scopes tokens to, taken once from the spec's builders.
+_NAME = "repository-name"
+_SHAPES = [
+    _path_shape(get_blob._get_kwargs(name=_NAME, digest="sha256:0")["url"], _NAME),
+    _path_shape(get_manifest._get_kwargs(name=_NAME, reference="latest")["url"], _NAME),
+    _path_shape(list_tags._get_kwargs(name=_NAME)["url"], _NAME),
+]
+_V2_PREFIX = _SHAPES[0][0]
+assert all(prefix == _V2_PREFIX for prefix, _ in _SHAPES), _SHAPES
+_REPOSITORY_MARKERS = tuple(marker for _, marker in _SHAPES)
+# ACR's exchange of an AAD token, on the token server's origin.
+_EXCHANGE_PATH: str = exchange_aad_access_token_for_acr_refresh_token._get_kwargs(
+    body=AcrRefreshTokenRequest(grant_type="access_token", service="")
+)["url"]
+
+
 def _repository(request: httpx.Request) -> str:
     """``/v2/<name>/blobs/...`` -> ``<name>``: the unit a registry grants tokens for."""
     path = request.url.path
-    for marker in ("/blobs/", "/manifests/", "/tags/"):
-        if path.startswith("/v2/") and marker in path:
-            return path[4 : path.index(marker)]
+    if path.startswith(_V2_PREFIX):
+        for marker in _REPOSITORY_MARKERS:
+            if marker in path:
+                return path[len(_V2_PREFIX) : path.index(marker)]
     return ""
 
 
@@ -208,6 +237,9 @@ class RegistryAuth(httpx.Auth):
             return self._thread_locks.setdefault(key, threading.Lock())
 
     def _task_lock(self, key: TokenKey) -> asyncio.Lock:
+        # Imported here, where an async flow needs it, so that sync users never load asyncio.
+        import asyncio
+
         # asyncio locks belong to one event loop; a client may be used from several in turn.
         with self._guard:
             locks = self._task_locks.setdefault(asyncio.get_running_loop(), {})
@@ -323,7 +355,7 @@ class RegistryAuth(httpx.Auth):
         self, realm: str, service: str, scope: str
     ) -> Generator[httpx.Request, httpx.Response | None, str]:
         """An ACR refresh token for this registry, from the AAD credential, cached."""
-        where = httpx.URL(realm).copy_with(path="/oauth2/exchange", query=None)
+        where = httpx.URL(realm).copy_with(path=_EXCHANGE_PATH, query=None)
         cache_key = (str(where), service)
         cached = self._refresh_tokens.get(cache_key)
         if cached:
@@ -389,6 +421,8 @@ def _lifetime(answer: AcrAccessToken, token: str) -> float:
     if isinstance(answer.expires_in, int) and answer.expires_in > 0:
         lifetime = float(answer.expires_in)
         if isinstance(answer.issued_at, str):
+            from dateutil.parser import isoparse  # here: dateutil costs start-up time
+
             try:
                 age = time.time() - isoparse(answer.issued_at).timestamp()
             except (ValueError, OverflowError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.request import parse_http_list
 
 import attrs
 
@@ -44,6 +43,31 @@ def _unquote(value: str) -> str:
     return value
 
 
+def _split(header: str) -> list[str]:
+    """The comma-separated items of a header, stripped; a comma in a quoted string is kept.
+
+    Like ``urllib.request.parse_http_list`` (which would import all of ``urllib.request``), but
+    quoted strings keep their backslash escapes, which :func:`_unquote` resolves once.
+    """
+    items: list[str] = []
+    part: list[str] = []
+    quoted = escaped = False
+    for char in header:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            items.append("".join(part).strip())
+            part = []
+            continue
+        part.append(char)
+    items.append("".join(part).strip())
+    return items
+
+
 def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     """Every challenge in the given header values; malformed pieces are skipped, never raised.
 
@@ -57,9 +81,7 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     """
     challenges: list[Challenge] = []
     for header in headers:
-        # parse_http_list splits at commas outside quoted strings.
-        for item in parse_http_list(header):
-            item = item.strip()
+        for item in _split(header):
             if not item:
                 continue
             head, equals, rest = item.partition("=")

@@ -17,24 +17,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import attrs
 import httpx
 
-from ._cli_logs import request_logs, wait_notice
-from ._cli_progress import ProgressBar
-from ._config import (
-    DEFAULT_TIMEOUT,
-    MAX_CONCURRENCY,
-    Credential,
-    __version__,
-    check_concurrency,
-    normalize_endpoint,
-)
-from ._protocol import is_loopback
-from ._sync import BlobClient
-from .credentials import BasicCredential
-from .docker_config import docker_config_credential
+from ._version import __version__
 from .errors import (
     AuthenticationError,
     BlobError,
@@ -42,13 +29,14 @@ from .errors import (
     BlobSizeError,
     DigestMismatchError,
 )
-from .models import BlobProperties
-from .references import (
-    BlobReference,
-    parse_blob_reference,
-    parse_digest,
-    validate_repository,
-)
+
+# What the commands need (the client, its settings, attrs, the progress bar and logs) is
+# imported when a command runs, so that `acr-blob --help` costs little more than httpx.
+if TYPE_CHECKING:
+    from ._cli_progress import ProgressBar
+    from ._config import Credential
+    from .models import BlobProperties
+    from .references import BlobReference
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -79,6 +67,8 @@ def _positive_float(text: str) -> float:
 
 
 def _concurrency(text: str) -> int:
+    from ._config import MAX_CONCURRENCY, check_concurrency
+
     try:
         return check_concurrency(int(text))
     except ValueError:
@@ -174,6 +164,10 @@ class _UsageError(Exception):
 
 def _target(args: argparse.Namespace) -> BlobReference:
     """The blob the arguments name, checked, and refused over plain http beyond loopback."""
+    from ._config import normalize_endpoint
+    from ._protocol import is_loopback
+    from .references import BlobReference, parse_blob_reference, parse_digest, validate_repository
+
     if args.repository is None:
         target = parse_blob_reference(args.reference)
     elif args.digest is None:
@@ -197,6 +191,9 @@ def _target(args: argparse.Namespace) -> BlobReference:
 
 def _credential(args: argparse.Namespace, endpoint: str) -> Credential:
     """Flags, then environment variables, then the Docker configuration."""
+    from .credentials import BasicCredential
+    from .docker_config import docker_config_credential
+
     if args.anonymous:
         return None
     username = args.username or os.environ.get(USERNAME_VARIABLE)
@@ -219,6 +216,8 @@ def _credential(args: argparse.Namespace, endpoint: str) -> Credential:
 
 
 def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> None:
+    import attrs
+
     if args.json:
         print(json.dumps(attrs.asdict(properties), indent=2))
     elif not args.quiet:
@@ -227,6 +226,12 @@ def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> N
 
 
 def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
+    import attrs
+
+    from ._cli_logs import wait_notice
+    from ._config import DEFAULT_TIMEOUT
+    from ._sync import BlobClient
+
     target = _target(args)
     if args.command == "get" and args.output == "-" and args.json:
         raise _UsageError("--json needs -o FILE: with -o - stdout carries the blob")
@@ -284,6 +289,9 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``acr-blob`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    from ._cli_logs import request_logs
+    from ._cli_progress import ProgressBar
+
     # The bar only where someone watches, and not mixed into request logs.
     show_bar = args.command == "get" and not (args.quiet or args.verbose) and sys.stderr.isatty()
     bar = ProgressBar(sys.stderr) if show_bar else None

@@ -37,7 +37,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .credentials import BasicCredential, RefreshTokenCredential
-from .errors import BlobError, InvalidEndpointError
+from .errors import CredentialHelperError, DockerConfigError, InvalidEndpointError
+from .references import DOCKER_HUB_CONFIG_KEY, is_docker_hub
 
 __all__ = [
     "CredentialHelperError",
@@ -50,10 +51,9 @@ DockerCredential = BasicCredential | RefreshTokenCredential
 # Builds the error for a helper that misbehaved: (what happened, exit code, output excerpt).
 _Failure = Callable[[str, "int | None", str], "CredentialHelperError"]
 
+# The key every one of Docker Hub's names (references.DOCKER_HUB_HOSTS) normalises to; its
+# credentials are stored and asked for under references.DOCKER_HUB_CONFIG_KEY.
 _DOCKER_HUB = "index.docker.io"
-_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-# Docker Hub credentials are stored under this URL, not under a host name, by `docker login`.
-_DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
 # The exact text docker-credential-helpers print (on stdout) when they hold nothing for a host.
 _NOT_FOUND = "credentials not found in native keychain"
 # docker-credential-helpers' convention: this user name means "Secret is an identity token".
@@ -68,60 +68,6 @@ _JSON_TYPES: dict[type, str] = {
     bool: "a boolean",
     type(None): "null",
 }
-
-
-class DockerConfigError(BlobError):
-    """The Docker configuration file is unreadable, not JSON, or has fields of the wrong type.
-
-    ``path`` is the file. The message names the file and the field, never a secret.
-
-    Example::
-
-        try:
-            credential = docker_config_credential("myregistry.azurecr.io")
-        except DockerConfigError as error:
-            print(f"fix {error.path}: {error}")
-    """
-
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = None if path is None else Path(path)
-        super().__init__(message)
-
-    def _repr_fields(self) -> dict[str, Any]:
-        return {"path": None if self.path is None else str(self.path)}
-
-
-class CredentialHelperError(DockerConfigError):
-    """A credential helper is missing, failed, timed out or answered something other than JSON.
-
-    ``helper`` is the program's name (``docker-credential-<name>``), ``exit_code`` its exit
-    status (``None`` when it was not found, could not start or timed out) and ``stderr`` a short
-    excerpt of what it printed on stderr.
-
-    Example::
-
-        try:
-            credential = docker_config_credential("myregistry.azurecr.io")
-        except CredentialHelperError as error:
-            print(f"{error.helper} failed with exit code {error.exit_code}: {error.stderr}")
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        helper: str,
-        path: str | os.PathLike[str] | None = None,
-        exit_code: int | None = None,
-        stderr: str = "",
-    ) -> None:
-        self.helper = helper
-        self.exit_code = exit_code
-        self.stderr = stderr
-        super().__init__(message, path=path)
-
-    def _repr_fields(self) -> dict[str, Any]:
-        return {"helper": self.helper, "exit_code": self.exit_code, **super()._repr_fields()}
 
 
 @dataclass(frozen=True)
@@ -223,11 +169,11 @@ def _normalise(address: str) -> str:
     else:
         host = address.partition("/")[0]
     host = host.lower()
-    return _DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+    return _DOCKER_HUB if is_docker_hub(host) else host
 
 
 def _server_url(host: str) -> str:
-    return _DOCKER_HUB_SERVER_URL if host == _DOCKER_HUB else host
+    return DOCKER_HUB_CONFIG_KEY if host == _DOCKER_HUB else host
 
 
 def _json_type(value: object) -> str:

@@ -13,18 +13,22 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from acr_blob_api.models import AcrErrorInfo
+if TYPE_CHECKING:
+    from acr_blob_api.models import AcrErrorInfo
 
 __all__ = [
     "AuthenticationError",
     "BlobError",
     "BlobNotFoundError",
     "BlobSizeError",
+    "CredentialHelperError",
     "DeadlineExceededError",
     "DigestMismatchError",
     "DiskFullError",
+    "DockerConfigError",
     "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
@@ -462,3 +466,57 @@ class StorageError(BlobError):
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"status_code": self.status_code, "code": self.code}
+
+
+class DockerConfigError(BlobError):
+    """The Docker configuration file is unreadable, not JSON, or has fields of the wrong type.
+
+    ``path`` is the file. The message names the file and the field, never a secret.
+
+    Example::
+
+        try:
+            credential = docker_config_credential("myregistry.azurecr.io")
+        except DockerConfigError as error:
+            print(f"fix {error.path}: {error}")
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        super().__init__(message)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"path": None if self.path is None else str(self.path)}
+
+
+class CredentialHelperError(DockerConfigError):
+    """A credential helper is missing, failed, timed out or answered something other than JSON.
+
+    ``helper`` is the program's name (``docker-credential-<name>``), ``exit_code`` its exit
+    status (``None`` when it was not found, could not start or timed out) and ``stderr`` a short
+    excerpt of what it printed on stderr.
+
+    Example::
+
+        try:
+            credential = docker_config_credential("myregistry.azurecr.io")
+        except CredentialHelperError as error:
+            print(f"{error.helper} failed with exit code {error.exit_code}: {error.stderr}")
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        helper: str,
+        path: str | os.PathLike[str] | None = None,
+        exit_code: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        self.helper = helper
+        self.exit_code = exit_code
+        self.stderr = stderr
+        super().__init__(message, path=path)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"helper": self.helper, "exit_code": self.exit_code, **super()._repr_fields()}

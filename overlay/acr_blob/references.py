@@ -102,9 +102,33 @@ _HOST = re.compile(
 )
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _SCHEMES = ("https://", "http://")
-# Docker Hub's names for itself in references, and the host that serves its registry API.
-_DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io"})
-_DOCKER_HUB_REGISTRY = "https://registry-1.docker.io"
+
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+"""Docker Hub's host names, as docker/cli and containerd know them: ``docker.io`` (the name in
+references), ``index.docker.io`` (the legacy one, still in config keys) and
+``registry-1.docker.io`` (the host that serves its registry API). The one set both blob
+references and the Docker configuration (:mod:`acr_blob.docker_config`) go by.
+
+Example::
+
+    >>> sorted(DOCKER_HUB_HOSTS)
+    ['docker.io', 'index.docker.io', 'registry-1.docker.io']
+"""
+DOCKER_HUB_ENDPOINT = "https://registry-1.docker.io"
+"""The endpoint a blob reference on Docker Hub gets, whichever of its names it used."""
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+"""The key ``docker login`` stores Docker Hub's credentials under (and asks helpers for)."""
+
+
+def is_docker_hub(host: str) -> bool:
+    """Whether ``host`` (a host name without port, any case) is one of Docker Hub's names.
+
+    Example::
+
+        >>> is_docker_hub("Index.Docker.IO"), is_docker_hub("docker.io:5000")
+        (True, False)
+    """
+    return host.lower() in DOCKER_HUB_HOSTS
 
 
 @attrs.frozen
@@ -215,7 +239,7 @@ def parse_blob_reference(reference: str) -> BlobReference:
         )
     if not repository:
         raise InvalidRepositoryError(repository, "the reference names no repository")
-    if endpoint == _DOCKER_HUB_REGISTRY and "/" not in repository:
+    if endpoint == DOCKER_HUB_ENDPOINT and "/" not in repository:
         repository = f"library/{repository}"
     return BlobReference(
         endpoint=endpoint,
@@ -234,8 +258,8 @@ def _endpoint(scheme: str, registry: str, reference: str) -> str:
             "expected a host name or address, with an optional :PORT"
         )
     host = registry.lower()
-    if scheme == "https://" and match.group("host").lower() in _DOCKER_HUB_NAMES and not port:
-        return _DOCKER_HUB_REGISTRY
+    if scheme == "https://" and is_docker_hub(match.group("host")) and not port:
+        return DOCKER_HUB_ENDPOINT
     return scheme + host
 
 

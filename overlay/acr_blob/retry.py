@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import ssl
 import time
@@ -11,8 +10,6 @@ from datetime import UTC, datetime
 
 import attrs
 import httpx
-from dateutil.parser import ParserError
-from dateutil.parser import parse as parse_date
 
 from .errors import RegistryError, StorageError, TransportError
 
@@ -26,6 +23,13 @@ Example::
     >>> 429 in RETRYABLE_STATUSES, 404 in RETRYABLE_STATUSES
     (True, False)
 """
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    """``asyncio.sleep``, imported when an async client first waits, not with acr_blob."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 @attrs.frozen
@@ -52,7 +56,7 @@ class RetryPolicy:
     resume_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(0))
     sleep: Callable[[float], object] = attrs.field(default=time.sleep, repr=False)
     async_sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=asyncio.sleep, repr=False
+        default=_asyncio_sleep, repr=False
     )
     random: Callable[[], float] = attrs.field(default=random.random, repr=False)
 
@@ -114,6 +118,10 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if text.isascii() and text.isdigit():
         return float(text)
+    # Imported here: dateutil costs start-up time, and most answers say seconds or nothing.
+    from dateutil.parser import ParserError
+    from dateutil.parser import parse as parse_date
+
     try:
         when = parse_date(text)
     except (ParserError, ValueError, OverflowError):

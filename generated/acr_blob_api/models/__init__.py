@@ -6,6 +6,7 @@ from .acr_error_info import AcrErrorInfo
 from .acr_errors import AcrErrors
 from .acr_refresh_token import AcrRefreshToken
 from .acr_refresh_token_request import AcrRefreshTokenRequest
+from .tag_list import TagList
 
 __all__ = (
     "AcrAccessToken",
@@ -14,4 +15,5 @@ __all__ = (
     "AcrErrors",
     "AcrRefreshToken",
     "AcrRefreshTokenRequest",
+    "TagList",
 )

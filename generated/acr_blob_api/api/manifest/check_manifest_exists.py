@@ -1,0 +1,118 @@
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ...client import AuthenticatedClient, Client
+from ...types import Response
+
+
+def _get_kwargs(
+    name: str,
+    reference: str,
+) -> dict[str, Any]:
+
+    _kwargs: dict[str, Any] = {
+        "method": "head",
+        "url": "/v2/{name}/manifests/{reference}".format(
+            name=quote(str(name), safe=""),
+            reference=quote(str(reference), safe=""),
+        ),
+    }
+
+    return _kwargs
+
+
+def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Any:
+    if response.status_code == 200:
+        return None
+
+    if response.status_code == 401:
+        return None
+
+    if response.status_code == 404:
+        return None
+
+    return None
+
+
+def _build_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> Response[Any]:
+    return Response(
+        status_code=HTTPStatus(response.status_code),
+        content=response.content,
+        headers=response.headers,
+        parsed=_parse_response(client=client, response=response),
+    )
+
+
+def sync_detailed(
+    name: str,
+    reference: str,
+    *,
+    client: AuthenticatedClient | Client,
+) -> Response[Any]:
+    """Get a manifest's size, media type and digest without its body.
+
+     Same status codes and headers as `GetManifest`, without a body: 200 when the manifest exists, 404
+    with no body when it does not.
+
+    Args:
+        name (str):
+        reference (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Any]
+    """
+
+    kwargs = _get_kwargs(
+        name=name,
+        reference=reference,
+    )
+
+    response = client.get_httpx_client().request(
+        **kwargs,
+    )
+
+    return _build_response(client=client, response=response)
+
+
+async def asyncio_detailed(
+    name: str,
+    reference: str,
+    *,
+    client: AuthenticatedClient | Client,
+) -> Response[Any]:
+    """Get a manifest's size, media type and digest without its body.
+
+     Same status codes and headers as `GetManifest`, without a body: 200 when the manifest exists, 404
+    with no body when it does not.
+
+    Args:
+        name (str):
+        reference (str):
+
+    Raises:
+        errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
+        httpx.TimeoutException: If the request takes longer than Client.timeout.
+
+    Returns:
+        Response[Any]
+    """
+
+    kwargs = _get_kwargs(
+        name=name,
+        reference=reference,
+    )
+
+    response = await client.get_async_httpx_client().request(**kwargs)
+
+    return _build_response(client=client, response=response)
