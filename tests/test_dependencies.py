@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERLAY = ROOT / "overlay" / "acr_blob"
 # The import name of each runtime distribution, where the two differ.
 DISTRIBUTIONS = {"dateutil": "python-dateutil"}
-# Not imported by name, but the fast body read goes through their internals (_body.py).
+# Not imported by name, but the fast body read goes through their internals (_fast_read.py).
 IMPLICIT = {"anyio", "h11"}
 
 
