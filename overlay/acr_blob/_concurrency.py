@@ -61,8 +61,7 @@ async def arun_blocking(function: Callable[P, T], *args: P.args, **kwargs: P.kwa
         raise
 
 
-def sleep(seconds: float) -> None:
-    time.sleep(seconds)
+sleep = time.sleep
 
 
 async def asleep(seconds: float) -> None:
@@ -71,17 +70,10 @@ async def asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-class Lock:
-    """A lock between threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()
+# A lock between threads, and a signal ("clear, look at the state, then wait": it never
+# misses a change made after the clear) between threads; their async twins follow.
+Lock = threading.Lock
+Signal = threading.Event
 
 
 class AsyncLock:
@@ -95,12 +87,13 @@ class AsyncLock:
         pass
 
 
-class Signal:
-    """Wakes whoever waits for a change: clear, look at the state, then wait (never misses a
-    change made after the clear)."""
+class AsyncSignal:
+    """``Signal`` for tasks of one event loop."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        import asyncio
+
+        self._event = asyncio.Event()
 
     def set(self) -> None:
         self._event.set()
@@ -108,34 +101,11 @@ class Signal:
     def clear(self) -> None:
         self._event.clear()
 
-    def wait(self, timeout: float | None) -> None:
-        self._event.wait(timeout)
-
-
-class AsyncSignal:
-    """:class:`Signal` for tasks of one event loop."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def _get(self) -> asyncio.Event:
-        import asyncio
-
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
-    def set(self) -> None:
-        self._get().set()
-
-    def clear(self) -> None:
-        self._get().clear()
-
     async def wait(self, timeout: float | None) -> None:
         import asyncio
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._get().wait(), timeout)
+            await asyncio.wait_for(self._event.wait(), timeout)
 
 
 def shut_socket(response: httpx.Response) -> None:
