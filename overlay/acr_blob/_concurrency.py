@@ -133,6 +133,8 @@ class Workers:
         self._failure: BaseException | None = None
         self._watched: set[httpx.Response] = set()
         self._lock = threading.Lock()
+        self._guarded = threading.Condition(self._lock)  # the count of blocks under guard()
+        self._in_guard = 0
         self.stopped = False
         self._closed = False
 
@@ -171,12 +173,18 @@ class Workers:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
-        """Hold off the end of :meth:`stop` for the block; raise :class:`WorkersStopped` once
-        it has ended."""
+        """Hold off the end of :meth:`stop` for the block (blocks of several workers run side
+        by side); raise :class:`WorkersStopped` once it has ended."""
         with self._lock:
             if self._closed:
                 raise WorkersStopped
+            self._in_guard += 1
+        try:
             yield
+        finally:
+            with self._lock:
+                self._in_guard -= 1
+                self._guarded.notify_all()
 
     def stop(self) -> None:
         """Stop every worker: shut the sockets they read, then wait (briefly) for them."""
@@ -189,6 +197,7 @@ class Workers:
         for thread in self._threads:
             thread.join(max(0.0, until - time.monotonic()))
         with self._lock:
+            self._guarded.wait_for(lambda: self._in_guard == 0)
             self._closed = True
         if any(thread.is_alive() for thread in self._threads):
             logger.debug("%s: a worker still waits for an answer; it ends on its own", self._name)
