@@ -1,4 +1,5 @@
-"""The deadline, and closing a download, hold while one parallel part stalls mid-body.
+"""The deadline, and closing a download, hold while one parallel part (or the one stream)
+stalls mid-body.
 
 The fault proxy relays one Range part's first MiB, then sends nothing more while keeping the
 connection open, far longer than the test; the client's read timeout is longer than the test
@@ -232,6 +233,44 @@ def test_the_deadline_ends_a_download_to_a_file_with_a_stalled_part(
     check_stalled(proxied, wanted)
     # Whatever else went wrong, a failed call leaves nothing at the target.
     assert outcome.error is not None, str(outcome)
+    assert not target.exists(), f"{target} exists after {outcome}"
+    check_deadline(outcome)
+
+
+@pytest.mark.parametrize("action", ["iterate", "to_file"])
+def test_the_deadline_ends_a_single_stream_that_stalls(
+    mode: str, action: str, proxied: FaultProxy, big: str, tmp_path: Path
+) -> None:
+    # One stream, no parts: the read waiting on the stalled socket is cut short by the deadline.
+    proxied.add(Fault.stall_after(STALL_AT, STALL), path=r"/blobs/", ranged=False, times=1)
+    target = tmp_path / "blob"
+
+    def sync_body(clock: Clock) -> None:
+        with sync_client(proxied.url, deadline=DEADLINE) as client:
+            clock.start()
+            if action == "to_file":
+                client.download_blob_to_file(REPOSITORY, big, target)
+                return
+            with client.download_blob(REPOSITORY, big) as download:
+                for _ in download:
+                    pass
+
+    async def async_run(clock: Clock) -> None:
+        async with async_client(proxied.url, deadline=DEADLINE) as client:
+            clock.start()
+            if action == "to_file":
+                await client.download_blob_to_file(REPOSITORY, big, target)
+                return
+            async with await client.download_blob(REPOSITORY, big) as download:
+                async for _ in download:
+                    pass
+
+    def async_body(clock: Clock) -> None:
+        asyncio.run(async_run(clock))
+
+    body = sync_body if mode == "sync" else async_body
+    outcome = run_timed(f"{mode} one stream, {action}", DEADLINE_BOUND, proxied, body)
+    assert len(proxied.firings) == 1, str(outcome)
     assert not target.exists(), f"{target} exists after {outcome}"
     check_deadline(outcome)
 

@@ -50,6 +50,20 @@ DIRECT_MIN_SIZE = 4 << 20
 Lend = Callable[[int], memoryview]
 
 
+class _ReadTimeout:
+    """The read timeout, cut short where the download's deadline comes sooner."""
+
+    def __init__(self, timeout: float | None, deadline: float | None) -> None:
+        self._timeout = timeout
+        self._deadline = deadline
+
+    def __call__(self) -> float | None:
+        if self._deadline is None:
+            return self._timeout
+        left = max(self._deadline - time.monotonic(), 0.001)  # 0 would mean "do not wait"
+        return left if self._timeout is None else min(self._timeout, left)
+
+
 def enabled() -> bool:
     """Whether the fast read may be used (``ACR_BLOB_FAST_READ`` is not ``0``)."""
     return os.environ.get(SWITCH, "1").strip() != "0"
@@ -62,17 +76,28 @@ class FastReader:
     first (what h11 holds already) and then calls :meth:`read` with what is left.
     """
 
-    def __init__(self, stream: Any, length: int, timeout: float | None, lend: Lend | None):
+    def __init__(
+        self,
+        stream: Any,
+        length: int,
+        timeout: float | None,
+        lend: Lend | None,
+        deadline: float | None = None,
+    ) -> None:
         self.remaining = length
         self._stream = stream
-        self._timeout = timeout
+        self._timeouts = _ReadTimeout(timeout, deadline)
         self._sock = _own_socket(stream)
         self._lend, self._copy = _lender_for(isinstance(self._sock, ssl.SSLSocket), lend)
 
     @classmethod
-    def of(cls, response: httpx.Response, lend: Lend | None = None) -> FastReader | None:
+    def of(
+        cls, response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
+    ) -> FastReader | None:
+        """A reader of ``response``'s body, or ``None`` for httpx's ``iter_raw``; no read waits
+        past ``deadline`` (``time.monotonic()``)."""
         direct = _direct_stream(response)
-        return None if direct is None else cls(*direct, lend)
+        return None if direct is None else cls(*direct, lend, deadline)
 
     def read(self, remaining: int) -> bytes | memoryview:
         """The next bytes, at most ``remaining``: into a lent view where there is one."""
@@ -80,10 +105,10 @@ class FastReader:
         if self._sock is not None and self._lend is not None:
             view = self._lend(remaining)  # outside: the lender's own errors are not the network's
             with _mapped_errors():
-                chunk = view[: _receive_into(self._sock, view, self._timeout)]
+                chunk = view[: _receive_into(self._sock, view, self._timeouts())]
             return bytes(chunk) if self._copy else chunk
         with _mapped_errors():
-            return cast(bytes, self._stream.read(min(READ_SIZE, remaining), self._timeout))
+            return cast(bytes, self._stream.read(min(READ_SIZE, remaining), self._timeouts()))
 
     def close(self) -> None:
         pass
@@ -94,18 +119,29 @@ class AsyncFastReader:
     the rest is received from the connection's socket with the event loop's ``sock_recv`` /
     ``sock_recv_into``, into the lent views when there are any (see :class:`_TakenSocket`)."""
 
-    def __init__(self, stream: Any, length: int, timeout: float | None, lend: Lend | None):
+    def __init__(
+        self,
+        stream: Any,
+        length: int,
+        timeout: float | None,
+        lend: Lend | None,
+        deadline: float | None = None,
+    ) -> None:
         self.remaining = length
         self._stream = stream
-        self._timeout = timeout
+        self._timeouts = _ReadTimeout(timeout, deadline)
         self._taken = _TakenSocket.of(stream)
         self._lend, self._copy = _lender_for(self._taken is not None and self._taken.tls, lend)
         self._yielded = time.monotonic()
 
     @classmethod
-    def of(cls, response: httpx.Response, lend: Lend | None = None) -> AsyncFastReader | None:
+    def of(
+        cls, response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
+    ) -> AsyncFastReader | None:
+        """A reader of ``response``'s body, or ``None`` for httpx's ``iter_raw``; no read waits
+        past ``deadline`` (``time.monotonic()``)."""
         direct = _direct_stream(response)
-        return None if direct is None else cls(*direct, lend)
+        return None if direct is None else cls(*direct, lend, deadline)
 
     async def read(self, remaining: int) -> bytes | memoryview:
         import asyncio
@@ -120,12 +156,12 @@ class AsyncFastReader:
             if self._lend is not None:
                 view = self._lend(remaining)
                 with _mapped_errors():
-                    got = view[: await taken.recv_into(view, self._timeout)]
+                    got = view[: await taken.recv_into(view, self._timeouts())]
                 return bytes(got) if self._copy else got
             with _mapped_errors():
-                return await taken.recv(min(READ_SIZE, remaining), self._timeout)
+                return await taken.recv(min(READ_SIZE, remaining), self._timeouts())
         with _mapped_errors():
-            chunk = await self._stream.read(min(READ_SIZE, remaining), self._timeout)
+            chunk = await self._stream.read(min(READ_SIZE, remaining), self._timeouts())
         return cast(bytes, chunk)
 
     def close(self) -> None:

@@ -14,21 +14,22 @@ from .._fast_read import AsyncFastReader, Lend
 def abody_chunks(response: httpx.Response) -> AsyncIterator[bytes]: ...
 @overload
 def abody_chunks(
-    response: httpx.Response, lend: Lend | None
+    response: httpx.Response, lend: Lend | None, deadline: float | None = None
 ) -> AsyncIterator[bytes | memoryview]: ...
 async def abody_chunks(
-    response: httpx.Response, lend: Lend | None = None
+    response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
 ) -> AsyncIterator[bytes | memoryview]:
     """The raw body of ``response``: through the fast reader where it applies, else httpx's.
 
     With ``lend``, the fast reader receives straight into the views it hands out (when the
-    connection is a socket of its own) and yields the filled part of each view.
+    connection is a socket of its own) and yields the filled part of each view. Its reads wait
+    no longer than ``deadline`` (``time.monotonic()``).
     """
     if response.is_stream_consumed:
         # A transport may hand over a body it has already read (mocks do): take it whole.
         yield response.content
         return
-    reader = AsyncFastReader.of(response, lend)
+    reader = AsyncFastReader.of(response, lend, deadline)
     chunks = response.aiter_raw()
     if reader is None:
         async for raw in chunks:

@@ -292,7 +292,7 @@ class BlobDownload:
                 return
             while True:
                 try:
-                    for raw in body_chunks(self._response, lend):
+                    for raw in body_chunks(self._response, lend, self._deadline):
                         chunk = self._verifier.feed(raw)
                         self._received()
                         if chunk:
@@ -325,12 +325,12 @@ class BlobDownload:
 
     def _resume_delay(self, error: Exception) -> float:
         """How long to wait before resuming after ``error``; raises when it is time to stop."""
+        self._check_deadline()  # a read cut short by the deadline is no reason to resume
         delay = self._resumptions.next_delay(error, self._verifier.received)
         if delay is None:
             failures = self._resumptions.failures
             tries = f" and {failures - 1} resumptions" if failures > 1 else ""
             raise TransportError(f"download broke off after {self._progress()}{tries}: {error!r}")
-        self._check_deadline()
         return delay
 
     def _received(self) -> None:
