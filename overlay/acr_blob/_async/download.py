@@ -209,13 +209,7 @@ class AsyncBlobDownload:
         concurrency: int = 1,
     ) -> AsyncBlobDownload:
         """Request the blob from ``verifier.received`` on; return once its headers are in."""
-        offset = verifier.received
-        response = await _request_blob(sender, repository, verifier.digest, offset, deadline)
-        try:
-            verifier.accept(response, offset)
-        except BaseException:
-            await response.aclose()
-            raise
+        response = await _request_blob(sender, repository, verifier, deadline)
         return cls(
             sender,
             repository,
@@ -238,7 +232,7 @@ class AsyncBlobDownload:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         self._start()
-        return self._chunks()
+        return self._chunks(split=True)
 
     async def readall(self) -> bytes:
         """The whole verified blob in memory (mind the size)."""
@@ -276,12 +270,17 @@ class AsyncBlobDownload:
         self._started = True
 
     @overload
-    def _chunks(self) -> AsyncIterator[bytes]: ...
+    def _chunks(self, lend: None = None, *, split: bool = ...) -> AsyncIterator[bytes]: ...
     @overload
-    def _chunks(self, lend: Lend | None) -> AsyncIterator[bytes | memoryview]: ...
-    async def _chunks(self, lend: Lend | None = None) -> AsyncIterator[bytes | memoryview]:
+    def _chunks(
+        self, lend: Lend | None, *, split: bool = ...
+    ) -> AsyncIterator[bytes | memoryview]: ...
+    async def _chunks(
+        self, lend: Lend | None = None, *, split: bool = False
+    ) -> AsyncIterator[bytes | memoryview]:
+        """The verified bytes; with ``split``, as parallel parts where they pay."""
         try:
-            self._parallel = await self._split()
+            self._parallel = await self._split() if split else None
             if self._parallel is not None:
                 async for piece in self._parallel.chunks():
                     self._verifier.feed(piece)
@@ -310,16 +309,13 @@ class AsyncBlobDownload:
             delay = self._resume_delay(error)
             if delay:
                 await self._sender.retry.async_sleep(delay)
-            offset = self._verifier.received
-            logger.debug("resuming at byte %d after %r", offset, error)
-            self._response = await _request_blob(
-                self._sender, self._repository, self._verifier.digest, offset, self._deadline
-            )
+            logger.debug("resuming at byte %d after %r", self._verifier.received, error)
             try:
-                self._verifier.accept(self._response, offset)
+                self._response = await _request_blob(
+                    self._sender, self._repository, self._verifier, self._deadline
+                )
                 return
             except ResumeError as wrong:
-                await self._response.aclose()
                 error = wrong
 
     def _resume_delay(self, error: Exception) -> float:
@@ -364,7 +360,6 @@ class AsyncBlobDownload:
             await arun_blocking(partial.preallocate, size)
             if await self._save_ranges(partial):
                 return
-            self._concurrency = 1  # decided: one stream, no second probe
             appender = await arun_blocking(partial.appending, size)
             try:
                 async for chunk in self._chunks(appender.lend):
@@ -478,11 +473,19 @@ class AsyncBlobDownload:
 
 
 async def _request_blob(
-    sender: AsyncSender, repository: str, digest: Digest, at: int, deadline: float | None
+    sender: AsyncSender, repository: str, verifier: BodyVerifier, deadline: float | None
 ) -> httpx.Response:
-    """The registry's answer for the blob from byte ``at`` on, redirects followed."""
+    """The registry's answer for the blob from ``verifier.received`` on, redirects followed,
+    accepted by ``verifier`` (a wrong answer is closed and raised)."""
+    at = verifier.received
     ranged = {"range_": f"bytes={at}-"} if at else {}
-    answer, _ = await sender.send(get_blob._get_kwargs, repository, str(digest), deadline, **ranged)
+    digest = str(verifier.digest)
+    answer, _ = await sender.send(get_blob._get_kwargs, repository, digest, deadline, **ranged)
+    try:
+        verifier.accept(answer, at)
+    except BaseException:
+        await answer.aclose()
+        raise
     return answer
 
 

@@ -210,13 +210,7 @@ class BlobDownload:
         concurrency: int = 1,
     ) -> BlobDownload:
         """Request the blob from ``verifier.received`` on; return once its headers are in."""
-        offset = verifier.received
-        response = _request_blob(sender, repository, verifier.digest, offset, deadline)
-        try:
-            verifier.accept(response, offset)
-        except BaseException:
-            response.close()
-            raise
+        response = _request_blob(sender, repository, verifier, deadline)
         return cls(
             sender,
             repository,
@@ -239,7 +233,7 @@ class BlobDownload:
 
     def __iter__(self) -> Iterator[bytes]:
         self._start()
-        return self._chunks()
+        return self._chunks(split=True)
 
     def readall(self) -> bytes:
         """The whole verified blob in memory (mind the size)."""
@@ -277,12 +271,17 @@ class BlobDownload:
         self._started = True
 
     @overload
-    def _chunks(self) -> Iterator[bytes]: ...
+    def _chunks(self, lend: None = None, *, split: bool = ...) -> Iterator[bytes]: ...
     @overload
-    def _chunks(self, lend: Lend | None) -> Iterator[bytes | memoryview]: ...
-    def _chunks(self, lend: Lend | None = None) -> Iterator[bytes | memoryview]:
+    def _chunks(
+        self, lend: Lend | None, *, split: bool = ...
+    ) -> Iterator[bytes | memoryview]: ...
+    def _chunks(
+        self, lend: Lend | None = None, *, split: bool = False
+    ) -> Iterator[bytes | memoryview]:
+        """The verified bytes; with ``split``, as parallel parts where they pay."""
         try:
-            self._parallel = self._split()
+            self._parallel = self._split() if split else None
             if self._parallel is not None:
                 for piece in self._parallel.chunks():
                     self._verifier.feed(piece)
@@ -311,16 +310,13 @@ class BlobDownload:
             delay = self._resume_delay(error)
             if delay:
                 self._sender.retry.sleep(delay)
-            offset = self._verifier.received
-            logger.debug("resuming at byte %d after %r", offset, error)
-            self._response = _request_blob(
-                self._sender, self._repository, self._verifier.digest, offset, self._deadline
-            )
+            logger.debug("resuming at byte %d after %r", self._verifier.received, error)
             try:
-                self._verifier.accept(self._response, offset)
+                self._response = _request_blob(
+                    self._sender, self._repository, self._verifier, self._deadline
+                )
                 return
             except ResumeError as wrong:
-                self._response.close()
                 error = wrong
 
     def _resume_delay(self, error: Exception) -> float:
@@ -365,7 +361,6 @@ class BlobDownload:
             run_blocking(partial.preallocate, size)
             if self._save_ranges(partial):
                 return
-            self._concurrency = 1  # decided: one stream, no second probe
             appender = run_blocking(partial.appending, size)
             try:
                 for chunk in self._chunks(appender.lend):
@@ -479,11 +474,19 @@ class BlobDownload:
 
 
 def _request_blob(
-    sender: Sender, repository: str, digest: Digest, at: int, deadline: float | None
+    sender: Sender, repository: str, verifier: BodyVerifier, deadline: float | None
 ) -> httpx.Response:
-    """The registry's answer for the blob from byte ``at`` on, redirects followed."""
+    """The registry's answer for the blob from ``verifier.received`` on, redirects followed,
+    accepted by ``verifier`` (a wrong answer is closed and raised)."""
+    at = verifier.received
     ranged = {"range_": f"bytes={at}-"} if at else {}
-    answer, _ = sender.send(get_blob._get_kwargs, repository, str(digest), deadline, **ranged)
+    digest = str(verifier.digest)
+    answer, _ = sender.send(get_blob._get_kwargs, repository, digest, deadline, **ranged)
+    try:
+        verifier.accept(answer, at)
+    except BaseException:
+        answer.close()
+        raise
     return answer
 
 
