@@ -123,7 +123,7 @@ class RangedDownload:
 
     def run(self) -> None:
         # Before any hole: the map is what tells holes from data.
-        run_blocking(self._save_progress)
+        self._save_map()
         starts = [*self._first] + [(None, None)] * (self._count - len(self._first))
         for part, response in starts:
             self._workers.start(self._work, part, response)
@@ -151,8 +151,7 @@ class RangedDownload:
                 run_blocking(self._hash, hashed, end)
                 hashed = end
             self._tick()
-            if self._map_due():
-                run_blocking(self._write_map)
+            self._save_map()
 
     def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
         try:
@@ -201,17 +200,14 @@ class RangedDownload:
             self._verifier.feed(chunk)
             offset += len(chunk)
 
-    def _save_progress(self) -> None:
+    def _save_map(self) -> None:
         """Write the part map at the start, then when a part completed since it was last
         written, at most every :data:`MAP_INTERVAL` seconds (each write waits for the disk), so
         that a crash costs only the parts under way and those of the last moments."""
-        if self._map_due():
-            self._write_map()
-
-    def _map_due(self) -> bool:
         if self._frontier.completions == self._saved or not self._partial.keeps_parts:
-            return False
-        return self._saved < 0 or time.monotonic() - self._saved_at >= MAP_INTERVAL
+            return
+        if self._saved < 0 or time.monotonic() - self._saved_at >= MAP_INTERVAL:
+            run_blocking(self._write_map)
 
     def _keep_what_arrived(self) -> None:
         """After a failure: the part map of every span written, for the next call; where there
