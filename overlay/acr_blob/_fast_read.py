@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import httpcore
 import httpx
@@ -69,12 +69,8 @@ def enabled() -> bool:
     return os.environ.get(SWITCH, "1").strip() != "0"
 
 
-class FastReader:
-    """The rest of a body, read from its connection's own socket (or network stream).
-
-    ``remaining`` is the body's announced length; the caller takes ``iter_raw``'s first item
-    first (what h11 holds already) and then calls :meth:`read` with what is left.
-    """
+class _BodyReader:
+    """What both readers hold: the body's stream, its length and the read timeout."""
 
     def __init__(
         self,
@@ -87,17 +83,32 @@ class FastReader:
         self.remaining = length
         self._stream = stream
         self._timeouts = _ReadTimeout(timeout, deadline)
-        self._sock = _own_socket(stream)
-        self._lend, self._copy = _lender_for(isinstance(self._sock, ssl.SSLSocket), lend)
+        self._lend, self._copy = _lender_for(self._take_socket(), lend)
+
+    def _take_socket(self) -> bool:
+        """Find the socket to read the body from directly; whether it speaks TLS itself."""
+        raise NotImplementedError
 
     @classmethod
     def of(
         cls, response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
-    ) -> FastReader | None:
+    ) -> Self | None:
         """A reader of ``response``'s body, or ``None`` for httpx's ``iter_raw``; no read waits
         past ``deadline`` (``time.monotonic()``)."""
         direct = _direct_stream(response)
         return None if direct is None else cls(*direct, lend, deadline)
+
+
+class FastReader(_BodyReader):
+    """The rest of a body, read from its connection's own socket (or network stream).
+
+    ``remaining`` is the body's announced length; the caller takes ``iter_raw``'s first item
+    first (what h11 holds already) and then calls :meth:`read` with what is left.
+    """
+
+    def _take_socket(self) -> bool:
+        self._sock = _own_socket(self._stream)
+        return isinstance(self._sock, ssl.SSLSocket)
 
     def read(self, remaining: int) -> bytes | memoryview:
         """The next bytes, at most ``remaining``: into a lent view where there is one."""
@@ -114,34 +125,15 @@ class FastReader:
         pass
 
 
-class AsyncFastReader:
+class AsyncFastReader(_BodyReader):
     """:class:`FastReader` for the async client: once anyio holds no unread bytes of the body,
     the rest is received from the connection's socket with the event loop's ``sock_recv`` /
     ``sock_recv_into``, into the lent views when there are any (see :class:`_TakenSocket`)."""
 
-    def __init__(
-        self,
-        stream: Any,
-        length: int,
-        timeout: float | None,
-        lend: Lend | None,
-        deadline: float | None = None,
-    ) -> None:
-        self.remaining = length
-        self._stream = stream
-        self._timeouts = _ReadTimeout(timeout, deadline)
-        self._taken = _TakenSocket.of(stream)
-        self._lend, self._copy = _lender_for(self._taken is not None and self._taken.tls, lend)
+    def _take_socket(self) -> bool:
+        self._taken = _TakenSocket.of(self._stream)
         self._yielded = time.monotonic()
-
-    @classmethod
-    def of(
-        cls, response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
-    ) -> AsyncFastReader | None:
-        """A reader of ``response``'s body, or ``None`` for httpx's ``iter_raw``; no read waits
-        past ``deadline`` (``time.monotonic()``)."""
-        direct = _direct_stream(response)
-        return None if direct is None else cls(*direct, lend, deadline)
+        return self._taken is not None and self._taken.tls
 
     async def read(self, remaining: int) -> bytes | memoryview:
         import asyncio
