@@ -142,12 +142,11 @@ class PartialFile:
         self.done = []
         end = None  # without a map: all there is, in order
         if self._map is not None and self._map.exists():
-            loaded = self._map.load(os.fstat(self.file.fileno()).st_size)
-            if loaded is None:
+            spans = self._map.load(os.fstat(self.file.fileno()).st_size)
+            if spans is None:
                 logger.info("the part map of %s is unusable; starting again", self.partial_path)
                 self.restart()
                 return 0
-            spans = loaded[1]
             end = spans.pop(0)[1] if spans and spans[0][0] == 0 else 0
             self.done = spans
         self.file.seek(0)

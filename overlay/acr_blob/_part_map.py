@@ -66,10 +66,10 @@ class PartMap:
     def exists(self) -> bool:
         return os.path.lexists(self.path)
 
-    def load(self, file_size: int) -> tuple[int, list[Span]] | None:
-        """``(blob size, complete spans)``, or ``None`` where there is no usable map: none at
-        all, not this user's regular file, not this digest's, or spans past ``file_size`` (the
-        partial file's length) or the blob's end."""
+    def load(self, file_size: int) -> list[Span] | None:
+        """The complete spans, or ``None`` where there is no usable map: none at all, not this
+        user's regular file, not this digest's, or spans past ``file_size`` (the partial file's
+        length) or the blob's end."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
@@ -88,7 +88,7 @@ class PartMap:
         spans = merge(spans)
         if any(first < 0 or end > min(size, file_size) for first, end in spans):
             return None
-        return size, spans
+        return spans
 
     def save(self, partial_fd: int, size: int, done: Iterable[Span]) -> None:
         """Record ``done`` as complete, once the partial file's bytes are on disk."""
