@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.request import parse_http_list
 
 import attrs
 
@@ -37,35 +38,11 @@ class Challenge:
 
 
 def _unquote(value: str) -> str:
+    # parse_http_list has already resolved the quoted string's backslash escapes.
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
+        return value[1:-1]
     return value
-
-
-def _split(header: str) -> list[str]:
-    """The comma-separated items of a header, stripped; a comma in a quoted string is kept.
-
-    Like ``urllib.request.parse_http_list`` (which would import all of ``urllib.request``), but
-    quoted strings keep their backslash escapes, which :func:`_unquote` resolves once.
-    """
-    items: list[str] = []
-    part: list[str] = []
-    quoted = escaped = False
-    for char in header:
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            items.append("".join(part).strip())
-            part = []
-            continue
-        part.append(char)
-    items.append("".join(part).strip())
-    return items
 
 
 def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
@@ -81,7 +58,10 @@ def parse_challenges(headers: Iterable[str]) -> list[Challenge]:
     """
     challenges: list[Challenge] = []
     for header in headers:
-        for item in _split(header):
+        # parse_http_list splits at commas outside quoted strings (httpx imports
+        # urllib.request anyway, so it costs no start-up time).
+        for item in parse_http_list(header):
+            item = item.strip()
             if not item:
                 continue
             head, equals, rest = item.partition("=")
