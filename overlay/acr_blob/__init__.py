@@ -108,10 +108,9 @@ __all__ = [
 ]
 
 # Everything but the errors, the log redaction and the version is imported on first use
-# (PEP 562): the
-# clients bring asyncio, concurrent.futures, httpcore's internals and the file machinery, auth
-# the generated client, docker_config subprocess, and the rest attrs. `import acr_blob` and
-# `acr-blob --help` need none of them.
+# (PEP 562): the clients bring the generated client and the file machinery, auth the generated
+# models, docker_config subprocess, and the rest attrs. `import acr_blob` and `acr-blob --help`
+# need none of them.
 _LAZY = {
     "AsyncBlobClient": "._async",
     "AsyncBlobDownload": "._async",

@@ -65,6 +65,7 @@ sleep = time.sleep
 
 
 async def asleep(seconds: float) -> None:
+    """``asyncio.sleep``, with asyncio imported on first use."""
     import asyncio
 
     await asyncio.sleep(seconds)

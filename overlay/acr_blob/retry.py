@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import attrs
 import httpx
 
+from ._concurrency import asleep
 from .errors import RegistryError, StorageError, TransportError
 
 __all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "parse_retry_after"]
@@ -23,13 +24,6 @@ Example::
     >>> 429 in RETRYABLE_STATUSES, 404 in RETRYABLE_STATUSES
     (True, False)
 """
-
-
-async def _asyncio_sleep(seconds: float) -> None:
-    """``asyncio.sleep``, imported when an async client first waits, not with acr_blob."""
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 @attrs.frozen
@@ -55,9 +49,7 @@ class RetryPolicy:
     total: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
     resume_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(0))
     sleep: Callable[[float], object] = attrs.field(default=time.sleep, repr=False)
-    async_sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=_asyncio_sleep, repr=False
-    )
+    async_sleep: Callable[[float], Awaitable[object]] = attrs.field(default=asleep, repr=False)
     random: Callable[[], float] = attrs.field(default=random.random, repr=False)
 
     @classmethod
