@@ -57,5 +57,3 @@ def test_a_backslash_escape_is_resolved_once() -> None:
     # escape, and _unquote once resolved it again, leaving C:temp.
     [challenge] = parse_challenges(['Basic realm="C:\\\\temp", charset="a\\"b"'])
     assert challenge.params == {"realm": "C:\\temp", "charset": 'a"b'}
-
-
