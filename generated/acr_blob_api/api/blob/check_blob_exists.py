@@ -5,13 +5,21 @@ from urllib.parse import quote
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     name: str,
     digest: str,
+    *,
+    ns: str | Unset = UNSET,
 ) -> dict[str, Any]:
+
+    params: dict[str, Any] = {}
+
+    params["ns"] = ns
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "head",
@@ -19,6 +27,7 @@ def _get_kwargs(
             name=quote(str(name), safe=""),
             digest=quote(str(digest), safe=""),
         ),
+        "params": params,
     }
 
     return _kwargs
@@ -58,6 +67,7 @@ def sync_detailed(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a blob's size and digest without its body.
 
@@ -67,6 +77,7 @@ def sync_detailed(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -79,6 +90,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         name=name,
         digest=digest,
+        ns=ns,
     )
 
     response = client.get_httpx_client().request(
@@ -93,6 +105,7 @@ async def asyncio_detailed(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a blob's size and digest without its body.
 
@@ -102,6 +115,7 @@ async def asyncio_detailed(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -114,6 +128,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         name=name,
         digest=digest,
+        ns=ns,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)

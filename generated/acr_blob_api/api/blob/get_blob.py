@@ -14,11 +14,18 @@ def _get_kwargs(
     name: str,
     digest: str,
     *,
+    ns: str | Unset = UNSET,
     range_: str | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     if not isinstance(range_, Unset):
         headers["Range"] = range_
+
+    params: dict[str, Any] = {}
+
+    params["ns"] = ns
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
@@ -26,6 +33,7 @@ def _get_kwargs(
             name=quote(str(name), safe=""),
             digest=quote(str(digest), safe=""),
         ),
+        "params": params,
     }
 
     _kwargs["headers"] = headers
@@ -80,6 +88,7 @@ def sync_detailed(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
     range_: str | Unset = UNSET,
 ) -> Response[AcrErrors | Any | File]:
     """Download a blob.
@@ -92,6 +101,7 @@ def sync_detailed(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
         range_ (str | Unset):
 
     Raises:
@@ -105,6 +115,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         name=name,
         digest=digest,
+        ns=ns,
         range_=range_,
     )
 
@@ -120,6 +131,7 @@ def sync(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
     range_: str | Unset = UNSET,
 ) -> AcrErrors | Any | File | None:
     """Download a blob.
@@ -132,6 +144,7 @@ def sync(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
         range_ (str | Unset):
 
     Raises:
@@ -146,6 +159,7 @@ def sync(
         name=name,
         digest=digest,
         client=client,
+        ns=ns,
         range_=range_,
     ).parsed
 
@@ -155,6 +169,7 @@ async def asyncio_detailed(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
     range_: str | Unset = UNSET,
 ) -> Response[AcrErrors | Any | File]:
     """Download a blob.
@@ -167,6 +182,7 @@ async def asyncio_detailed(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
         range_ (str | Unset):
 
     Raises:
@@ -180,6 +196,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         name=name,
         digest=digest,
+        ns=ns,
         range_=range_,
     )
 
@@ -193,6 +210,7 @@ async def asyncio(
     digest: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
     range_: str | Unset = UNSET,
 ) -> AcrErrors | Any | File | None:
     """Download a blob.
@@ -205,6 +223,7 @@ async def asyncio(
     Args:
         name (str):
         digest (str):
+        ns (str | Unset):
         range_ (str | Unset):
 
     Raises:
@@ -220,6 +239,7 @@ async def asyncio(
             name=name,
             digest=digest,
             client=client,
+            ns=ns,
             range_=range_,
         )
     ).parsed

@@ -5,13 +5,21 @@ from urllib.parse import quote
 import httpx
 
 from ...client import AuthenticatedClient, Client
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     name: str,
     reference: str,
+    *,
+    ns: str | Unset = UNSET,
 ) -> dict[str, Any]:
+
+    params: dict[str, Any] = {}
+
+    params["ns"] = ns
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "head",
@@ -19,6 +27,7 @@ def _get_kwargs(
             name=quote(str(name), safe=""),
             reference=quote(str(reference), safe=""),
         ),
+        "params": params,
     }
 
     return _kwargs
@@ -55,6 +64,7 @@ def sync_detailed(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a manifest's size, media type and digest without its body.
 
@@ -64,6 +74,7 @@ def sync_detailed(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -76,6 +87,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         name=name,
         reference=reference,
+        ns=ns,
     )
 
     response = client.get_httpx_client().request(
@@ -90,6 +102,7 @@ async def asyncio_detailed(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a manifest's size, media type and digest without its body.
 
@@ -99,6 +112,7 @@ async def asyncio_detailed(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -111,6 +125,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         name=name,
         reference=reference,
+        ns=ns,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)

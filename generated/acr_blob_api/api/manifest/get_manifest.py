@@ -7,13 +7,21 @@ import httpx
 
 from ...client import AuthenticatedClient, Client
 from ...models.acr_errors import AcrErrors
-from ...types import File, Response
+from ...types import UNSET, File, Response, Unset
 
 
 def _get_kwargs(
     name: str,
     reference: str,
+    *,
+    ns: str | Unset = UNSET,
 ) -> dict[str, Any]:
+
+    params: dict[str, Any] = {}
+
+    params["ns"] = ns
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
@@ -21,6 +29,7 @@ def _get_kwargs(
             name=quote(str(name), safe=""),
             reference=quote(str(reference), safe=""),
         ),
+        "params": params,
     }
 
     return _kwargs
@@ -65,6 +74,7 @@ def sync_detailed(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[AcrErrors | File]:
     """Download a manifest.
 
@@ -76,6 +86,7 @@ def sync_detailed(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -88,6 +99,7 @@ def sync_detailed(
     kwargs = _get_kwargs(
         name=name,
         reference=reference,
+        ns=ns,
     )
 
     response = client.get_httpx_client().request(
@@ -102,6 +114,7 @@ def sync(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> AcrErrors | File | None:
     """Download a manifest.
 
@@ -113,6 +126,7 @@ def sync(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -126,6 +140,7 @@ def sync(
         name=name,
         reference=reference,
         client=client,
+        ns=ns,
     ).parsed
 
 
@@ -134,6 +149,7 @@ async def asyncio_detailed(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> Response[AcrErrors | File]:
     """Download a manifest.
 
@@ -145,6 +161,7 @@ async def asyncio_detailed(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -157,6 +174,7 @@ async def asyncio_detailed(
     kwargs = _get_kwargs(
         name=name,
         reference=reference,
+        ns=ns,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -169,6 +187,7 @@ async def asyncio(
     reference: str,
     *,
     client: AuthenticatedClient | Client,
+    ns: str | Unset = UNSET,
 ) -> AcrErrors | File | None:
     """Download a manifest.
 
@@ -180,6 +199,7 @@ async def asyncio(
     Args:
         name (str):
         reference (str):
+        ns (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -194,5 +214,6 @@ async def asyncio(
             name=name,
             reference=reference,
             client=client,
+            ns=ns,
         )
     ).parsed
