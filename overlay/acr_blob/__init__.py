@@ -21,11 +21,13 @@ from .errors import (
     BlobError,
     BlobNotFoundError,
     BlobSizeError,
+    CacheMissError,
     CredentialHelperError,
     DeadlineExceededError,
     DigestMismatchError,
     DiskFullError,
     DockerConfigError,
+    HostsConfigError,
     InsecureCredentialError,
     InsecureRedirectError,
     InvalidDigestError,
@@ -45,8 +47,10 @@ if TYPE_CHECKING:
     from ._config import DEFAULT_TIMEOUT, Credential
     from ._sync import BlobClient, BlobDownload
     from .auth import RegistryAuth
+    from .cache import BlobCache, CacheEntry
     from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
     from .docker_config import docker_config_credential
+    from .mirrors import Mirror, read_hosts_toml
     from .models import BlobProperties
     from .references import (
         BlobReference,
@@ -67,6 +71,7 @@ __all__ = [
     "AsyncBlobDownload",
     "AuthenticationError",
     "BasicCredential",
+    "BlobCache",
     "BlobClient",
     "BlobDownload",
     "BlobError",
@@ -74,6 +79,8 @@ __all__ = [
     "BlobProperties",
     "BlobReference",
     "BlobSizeError",
+    "CacheEntry",
+    "CacheMissError",
     "Credential",
     "CredentialHelperError",
     "DeadlineExceededError",
@@ -81,12 +88,14 @@ __all__ = [
     "DigestMismatchError",
     "DiskFullError",
     "DockerConfigError",
+    "HostsConfigError",
     "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
     "InvalidEndpointError",
     "InvalidRedirectError",
     "InvalidRepositoryError",
+    "Mirror",
     "ProgressCallback",
     "RedirectError",
     "RefreshTokenCredential",
@@ -104,6 +113,7 @@ __all__ = [
     "enable_log_redaction",
     "parse_blob_reference",
     "parse_digest",
+    "read_hosts_toml",
     "validate_repository",
 ]
 
@@ -119,6 +129,10 @@ _LAZY = {
     "DEFAULT_TIMEOUT": "._config",
     "Credential": "._config",
     "RegistryAuth": ".auth",
+    "BlobCache": ".cache",
+    "CacheEntry": ".cache",
+    "Mirror": ".mirrors",
+    "read_hosts_toml": ".mirrors",
     "BasicCredential": ".credentials",
     "RefreshTokenCredential": ".credentials",
     "TokenCredential": ".credentials",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import httpx
@@ -103,7 +103,7 @@ def to_auth(credential: Credential, *, allow_insecure: bool = False) -> httpx.Au
 
 
 def api_client(
-    endpoint: str,
+    base_url: str,
     credential: Credential,
     *,
     timeout: TimeoutTypes,
@@ -111,13 +111,15 @@ def api_client(
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
     on_response: Callable[[httpx.Response], Any],
     allow_insecure: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> Client:
-    """The generated client configured for blob downloads: redirects are followed by the overlay.
+    """The generated client for ``base_url`` (a normalized endpoint, or a mirror's URL),
+    configured for blob downloads: redirects are followed by the overlay.
 
     ``on_response`` is httpx's response hook (a coroutine function for the async client): it
-    sees each answer before httpx builds the redirect from it.
+    sees each answer before httpx builds the redirect from it. ``headers`` go with every
+    request, besides the client's own.
     """
-    base_url = normalize_endpoint(endpoint)
     host = httpx.URL(base_url).host
     if (
         credential is not None
@@ -140,7 +142,7 @@ def api_client(
         httpx_args["transport"] = transport
     return Client(
         base_url=base_url,
-        headers=dict(_HEADERS),
+        headers={**_HEADERS, **(headers or {})},
         timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
         verify_ssl=verify,
         follow_redirects=False,

@@ -308,9 +308,12 @@ class DownloadTurn:
         logger.info("%s was downloaded into %s meanwhile", self._digest, self._target)
         return done.properties
 
-    def partial(self, resume: bool) -> PartialFile:
-        """The partial file: the shared one when the lock is held, else a private one."""
-        return PartialFile(self._target, self._digest, shared=self._lock.held, resume=resume)
+    def partial(self, resume: bool, *, read_only: bool = False) -> PartialFile:
+        """The partial file: the shared one when the lock is held, else a private one
+        (``read_only``: the target gets no write permission)."""
+        return PartialFile(
+            self._target, self._digest, shared=self._lock.held, resume=resume, read_only=read_only
+        )
 
     def record(self, partial: PartialFile, properties: BlobProperties) -> None:
         """Leave the committed ``partial``'s result for the callers waiting on this lock."""

@@ -88,7 +88,8 @@ class PartialFile:
     only used when it is a regular file of this user's with no other link to it: anything else
     at its name (a planted symbolic link, a FIFO, a directory, another user's file) is removed
     and a fresh file made, or, where it cannot be removed, the download goes to a private
-    partial instead. It has mode 0600 until it becomes the target.
+    partial instead. It has mode 0600 until it becomes the target (read-only with
+    ``read_only``, as cache entries are).
 
     Leaving the ``with`` block without :meth:`commit` keeps a shared partial when ``resume`` is
     on and the failure was one a later call can resume from (a broken connection, a deadline,
@@ -102,9 +103,11 @@ class PartialFile:
         *,
         shared: bool = True,
         resume: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = check_target(path)
         self._resume = resume
+        self._read_only = read_only
         fd = None
         if shared:
             self.partial_path = self.path.with_name(f".{digest.algorithm}-{digest.hex}.partial")
@@ -294,7 +297,7 @@ class PartialFile:
         self.file.flush()
         self._join_syncer()
         fd = self.file.fileno()
-        mode = _final_mode(self.path)
+        mode = _final_mode(self.path) & (0o444 if self._read_only else 0o777)
         os.fsync(fd)
         ours = os.fstat(fd)
         swapped = BlobError(f"{self.partial_path} was replaced by another file before its rename")

@@ -24,11 +24,13 @@ __all__ = [
     "BlobError",
     "BlobNotFoundError",
     "BlobSizeError",
+    "CacheMissError",
     "CredentialHelperError",
     "DeadlineExceededError",
     "DigestMismatchError",
     "DiskFullError",
     "DockerConfigError",
+    "HostsConfigError",
     "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
@@ -54,6 +56,17 @@ class BlobError(Exception):
         except BlobError as error:
             print(f"download failed: {error}")
     """
+
+    hosts_tried: tuple[tuple[str, str], ...] = ()
+    """With mirrors: each host that failed before this error's, and why (its error's message),
+    in the order they were tried; the message lists them too."""
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if not self.hosts_tried:
+            return message
+        tried = "; ".join(f"{host}: {why}" for host, why in self.hosts_tried)
+        return f"{message} (after {tried})"
 
     def _repr_fields(self) -> dict[str, Any]:
         """The attributes the repr shows after the message (none that can hold a secret)."""
@@ -520,3 +533,43 @@ class CredentialHelperError(DockerConfigError):
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"helper": self.helper, "exit_code": self.exit_code, **super()._repr_fields()}
+
+
+class CacheMissError(BlobError):
+    """``offline`` is on and the blob is not in the cache: nothing was sent.
+
+    ``digest`` is the blob's digest, ``cache_dir`` the cache folder looked in (``None`` when the
+    client has no cache).
+
+    Example::
+
+        client = BlobClient(endpoint, cache_dir="/var/cache/acr-blob", offline=True)
+        try:
+            client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+        except CacheMissError as error:
+            print(error)  # sha256:... is not in the cache /var/cache/acr-blob (offline)
+    """
+
+    def __init__(self, digest: str, cache_dir: str | os.PathLike[str] | None) -> None:
+        self.digest = digest
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        where = "a cache (none is set)" if cache_dir is None else f"the cache {self.cache_dir}"
+        super().__init__(f"{digest} is not in {where} (offline: nothing was sent)")
+
+
+class HostsConfigError(BlobError, ValueError):
+    """A mirror given to the client, or a ``hosts.toml`` file, cannot be used.
+
+    ``path`` is the ``hosts.toml`` file, ``None`` for a mirror given as ``mirrors=``.
+
+    Example::
+
+        try:
+            BlobClient("myregistry.azurecr.io", hosts_dir="/etc/containerd/certs.d")
+        except HostsConfigError as error:
+            print(error)  # /etc/containerd/certs.d/myregistry.azurecr.io/hosts.toml: ...
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(message if self.path is None else f"{self.path}: {message}")

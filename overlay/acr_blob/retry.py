@@ -63,6 +63,17 @@ class RetryPolicy:
         """
         return cls(attempts=1, resume_attempts=0)
 
+    def once(self) -> RetryPolicy:
+        """This policy without retries or resumption (what a mirror gets: its failures move
+        on to the next host at once).
+
+        Example::
+
+            >>> RetryPolicy().once().attempts
+            1
+        """
+        return attrs.evolve(self, attempts=1, resume_attempts=0)
+
     def delay(self, failures: int, retry_after: float | None, waited: float) -> float | None:
         """The wait before the next try after ``failures`` failures, or ``None``: give up.
 

@@ -3,38 +3,41 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 
 import httpx
 
 from acr_blob_api.api.blob import check_blob_exists
 
-from .._concurrency import sleep
+from .._concurrency import run_blocking, sleep
 from .._config import (
     DEFAULT_TIMEOUT,
     Credential,
     TimeoutTypes,
     VerifyTypes,
-    api_client,
     check_concurrency,
+    normalize_endpoint,
 )
 from .._file_lock import DownloadTurn
 from .._files import check_target
-from .._progress import ProgressCallback, reporter
-from .._protocol import check_location, properties_from
+from .._progress import ProgressCallback, ProgressReporter, reporter
+from .._protocol import properties_from
 from .._verify import BodyVerifier
-from ..errors import BlobNotFoundError
+from ..cache import EntryStream, BlobCache, HeldEntry, env_cache_dir, env_offline
+from ..errors import BlobError, BlobNotFoundError, CacheMissError, DiskFullError
+from ..mirrors import HostPlan, Mirror
 from ..models import BlobProperties
-from ..references import parse_digest, validate_repository
+from ..references import Digest, parse_digest, validate_repository
 from ..retry import RetryPolicy
-from .download import BlobDownload, Sender, download_to_partial
+from .download import BlobDownload, download_to_partial
+from .sender import open_hosts
 
-
-def _check_location(response: httpx.Response) -> None:
-    """``check_location`` as a response hook (an async client's hooks are coroutines)."""
-    check_location(response)
+logger = logging.getLogger("acr_blob")
 
 
 class BlobClient:
@@ -52,6 +55,16 @@ class BlobClient:
     how requests that failed before their body are retried (408, 429 with ``Retry-After``, 5xx,
     connection errors) and how broken bodies are resumed. ``resume`` (default on) keeps a
     failed :meth:`download_blob_to_file`'s partial file for the next call to continue.
+
+    ``mirrors`` (:class:`~acr_blob.mirrors.Mirror` objects or URLs) and ``hosts_dir``
+    (containerd's ``hosts.toml`` folders) name registries that are asked for blobs before the
+    origin, in order; any failure at one moves on to the next host, and the origin's
+    credential never goes to them. ``fallback_to_origin=False`` (or a ``hosts.toml`` without
+    ``server``) leaves the origin out.
+
+    ``cache_dir`` (default: ``$ACR_BLOB_CACHE_DIR``, else none) keeps each verified blob once
+    for all processes that share the folder (:mod:`acr_blob.cache`), ``max_cache_bytes``
+    bounds it, and ``offline`` (default: ``$ACR_BLOB_OFFLINE``) serves from it alone.
 
     The sync and the async client take the same arguments and behave alike; the async one
     never holds up its event loop on the disk.
@@ -75,19 +88,27 @@ class BlobClient:
         allow_insecure: bool = False,
         max_concurrency: int = 1,
         resume: bool = True,
+        mirrors: Iterable[Mirror | str] | None = None,
+        hosts_dir: str | os.PathLike[str] | None = None,
+        fallback_to_origin: bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        max_cache_bytes: int | None = None,
+        offline: bool | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        api = api_client(
-            endpoint,
+        plan = HostPlan.of(normalize_endpoint(endpoint), mirrors, hosts_dir, fallback_to_origin)
+        cache_dir = cache_dir if cache_dir is not None else env_cache_dir()
+        self._cache = None if cache_dir is None else BlobCache(cache_dir, max_cache_bytes)
+        self._offline = env_offline() if offline is None else offline
+        self._hosts = open_hosts(
+            plan,
             credential,
             timeout=timeout,
             verify=verify,
             transport=transport,
-            on_response=_check_location,
             allow_insecure=allow_insecure,
-        )
-        self._sender = Sender(
-            api.get_httpx_client(), retry or RetryPolicy(), max_redirects
+            retry=retry or RetryPolicy(),
+            max_redirects=max_redirects,
         )
         self._deadline = deadline
         self._max_concurrency = check_concurrency(max_concurrency)
@@ -96,7 +117,7 @@ class BlobClient:
     @property
     def endpoint(self) -> str:
         """The registry's base URL."""
-        return str(self._sender.http.base_url).rstrip("/")
+        return str(self._hosts.origin.http.base_url).rstrip("/")
 
     def download_blob(
         self,
@@ -116,20 +137,34 @@ class BlobClient:
         parts over that many connections and hands the bytes out in order; the parts that
         arrive early wait in memory, at most 32 MiB of them.
 
+        With a cache, the bytes come from the blob's entry, verified again as they pass; a
+        blob not yet there is downloaded into the cache first (``progress`` reports that).
+
         Example::
 
             with client.download_blob("library/ubuntu", digest) as download:
                 data = download.readall()
         """
         validate_repository(repository)
-        verifier = BodyVerifier(parse_digest(digest))
+        checked = parse_digest(digest)
+        verifier = BodyVerifier(checked)
+        deadline = self._deadline_from(time.monotonic())
+        report = reporter(progress)
+        concurrency = self._concurrency(max_concurrency)
+        route = self._hosts.route(str(checked))
+        entry, report = self._cache_entry(repository, checked, deadline, report, concurrency)
+        if entry is not None:
+            answer = entry.response(EntryStream(entry))
+            return BlobDownload(
+                route, repository, verifier, answer, deadline=deadline, reporter=report
+            )
         return BlobDownload.open(
-            self._sender,
+            route,
             repository,
             verifier,
-            deadline=self._deadline_from(time.monotonic()),
-            reporter=reporter(progress),
-            concurrency=self._concurrency(max_concurrency),
+            deadline=deadline,
+            reporter=report,
+            concurrency=concurrency,
         )
 
     def download_blob_to_file(
@@ -160,6 +195,11 @@ class BlobClient:
         place and hashed in order; a small blob, or a server that ignores ``Range``, gets one
         stream. ``progress`` works as for :meth:`download_blob`.
 
+        With a cache, ``path`` is made from the blob's entry by a reflink where the filesystem
+        has them, else a copy (never a link: editing ``path`` leaves the entry as it was); a
+        blob not yet there is downloaded into the cache first. A cache folder that cannot be
+        written, or is full, is passed by with a warning.
+
         Example::
 
             properties = client.download_blob_to_file(
@@ -172,24 +212,87 @@ class BlobClient:
         target = check_target(path)
         report = reporter(progress)
         deadline = self._deadline_from(time.monotonic())
-        with DownloadTurn(target, checked, deadline) as turn:
+        entry, report = self._cache_entry(repository, checked, deadline, report, concurrency)
+        if entry is not None:
+            with entry:
+                return run_blocking(entry.place, target)
+        keep = self._resume_partials if resume is None else resume
+        return self._download_file(
+            target, repository, checked, deadline, report, concurrency, keep=keep
+        )
+
+    def _download_file(
+        self,
+        target: Path,
+        repository: str,
+        digest: Digest,
+        deadline: float | None,
+        report: ProgressReporter | None,
+        concurrency: int,
+        *,
+        keep: bool,
+        read_only: bool = False,
+    ) -> BlobProperties:
+        """Download into ``target`` in turn with whoever else downloads it (see
+        :class:`~acr_blob._file_lock.DownloadTurn`)."""
+        with DownloadTurn(target, digest, deadline) as turn:
             while (delay := turn.next_delay()) is not None:
                 sleep(delay)
             if (done := turn.completed_meanwhile()) is not None:
                 return done
-            keep = self._resume_partials if resume is None else resume
-            with turn.partial(keep) as partial:
+            with turn.partial(keep, read_only=read_only) as partial:
                 properties = download_to_partial(
-                    self._sender,
+                    self._hosts.route(str(digest)),
                     partial,
                     repository,
-                    checked,
+                    digest,
                     deadline=deadline,
                     reporter=report,
                     concurrency=concurrency,
                 )
                 turn.record(partial, properties)
             return properties
+
+    def _cache_entry(
+        self,
+        repository: str,
+        digest: Digest,
+        deadline: float | None,
+        report: ProgressReporter | None,
+        concurrency: int,
+    ) -> tuple[HeldEntry | None, ProgressReporter | None]:
+        """The cache's entry for ``digest``, held, downloaded into the cache first when it is
+        missing; ``None`` without a usable cache. Returns the progress reporter reading the
+        entry should feed, too: none after a download into the cache has reported."""
+        cache = self._cache
+        entry = None if cache is None else run_blocking(cache.open, digest)
+        if entry is not None or cache is None:
+            if entry is None and self._offline:
+                raise CacheMissError(str(digest), None)
+            return entry, report
+        if self._offline:
+            raise CacheMissError(str(digest), cache.root)
+        try:
+            path = run_blocking(cache.prepare, digest)
+            self._download_file(
+                path,
+                repository,
+                digest,
+                deadline,
+                report,
+                concurrency,
+                keep=self._resume_partials,
+                read_only=True,
+            )
+        except OSError as error:
+            if isinstance(error, BlobError) and not isinstance(error, DiskFullError):
+                raise
+            logger.warning("not caching %s: %s", digest, error)
+            return None, report
+        # Held before the eviction, which would otherwise take a blob larger than the bound.
+        entry = run_blocking(cache.open, digest)
+        run_blocking(cache.prune)
+        return entry, None
 
     def _concurrency(self, max_concurrency: int | None) -> int:
         return check_concurrency(
@@ -201,15 +304,24 @@ class BlobClient:
         return None if self._deadline is None else started + self._deadline
 
     def get_blob_properties(self, repository: str, digest: str) -> BlobProperties:
-        """Size, digest, media type and ETag of a blob, from a HEAD request."""
-        response, checked = self._sender.send(
-            check_blob_exists._get_kwargs, repository, digest
+        """Size, digest, media type and ETag of a blob, from a HEAD request (offline: its
+        size and digest, from the cache)."""
+        if self._offline:
+            validate_repository(repository)
+            entry, _ = self._cache_entry(repository, parse_digest(digest), None, None, 1)
+            assert entry is not None  # offline, a miss raised
+            with entry:
+                return entry.properties
+        route = self._hosts.route(digest)
+        response, checked = route.open(
+            lambda sender: sender.send(check_blob_exists._get_kwargs, repository, digest)
         )
         response.close()
         return properties_from(response, checked)
 
     def blob_exists(self, repository: str, digest: str) -> bool:
-        """Whether the registry has this blob in this repository (a HEAD request)."""
+        """Whether the registry has this blob in this repository (a HEAD request; offline,
+        whether the cache has it, and a miss raises :class:`~acr_blob.errors.CacheMissError`)."""
         try:
             self.get_blob_properties(repository, digest)
         except BlobNotFoundError:
@@ -218,7 +330,7 @@ class BlobClient:
 
     def close(self) -> None:
         """Close the connections."""
-        self._sender.close()
+        self._hosts.close()
 
     def __enter__(self) -> BlobClient:
         return self

@@ -1,10 +1,10 @@
 # Generated from acr_blob/_async/download.py by tools/unasync.py: do not edit.
-"""One blob download, and the requests it is made of.
+"""One blob download.
 
-:class:`Sender` sends a client's requests: retries, redirects, and the error a refusal
-means. :class:`BlobDownload` owns one download from its first answer on: the answer (it
-alone closes it), the verifier, the deadline, resumption, and the parallel parts with the probe
-that decides on them. :func:`download_to_partial` is the download into a partial file.
+:class:`BlobDownload` owns one download from its first answer on: the answer (it alone
+closes it), the verifier, the deadline, resumption (at the next host when a mirror fails, see
+:mod:`.sender`), and the parallel parts with the probe that decides on them.
+:func:`download_to_partial` is the download into a partial file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, BinaryIO, overload
+from typing import BinaryIO, overload
 
 import attrs
 import httpx
@@ -24,16 +24,7 @@ from .._concurrency import run_blocking
 from .._fast_read import Lend
 from .._files import PartialFile
 from .._progress import ProgressReporter
-from .._protocol import (
-    ERROR_BODY_LIMIT,
-    BuildKwargs,
-    RedirectFollower,
-    blob_request_kwargs,
-    error_body_expected,
-    error_for,
-    properties_from,
-    redact_url,
-)
+from .._protocol import properties_from
 from .._ranges import (
     PlanParts,
     check_part,
@@ -55,106 +46,17 @@ from ..errors import (
 )
 from ..models import BlobProperties
 from ..references import Digest
-from ..retry import Resumptions, RetryPolicy, retry_delay
+from ..retry import Resumptions
 from .body import body_chunks
 from .ranged import OpenPart, ParallelChunks, RangedDownload
+from .sender import HOST_FAILURES, Route, Sender
 
 logger = logging.getLogger("acr_blob")
 
+# What the partial file's own bytes can cause, when they were bad.
+_BAD_PARTIAL = (DigestMismatchError, BlobSizeError, ResumeError)
 # What makes a part's request fall back to the registry, or parallel parts to one stream.
 _PART_FAILURES = (RegistryError, TransportError, ResumeError, RedirectError)
-
-
-class Sender:
-    """Sends one client's requests: each tried again by ``retry``, redirects followed (at most
-    ``max_redirects``), and every final answer that is not a success raised as its error."""
-
-    def __init__(self, http: httpx.Client, retry: RetryPolicy, max_redirects: int) -> None:
-        self.http = http
-        self.retry = retry
-        self._max_redirects = max_redirects
-
-    def send(
-        self,
-        build: BuildKwargs,
-        repository: str,
-        digest: str,
-        deadline: float | None = None,
-        **params: Any,
-    ) -> tuple[httpx.Response, Digest]:
-        """Send with retries; return the final answer (body unread) once it is a success."""
-        kwargs, checked = blob_request_kwargs(build, repository, digest, **params)
-        success = (200, 206) if "range_" in params else (200,)
-        failures, waited = 0, 0.0
-        while True:
-            try:
-                return self._send_once(kwargs, checked, success), checked
-            except (RegistryError, TransportError) as error:
-                failures += 1
-                delay = retry_delay(self.retry, error, failures, waited, deadline)
-                if delay is None:
-                    raise
-                logger.info("retrying in %.2f s after %s", delay, error)
-                self.retry.sleep(delay)
-                waited += delay
-
-    def _send_once(
-        self, kwargs: dict[str, Any], digest: Digest, success: tuple[int, ...]
-    ) -> httpx.Response:
-        """One try: send, follow redirects, and return the final success with its body unread."""
-        request = self.http.build_request(**kwargs)
-        follower = RedirectFollower(request.url, digest, self._max_redirects)
-        while True:
-            response = self._send_request(request, follower)
-            try:
-                redirect = follower.next_request(response)
-                if redirect is None:
-                    if response.status_code in success:
-                        return response
-                    body = _read_error_body(response)
-                    raise error_for(response, body, follower)
-            except BaseException:
-                response.close()
-                raise
-            response.close()
-            request = redirect
-
-    def open_range(
-        self, url: httpx.URL, first: int, end: int, digest: Digest
-    ) -> httpx.Response:
-        """One ``GET`` of bytes ``first`` to ``end - 1`` of ``url`` (storage, or the registry),
-        without retries or redirects; the registry's credentials only if ``url`` is the
-        registry's."""
-        request = self.http.build_request("GET", url, headers={"Range": range_header(first, end)})
-        follower = RedirectFollower(self.http.base_url, digest, self._max_redirects)
-        return self._send_request(request, follower)
-
-    def _send_request(
-        self, request: httpx.Request, follower: RedirectFollower
-    ) -> httpx.Response:
-        try:
-            return self.http.send(request, stream=True, auth=follower.auth_for(request))
-        except httpx.TransportError as error:
-            raise TransportError(
-                f"{request.method} {redact_url(request.url)} failed: {error!r}"
-            ) from error
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def _read_error_body(response: httpx.Response) -> bytes:
-    if not error_body_expected(response):
-        return b""
-    body = bytearray()
-    try:
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) >= ERROR_BODY_LIMIT:
-                break
-    except httpx.HTTPError:
-        pass  # the status alone is enough to raise on
-    return bytes(body[:ERROR_BODY_LIMIT])
 
 
 class BlobDownload:
@@ -175,7 +77,7 @@ class BlobDownload:
 
     def __init__(
         self,
-        sender: Sender,
+        route: Route,
         repository: str,
         verifier: BodyVerifier,
         response: httpx.Response,
@@ -184,7 +86,7 @@ class BlobDownload:
         reporter: ProgressReporter | None = None,
         concurrency: int = 1,
     ) -> None:
-        self._sender = sender
+        self._route = route
         self._repository = repository
         self._verifier = verifier
         self._response = response
@@ -193,7 +95,7 @@ class BlobDownload:
         self._concurrency = concurrency
         self._started = False
         self._parallel: ParallelChunks | None = None
-        self._resumptions = Resumptions(sender.retry, verifier.received)
+        self._resumptions = Resumptions(route.sender.retry, verifier.received)
         self.properties = attrs.evolve(
             properties_from(response, verifier.digest), size=verifier.size
         )
@@ -201,7 +103,7 @@ class BlobDownload:
     @classmethod
     def open(
         cls,
-        sender: Sender,
+        route: Route,
         repository: str,
         verifier: BodyVerifier,
         *,
@@ -210,9 +112,9 @@ class BlobDownload:
         concurrency: int = 1,
     ) -> BlobDownload:
         """Request the blob from ``verifier.received`` on; return once its headers are in."""
-        response = _request_blob(sender, repository, verifier, deadline)
+        response = _request_blob(route, repository, verifier, deadline)
         return cls(
-            sender,
+            route,
             repository,
             verifier,
             response,
@@ -220,6 +122,11 @@ class BlobDownload:
             reporter=reporter,
             concurrency=concurrency,
         )
+
+    @property
+    def _sender(self) -> Sender:
+        """The sender of the host serving the download."""
+        return self._route.sender
 
     @property
     def size(self) -> int | None:
@@ -313,7 +220,7 @@ class BlobDownload:
             logger.debug("resuming at byte %d after %r", self._verifier.received, error)
             try:
                 self._response = _request_blob(
-                    self._sender, self._repository, self._verifier, self._deadline
+                    self._route, self._repository, self._verifier, self._deadline
                 )
                 return
             except ResumeError as wrong:
@@ -323,6 +230,9 @@ class BlobDownload:
         """How long to wait before resuming after ``error``; raises when it is time to stop."""
         self._check_deadline()  # a read cut short by the deadline is no reason to resume
         delay = self._resumptions.next_delay(error, self._verifier.received)
+        if delay is None and self._route.move_on(error):
+            self._resumptions = Resumptions(self._sender.retry, self._verifier.received)
+            return 0.0
         if delay is None:
             failures = self._resumptions.failures
             tries = f" and {failures - 1} resumptions" if failures > 1 else ""
@@ -474,24 +384,29 @@ class BlobDownload:
 
 
 def _request_blob(
-    sender: Sender, repository: str, verifier: BodyVerifier, deadline: float | None
+    route: Route, repository: str, verifier: BodyVerifier, deadline: float | None
 ) -> httpx.Response:
-    """The registry's answer for the blob from ``verifier.received`` on, redirects followed,
-    accepted by ``verifier`` (a wrong answer is closed and raised)."""
+    """The answer for the blob from ``verifier.received`` on, redirects followed, accepted by
+    ``verifier`` (a wrong answer is closed and raised), from the first host along ``route``
+    that gives one."""
     at = verifier.received
     ranged = {"range_": f"bytes={at}-"} if at else {}
     digest = str(verifier.digest)
-    answer, _ = sender.send(get_blob._get_kwargs, repository, digest, deadline, **ranged)
-    try:
-        verifier.accept(answer, at)
-    except BaseException:
-        answer.close()
-        raise
-    return answer
+
+    def attempt(sender: Sender) -> httpx.Response:
+        answer, _ = sender.send(get_blob._get_kwargs, repository, digest, deadline, **ranged)
+        try:
+            verifier.accept(answer, at)
+        except BaseException:
+            answer.close()
+            raise
+        return answer
+
+    return route.open(attempt)
 
 
 def download_to_partial(
-    sender: Sender,
+    route: Route,
     partial: PartialFile,
     repository: str,
     digest: Digest,
@@ -500,26 +415,39 @@ def download_to_partial(
     reporter: ProgressReporter | None,
     concurrency: int,
 ) -> BlobProperties:
-    """Resume or start the download into ``partial``, then commit it; bad partial data is
-    thrown away and the blob downloaded once more."""
+    """Resume or start the download into ``partial``, then commit it. Bad partial data is
+    thrown away and the blob downloaded once more; so are the bytes of a mirror that failed,
+    and the next host along ``route`` gives the blob from its start."""
     verifier = BodyVerifier(digest)
     # Rehashing a large partial file takes a while (and, async, would hold up the loop).
     offset = run_blocking(partial.replay, verifier)
     while True:
         try:
             return _download_into(
-                sender, partial, repository, verifier, deadline, reporter, concurrency
+                route, partial, repository, verifier, deadline, reporter, concurrency
             )
-        except (DigestMismatchError, BlobSizeError, ResumeError):
-            if not offset:
+        except HOST_FAILURES as error:
+            if not _start_over(route, error, offset):
                 raise
-            logger.info("partial data for %s was bad; downloading it again", digest)
+            logger.info("%s: %s; downloading it again from %s", digest, error, route.sender.name)
+        route.mirror_bytes = False
         run_blocking(partial.restart)
         verifier, offset = BodyVerifier(digest), 0
 
 
+def _start_over(route: Route, error: Exception, offset: int) -> bool:
+    """Whether to throw the partial file's bytes away after ``error`` and download the blob
+    from its start: when some came from a mirror (at the next host, if a mirror was serving),
+    or when the bytes that were there before the download proved bad."""
+    if isinstance(error, DeadlineExceededError):
+        return False
+    if route.mirror_bytes:
+        return route.sender.mirror is None or route.move_on(error)
+    return bool(offset) and isinstance(error, _BAD_PARTIAL)
+
+
 def _download_into(
-    sender: Sender,
+    route: Route,
     partial: PartialFile,
     repository: str,
     verifier: BodyVerifier,
@@ -530,7 +458,7 @@ def _download_into(
     offset = verifier.received
     try:
         download = BlobDownload.open(
-            sender,
+            route,
             repository,
             verifier,
             deadline=deadline,

@@ -1,0 +1,297 @@
+# Generated from acr_blob/_async/sender.py by tools/unasync.py: do not edit.
+"""Where a client's requests go, and how: the sender of one host, and the hosts in order.
+
+:class:`Sender` sends the requests of one host (the origin, or a mirror): retries,
+redirects, and the error a refusal means. :class:`Hosts` is a client's hosts in the order
+blobs are asked of them (mirrors, then the origin), and :class:`Route` one download's way
+through them: any failure at a mirror moves on to the next host.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from .._config import Credential, TimeoutTypes, VerifyTypes, api_client
+from .._protocol import (
+    ERROR_BODY_LIMIT,
+    BuildKwargs,
+    RedirectFollower,
+    blob_request_kwargs,
+    check_location,
+    error_body_expected,
+    error_for,
+    redact_url,
+)
+from .._ranges import range_header
+from ..errors import (
+    BlobError,
+    BlobNotFoundError,
+    BlobSizeError,
+    DeadlineExceededError,
+    DigestMismatchError,
+    RedirectError,
+    RegistryError,
+    StorageError,
+    TransportError,
+)
+from ..mirrors import HostPlan, Mirror, MirrorHealth, mirror_credential, mirror_timeout
+from ..references import Digest
+from ..retry import RetryPolicy, retry_delay
+
+logger = logging.getLogger("acr_blob")
+
+T = TypeVar("T")
+
+# What a host can do wrong: each moves a download on from a mirror to the next host.
+HOST_FAILURES = (
+    RegistryError,
+    TransportError,
+    RedirectError,
+    StorageError,
+    DigestMismatchError,
+    BlobSizeError,
+)
+
+
+class Sender:
+    """Sends one client's requests: each tried again by ``retry``, redirects followed (at most
+    ``max_redirects``), and every final answer that is not a success raised as its error."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        retry: RetryPolicy,
+        max_redirects: int,
+        *,
+        mirror: Mirror | None = None,
+        ns: str | None = None,
+    ) -> None:
+        self.http = http
+        self.mirror = mirror
+        # A mirror gets one try: its failures move on to the next host, at once.
+        self.retry = retry if mirror is None else retry.once()
+        self._max_redirects = max_redirects
+        self._ns = ns if mirror is not None else None
+        self.name = mirror.host if mirror is not None else http.base_url.netloc.decode("ascii")
+
+    def send(
+        self,
+        build: BuildKwargs,
+        repository: str,
+        digest: str,
+        deadline: float | None = None,
+        **params: Any,
+    ) -> tuple[httpx.Response, Digest]:
+        """Send with retries; return the final answer (body unread) once it is a success."""
+        if self._ns is not None:
+            params["ns"] = self._ns
+        kwargs, checked = blob_request_kwargs(build, repository, digest, **params)
+        if self.mirror is not None:
+            kwargs["url"] = self.mirror.request_path(kwargs["url"])
+        success = (200, 206) if "range_" in params else (200,)
+        failures, waited = 0, 0.0
+        while True:
+            try:
+                return self._send_once(kwargs, checked, success), checked
+            except (RegistryError, TransportError) as error:
+                failures += 1
+                delay = retry_delay(self.retry, error, failures, waited, deadline)
+                if delay is None:
+                    raise
+                logger.info("retrying in %.2f s after %s", delay, error)
+                self.retry.sleep(delay)
+                waited += delay
+
+    def _send_once(
+        self, kwargs: dict[str, Any], digest: Digest, success: tuple[int, ...]
+    ) -> httpx.Response:
+        """One try: send, follow redirects, and return the final success with its body unread."""
+        request = self.http.build_request(**kwargs)
+        follower = RedirectFollower(request.url, digest, self._max_redirects)
+        while True:
+            response = self._send_request(request, follower)
+            try:
+                redirect = follower.next_request(response)
+                if redirect is None:
+                    if response.status_code in success:
+                        return response
+                    body = _read_error_body(response)
+                    raise error_for(response, body, follower)
+            except BaseException:
+                response.close()
+                raise
+            response.close()
+            request = redirect
+
+    def open_range(
+        self, url: httpx.URL, first: int, end: int, digest: Digest
+    ) -> httpx.Response:
+        """One ``GET`` of bytes ``first`` to ``end - 1`` of ``url`` (storage, or the registry),
+        without retries or redirects; the registry's credentials only if ``url`` is the
+        registry's."""
+        request = self.http.build_request("GET", url, headers={"Range": range_header(first, end)})
+        follower = RedirectFollower(self.http.base_url, digest, self._max_redirects)
+        return self._send_request(request, follower)
+
+    def _send_request(
+        self, request: httpx.Request, follower: RedirectFollower
+    ) -> httpx.Response:
+        try:
+            return self.http.send(request, stream=True, auth=follower.auth_for(request))
+        except httpx.TransportError as error:
+            raise TransportError(
+                f"{request.method} {redact_url(request.url)} failed: {error!r}"
+            ) from error
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _read_error_body(response: httpx.Response) -> bytes:
+    if not error_body_expected(response):
+        return b""
+    body = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass  # the status alone is enough to raise on
+    return bytes(body[:ERROR_BODY_LIMIT])
+
+
+class Hosts:
+    """A client's hosts for blobs: its mirrors with the ``pull`` capability, in order, then the
+    origin (unless ``fallback`` is off). Mirrors that failed lately are skipped while others
+    remain (see :class:`~acr_blob.mirrors.MirrorHealth`)."""
+
+    def __init__(
+        self, origin: Sender, mirrors: Sequence[Sender] = (), *, fallback: bool = True
+    ) -> None:
+        self.origin = origin
+        self.mirrors = [
+            m for m in mirrors if m.mirror is not None and "pull" in m.mirror.capabilities
+        ]
+        self.fallback = fallback or not self.mirrors
+        self.health = MirrorHealth()
+
+    def route(self, what: str) -> Route:
+        """The way through the hosts for one download (or request) of ``what``."""
+        live = [m for m in self.mirrors if not self.health.is_dead(m.name)]
+        if self.fallback:
+            return Route([*live, self.origin], self.health, what)
+        return Route(live or self.mirrors, self.health, what)
+
+    def close(self) -> None:
+        for sender in [*self.mirrors, self.origin]:
+            sender.close()
+
+
+class Route:
+    """One download's way through its hosts: :attr:`sender` is the host serving it, and
+    :meth:`move_on` gives up on that host for the next one.
+
+    The error of the last host carries each earlier host's failure
+    (:attr:`~acr_blob.errors.BlobError.hosts_tried`). A host whose failure was anything but
+    "not found" is skipped by the client's next downloads for a while.
+    """
+
+    def __init__(self, hosts: Sequence[Sender], health: MirrorHealth, what: str) -> None:
+        self._hosts = list(hosts)
+        self._health = health
+        self._what = what
+        self._tried: list[tuple[str, str]] = []
+        self._announced: Sender | None = None
+        # Whether bytes of the download now under way came from a mirror.
+        self.mirror_bytes = False
+
+    @property
+    def sender(self) -> Sender:
+        return self._hosts[0]
+
+    def open(self, attempt: Callable[[Sender], T]) -> T:
+        """``attempt(sender)`` at the host serving the download, and at the next ones while it
+        fails there; the last host's error is raised."""
+        while True:
+            try:
+                result = attempt(self.sender)
+            except HOST_FAILURES as error:
+                if not self.move_on(error):
+                    raise
+                continue
+            if self._announced is not self.sender:
+                self._announced = self.sender
+                logger.info("%s from %s", self._what, self.sender.name)
+            self.mirror_bytes = self.mirror_bytes or self.sender.mirror is not None
+            return result
+
+    def move_on(self, error: BaseException) -> bool:
+        """Give up on the host serving the download after ``error``; ``False`` when it was the
+        last host (``error`` then names the ones tried before)."""
+        if isinstance(error, DeadlineExceededError) or not isinstance(error, BlobError):
+            return False  # the deadline is the whole download's, not a host's
+        if len(self._hosts) < 2:
+            if self._tried and not error.hosts_tried:
+                error.hosts_tried = tuple(self._tried)
+            return False
+        failed = self._hosts.pop(0)
+        self._tried.append((failed.name, str(error)))
+        if not isinstance(error, BlobNotFoundError):
+            self._health.failed(failed.name)
+        logger.info(
+            "%s: %s failed (%s); trying %s", self._what, failed.name, error, self.sender.name
+        )
+        return True
+
+
+def _check_location(response: httpx.Response) -> None:
+    """``check_location`` as a response hook (an async client's hooks are coroutines)."""
+    check_location(response)
+
+
+def open_hosts(
+    plan: HostPlan,
+    credential: Credential,
+    *,
+    timeout: TimeoutTypes,
+    verify: VerifyTypes,
+    transport: httpx.BaseTransport | None,
+    allow_insecure: bool,
+    retry: RetryPolicy,
+    max_redirects: int,
+) -> Hosts:
+    """The senders of a client's hosts: the origin with ``credential``, each mirror with its
+    own (see :func:`~acr_blob.mirrors.mirror_credential`)."""
+
+    def sender(
+        url: str, credential: Credential, mirror: Mirror | None = None, **options: Any
+    ) -> Sender:
+        api = api_client(
+            url,
+            credential,
+            transport=transport,
+            on_response=_check_location,
+            allow_insecure=allow_insecure,
+            **options,
+        )
+        http = api.get_httpx_client()
+        return Sender(http, retry, max_redirects, mirror=mirror, ns=plan.ns)
+
+    origin = sender(plan.origin_url, credential, timeout=timeout, verify=verify)
+    mirrors = [
+        sender(
+            mirror.url,
+            mirror_credential(mirror),
+            mirror,
+            timeout=mirror_timeout(timeout, mirror),
+            verify=mirror.verify,
+            headers=mirror.headers,
+        )
+        for mirror in plan.mirrors
+    ]
+    return Hosts(origin, mirrors, fallback=plan.fallback)
