@@ -182,6 +182,9 @@ class RegistryServer(Service):
         elif self.token is not None:
             config["auth"] = {"token": self.token.config()}
         if self.proxy is not None:
+            # Proxy mode needs nothing else changed: its scheduler keeps its state in the
+            # storage root (/scheduler-state.json) and expires cached blobs after a week
+            # through the blob store's Delete, which `storage.delete` above already allows.
             config["proxy"] = self.proxy.config()
         return config
 
