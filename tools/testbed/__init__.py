@@ -21,6 +21,7 @@ from tools.testbed.deployments import (
     open_token_registry,
 )
 from tools.testbed.motoserver import MotoServer
+from tools.testbed.oci_layout import skopeo_binary, write_oci_index
 from tools.testbed.process import TestbedError, TestbedUnavailable, free_port
 from tools.testbed.proxy import RecordedRequest, StorageProxy, s3_error_xml
 from tools.testbed.push import push_blob, push_blob_file
@@ -88,5 +89,7 @@ __all__ = [
     "put_blob_in_storage",
     "registry_binary",
     "s3_error_xml",
+    "skopeo_binary",
     "write_htpasswd",
+    "write_oci_index",
 ]
