@@ -183,6 +183,13 @@ class BlobFileFactory(Protocol):
     ) -> PushedFile: ...
 
 
+class MirrorFactory(Protocol):
+    """The type of the tests' `mirror_factory` fixture: a running Mirror of a Deployment (or of
+    an anonymous registry's URL), stopped at the end of the test (see open_mirror)."""
+
+    def __call__(self, origin: Deployment | str, *, upstream_url: str | None = None) -> Mirror: ...
+
+
 @contextlib.contextmanager
 def _tls_files(tls: bool) -> Iterator[tuple[Path, Path] | None]:
     if not tls:
