@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
 import socket
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +29,7 @@ from tools.testbed import (
     blob_data_path,
     flip_byte,
     put_blob_in_storage,
+    write_oci_index,
 )
 
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
@@ -410,3 +415,89 @@ def test_token_registry_mirror_fetches_a_pull_token(
     [token_request] = token_registry.token_server.requests
     assert token_request.user == token_registry.auth[0]
     assert token_request.params["scope"] == (f"repository:{repository}:pull",)
+
+
+# OCI image layouts read by skopeo.
+
+
+def test_skopeo_copies_an_oci_layout(skopeo_path: str, tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    layer = os.urandom(30_000)
+    layer_hex = hashlib.sha256(layer).hexdigest()
+    (blobs / layer_hex).write_bytes(layer)
+    layer_stat = (blobs / layer_hex).stat()
+
+    manifest_digest = write_oci_index(layout, [(f"sha256:{layer_hex}", len(layer))], tag="v1")
+    manifest_path = blobs / manifest_digest.removeprefix("sha256:")
+    manifest_inode = manifest_path.stat().st_ino
+    # Idempotent, and nothing already there is written again.
+    assert write_oci_index(layout, [(f"sha256:{layer_hex}", len(layer))], tag="v1") == (
+        manifest_digest
+    )
+    assert manifest_path.stat().st_ino == manifest_inode
+    assert (blobs / layer_hex).stat().st_mtime_ns == layer_stat.st_mtime_ns
+    assert (blobs / layer_hex).stat().st_ino == layer_stat.st_ino
+
+    out = tmp_path / "out"
+    copied = run_skopeo(skopeo_path, "copy", f"oci:{layout}:v1", f"dir:{out}")
+    assert copied.returncode == 0, copied.stderr
+    assert (out / layer_hex).read_bytes() == layer
+    assert hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest() == (
+        manifest_digest.removeprefix("sha256:")
+    )
+    raw = run_skopeo(skopeo_path, "inspect", "--raw", f"oci:{layout}:v1")
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.encode() == manifest_path.read_bytes()
+    inspected = run_skopeo(skopeo_path, "inspect", f"oci:{layout}:v1")
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Layers"] == [f"sha256:{layer_hex}"]
+
+
+def test_skopeo_copy_verifies_layer_digests(skopeo_path: str, tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layer = os.urandom(10_000)
+    layer_hex = hashlib.sha256(layer).hexdigest()
+    (blobs / layer_hex).write_bytes(bytes([layer[0] ^ 0xFF]) + layer[1:])
+    write_oci_index(layout, [(f"sha256:{layer_hex}", len(layer))])
+    copied = run_skopeo(skopeo_path, "copy", f"oci:{layout}:latest", f"dir:{tmp_path / 'out'}")
+    assert copied.returncode != 0
+    assert "Digest did not match" in copied.stderr
+
+
+def test_write_oci_index_keeps_other_tags(tmp_path: Path) -> None:
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layers = []
+    for size in (100, 200):
+        data = os.urandom(size)
+        hex_ = hashlib.sha256(data).hexdigest()
+        (blobs / hex_).write_bytes(data)
+        layers.append((f"sha256:{hex_}", size))
+    first = write_oci_index(tmp_path, layers[:1], tag="a")
+    second = write_oci_index(tmp_path, layers[1:], tag="b")
+    again = write_oci_index(tmp_path, layers, tag="a")
+    index = json.loads((tmp_path / "index.json").read_text())
+    tags = {
+        m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+        for m in index["manifests"]
+    }
+    assert tags == {"a": again, "b": second}
+    assert first != again
+    assert json.loads((tmp_path / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    with pytest.raises(ValueError, match="not 99"):
+        write_oci_index(tmp_path, [(layers[0][0], 99)])
+    with pytest.raises(ValueError, match="is not in"):
+        write_oci_index(tmp_path, [("sha256:" + "0" * 64, 1)])
+
+
+def run_skopeo(skopeo: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # No proxies: nothing here needs the network, and nothing should try it.
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    return subprocess.run(
+        [skopeo, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
