@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real registry server the tests and the demo run (Debian's docker-registry).
+# The real registry server the tests and the demo run (Debian's docker-registry), and skopeo.
 system-deps:
 	@tools/system-deps.sh
 

@@ -28,6 +28,15 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
                       the client at its .url, add faults with .add(Fault...), read .requests
                       and .firings; stopped at the end of the test
   proxied             a fault proxy in front of `registry`
+  registry_mirror     a pull-through mirror (tools.testbed.Mirror: a read-only, anonymous
+                      Deployment with .origin, .upstream, .cached(), .wait_cached()) of
+                      `registry`
+  basic_registry_mirror  the same of `basic_registry`: anonymous itself, it fetches with
+                      BASIC_AUTH
+  mirror_factory      mirror_factory(deployment_or_url, upstream_url=None) -> a running Mirror;
+                      upstream_url e.g. a fault proxy's URL in front of the origin; stopped at
+                      the end of the test
+  skopeo_path         skopeo's path; skips (fails under CI) when it is missing
   mode                "sync" or "async": every test that takes it runs with both clients
                       (tests.drivers.Driver)
 
@@ -57,15 +66,19 @@ from tools.testbed import (
     BlobFactory,
     BlobFileFactory,
     Deployment,
+    Mirror,
+    MirrorFactory,
     MotoServer,
     PushedBlob,
     PushedFile,
     TestbedUnavailable,
     TokenServer,
     open_filesystem_registry,
+    open_mirror,
     open_s3_registry,
     open_token_registry,
     registry_binary,
+    skopeo_binary,
 )
 
 BASIC_AUTH = ("alice", "s3cret-pass")
@@ -108,6 +121,16 @@ def registry_binary_path() -> str:
 
 
 @pytest.fixture(scope="session")
+def skopeo_path() -> str:
+    try:
+        return skopeo_binary()
+    except TestbedUnavailable as exc:
+        # Outside the except block, so that a CI failure does not drag the traceback along.
+        missing = str(exc)
+    skip_or_fail(missing)
+
+
+@pytest.fixture(scope="session")
 def registry(registry_binary_path: str) -> Iterator[Deployment]:
     with open_filesystem_registry() as deployment:
         yield deployment
@@ -124,6 +147,28 @@ def tls_registry(registry_binary_path: str) -> Iterator[Deployment]:
 def basic_registry(registry_binary_path: str) -> Iterator[Deployment]:
     with open_filesystem_registry(auth=BASIC_AUTH) as deployment:
         yield deployment
+
+
+@pytest.fixture(scope="session")
+def registry_mirror(registry: Deployment) -> Iterator[Mirror]:
+    with open_mirror(registry) as mirror:
+        yield mirror
+
+
+@pytest.fixture(scope="session")
+def basic_registry_mirror(basic_registry: Deployment) -> Iterator[Mirror]:
+    with open_mirror(basic_registry) as mirror:
+        yield mirror
+
+
+@pytest.fixture
+def mirror_factory(registry_binary_path: str) -> Iterator[MirrorFactory]:
+    with contextlib.ExitStack() as stack:
+
+        def start(origin: Deployment | str, *, upstream_url: str | None = None) -> Mirror:
+            return stack.enter_context(open_mirror(origin, upstream_url=upstream_url))
+
+        yield start
 
 
 @pytest.fixture(scope="session")

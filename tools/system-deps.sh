@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo run: the real registry server.
+# Installs the Debian packages the tests and the demo run: the real registry server, and
+# skopeo for the tests of OCI image layouts.
 # As root on Debian it installs them; anywhere else it says what is missing and fails.
 set -euo pipefail
 packages=()
 command -v docker-registry >/dev/null 2>&1 || packages+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
 [ ${#packages[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive

@@ -6,17 +6,21 @@ import contextlib
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from tools.testbed.motoserver import MotoServer
+from tools.testbed.process import TestbedError
 from tools.testbed.proxy import StorageProxy
 from tools.testbed.push import push_blob, push_blob_file
-from tools.testbed.registry import RegistryServer, TokenAuth
+from tools.testbed.registry import RegistryProxy, RegistryServer, TokenAuth
+from tools.testbed.storage import layer_link_path
 from tools.testbed.tls import client_ssl_context, make_tls_cert
 from tools.testbed.token_server import TESTBED_USER_AGENT, BearerAuth, TokenServer, fetch_token
 
@@ -120,6 +124,49 @@ class Deployment:
         return PushedFile(self.push_file(repository, path), path)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Mirror(Deployment):
+    """A pull-through cache (distribution's proxy mode) in front of another registry.
+
+    Anonymous to its clients (`auth` is None), filesystem storage (`root`), read-only: the
+    push methods raise. `origin` is the registry it mirrors (None when it was started on a bare
+    URL), `upstream` the URL it fetches from, the origin's own or e.g. a FaultProxy's.
+
+    What distribution 2.8 does in this mode: an uncached blob is streamed from the upstream
+    whole, whatever the Range (200, no Content-Range), while a background copy of the same
+    blob (a second upstream GET) fills the cache; a HEAD of an uncached blob starts that same
+    fetch. A cached blob is served from `root` like any registry's (Range honoured, 206).
+    Each upstream fetch is preceded by a `GET /v2/` ping of the upstream. Query parameters
+    (`?ns=...`) are ignored and not forwarded. A blob requested again while its first copy is
+    still running is streamed from the upstream again; `wait_cached` waits that out.
+    """
+
+    origin: Deployment | None
+    upstream: str
+
+    def cached(self, repository: str, digest: str) -> bool:
+        """Whether the mirror's storage holds `digest` for `repository` (committed and linked)."""
+        root = self.root
+        return root is not None and layer_link_path(root, repository, digest).is_file()
+
+    def wait_cached(self, repository: str, digest: str, timeout: float = 10.0) -> None:
+        """Wait for the background copy of a first fetch to land in the mirror's storage."""
+        deadline = time.monotonic() + timeout
+        while not self.cached(repository, digest):
+            if time.monotonic() > deadline:
+                raise TestbedError(
+                    f"{digest} not cached by the mirror after {timeout:.0f} s; log tail:\n"
+                    f"{self.server.log_tail()}"
+                )
+            time.sleep(0.01)
+
+    def push(self, repository: str, data: bytes, *, algorithm: str = "sha256") -> str:
+        raise TestbedError("a mirror is read-only (405 UNSUPPORTED): push to its origin")
+
+    def push_file(self, repository: str, path: Path, *, algorithm: str = "sha256") -> str:
+        raise TestbedError("a mirror is read-only (405 UNSUPPORTED): push to its origin")
+
+
 class BlobFactory(Protocol):
     """The type of the tests' `blob_factory` fixture (the repository defaults to the test's)."""
 
@@ -134,6 +181,13 @@ class BlobFileFactory(Protocol):
     def __call__(
         self, deployment: Deployment, size: int, repository: str | None = None
     ) -> PushedFile: ...
+
+
+class MirrorFactory(Protocol):
+    """The type of the tests' `mirror_factory` fixture: a running Mirror of a Deployment (or of
+    an anonymous registry's URL), stopped at the end of the test (see open_mirror)."""
+
+    def __call__(self, origin: Deployment | str, *, upstream_url: str | None = None) -> Mirror: ...
 
 
 @contextlib.contextmanager
@@ -215,3 +269,43 @@ def open_token_registry(
             )
         )
         yield Deployment(server, auth=auth, proxy=proxy, token_server=token_server)
+
+
+def _with_userinfo(url: str, username: str, password: str) -> str:
+    parts = urlsplit(url)
+    userinfo = f"{quote(username, safe='')}:{quote(password, safe='')}"
+    return parts._replace(netloc=f"{userinfo}@{parts.netloc}").geturl()
+
+
+def mirror_proxy_config(origin: Deployment | None, upstream: str) -> RegistryProxy:
+    """The `proxy` section for a mirror of `origin` that fetches from `upstream`.
+
+    A token-auth origin: the origin's client credentials (`Deployment.auth`), which distribution
+    hands to the token realm it finds in the upstream's challenge. A Basic-auth origin: the
+    same credentials, and in the URL too, since distribution 2.8 has no Basic handler for the
+    upstream and its Go HTTP client sends a URL's userinfo as Basic auth instead.
+    """
+    if origin is None or origin.auth is None:
+        return RegistryProxy(upstream)
+    username, password = origin.auth
+    if origin.server.htpasswd is not None:
+        return RegistryProxy(_with_userinfo(upstream, username, password), username, password)
+    return RegistryProxy(upstream, username, password)
+
+
+@contextlib.contextmanager
+def open_mirror(origin: Deployment | str, *, upstream_url: str | None = None) -> Iterator[Mirror]:
+    """A pull-through cache of `origin` (a Deployment, or the URL of an anonymous registry).
+
+    The mirror fetches from `upstream_url` (default: the origin's URL), e.g. a FaultProxy in
+    front of the origin, with the origin's credentials if it has any (see mirror_proxy_config).
+    The upstream must be plain http: the mirror's Go client trusts only the system's CAs.
+    """
+    deployment = origin if isinstance(origin, Deployment) else None
+    default = origin.url if isinstance(origin, Deployment) else origin
+    upstream = (upstream_url or default).rstrip("/")
+    if urlsplit(upstream).scheme != "http":
+        raise ValueError(f"a mirror's upstream must be plain http://, got {upstream!r}")
+    proxy = mirror_proxy_config(deployment, upstream)
+    with RegistryServer(proxy=proxy) as server:
+        yield Mirror(server, origin=deployment, upstream=upstream)

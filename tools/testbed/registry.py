@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import bcrypt
 import httpx
@@ -58,6 +59,38 @@ class TokenAuth:
         }
 
 
+@dataclass(frozen=True)
+class RegistryProxy:
+    """The registry's `proxy` section: run as a pull-through cache (mirror) of `remoteurl`.
+
+    Distribution 2.8 hands `username`/`password` only to the token realms it finds in the
+    remote's Bearer challenges at start; to a Basic-auth remote it never sends them (see
+    `open_mirror`, which also puts them in the URL for one). The remote must answer when the
+    mirror starts: the mirror pings its `/v2/` then, and exits if that fails.
+    """
+
+    remoteurl: str
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("a proxy's username and password go together")
+
+    def config(self) -> dict[str, str]:
+        config = {"remoteurl": self.remoteurl}
+        if self.username is not None and self.password is not None:
+            config["username"] = self.username
+            config["password"] = self.password
+        return config
+
+    def __repr__(self) -> str:
+        # The password stays out of test reports; so do credentials inside the URL.
+        remote = urlsplit(self.remoteurl)
+        shown = remote._replace(netloc=remote.netloc.rpartition("@")[2]).geturl()
+        return f"RegistryProxy(remoteurl={shown!r}, username={self.username!r})"
+
+
 def write_htpasswd(path: Path, user: str, password: str) -> None:
     # Cost 4 (the minimum): the registry checks the hash on every request, and the default
     # cost 12 would add about a quarter of a second to each one.
@@ -74,6 +107,9 @@ class RegistryServer(Service):
     `s3_endpoint` replaces moto's URL as the S3 driver's endpoint. The driver uses that one
     endpoint both for its own (header-signed) requests and for the presigned URLs it redirects
     clients to, so a StorageProxy put there sees both kinds of traffic.
+
+    With `proxy` the registry is a pull-through cache of another registry (read-only: pushes
+    answer 405 UNSUPPORTED); it caches what it fetched in its own storage.
     """
 
     def __init__(
@@ -86,6 +122,7 @@ class RegistryServer(Service):
         host: str = "127.0.0.1",
         redirect: bool = True,
         token: TokenAuth | None = None,
+        proxy: RegistryProxy | None = None,
     ) -> None:
         if htpasswd is not None and token is not None:
             raise ValueError("a registry has one auth method: htpasswd or token, not both")
@@ -95,6 +132,7 @@ class RegistryServer(Service):
         self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.htpasswd = htpasswd
         self.token = token
+        self.proxy = proxy
         self.s3 = s3
         self.s3_endpoint = s3_endpoint or (s3.url if s3 else None)
         # Each registry gets its own prefix so that registries can share one bucket.
@@ -143,6 +181,11 @@ class RegistryServer(Service):
             config["auth"] = {"htpasswd": {"realm": self.url, "path": str(workdir / "htpasswd")}}
         elif self.token is not None:
             config["auth"] = {"token": self.token.config()}
+        if self.proxy is not None:
+            # Proxy mode needs nothing else changed: its scheduler keeps its state in the
+            # storage root (/scheduler-state.json) and expires cached blobs after a week
+            # through the blob store's Delete, which `storage.delete` above already allows.
+            config["proxy"] = self.proxy.config()
         return config
 
     def start(self) -> Self:
