@@ -230,7 +230,7 @@ class HeldEntry:
     def response(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
         """An answer that serves the entry as a registry would (a ``200`` with its size), read
         from ``stream``: a download reads and verifies it like any other."""
-        url = f"file://{self.digest}"
+        url = f"file:///blobs/{self.digest.algorithm}/{self.digest.hex}"
         return httpx.Response(
             200,
             headers={

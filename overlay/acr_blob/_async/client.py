@@ -230,7 +230,6 @@ class AsyncBlobClient:
         concurrency: int,
         *,
         keep: bool,
-        read_only: bool = False,
     ) -> BlobProperties:
         """Download into ``target`` in turn with whoever else downloads it (see
         :class:`~acr_blob._file_lock.DownloadTurn`)."""
@@ -239,18 +238,35 @@ class AsyncBlobClient:
                 await asleep(delay)
             if (done := turn.completed_meanwhile()) is not None:
                 return done
-            with turn.partial(keep, read_only=read_only) as partial:
-                properties = await download_to_partial(
-                    self._hosts.route(str(digest)),
-                    partial,
-                    repository,
-                    digest,
-                    deadline=deadline,
-                    reporter=report,
-                    concurrency=concurrency,
-                )
-                turn.record(partial, properties)
-            return properties
+            return await self._take_turn(
+                turn, repository, digest, deadline, report, concurrency, keep=keep
+            )
+
+    async def _take_turn(
+        self,
+        turn: DownloadTurn,
+        repository: str,
+        digest: Digest,
+        deadline: float | None,
+        report: ProgressReporter | None,
+        concurrency: int,
+        *,
+        keep: bool,
+        read_only: bool = False,
+    ) -> BlobProperties:
+        """The download of a caller whose turn it is, into the turn's partial file."""
+        with turn.partial(keep, read_only=read_only) as partial:
+            properties = await download_to_partial(
+                self._hosts.route(str(digest)),
+                partial,
+                repository,
+                digest,
+                deadline=deadline,
+                reporter=report,
+                concurrency=concurrency,
+            )
+            turn.record(partial, properties)
+        return properties
 
     async def _cache_entry(
         self,
@@ -273,23 +289,30 @@ class AsyncBlobClient:
             raise CacheMissError(str(digest), cache.root)
         try:
             path = await arun_blocking(cache.prepare, digest)
-            await self._download_file(
-                path,
-                repository,
-                digest,
-                deadline,
-                report,
-                concurrency,
-                keep=self._resume_partials,
-                read_only=True,
-            )
+            # Waiters take the entry that the holder made, whose use since changed its times.
+            with DownloadTurn(path, digest, deadline) as turn:
+                while (delay := turn.next_delay()) is not None:
+                    await asleep(delay)
+                entry = await arun_blocking(cache.open, digest)
+                if entry is None:
+                    await self._take_turn(
+                        turn,
+                        repository,
+                        digest,
+                        deadline,
+                        report,
+                        concurrency,
+                        keep=self._resume_partials,
+                        read_only=True,
+                    )
+                    # Held before the eviction, which would otherwise take a blob larger than
+                    # the bound.
+                    entry = await arun_blocking(cache.open, digest)
         except OSError as error:
             if isinstance(error, BlobError) and not isinstance(error, DiskFullError):
                 raise
             logger.warning("not caching %s: %s", digest, error)
             return None, report
-        # Held before the eviction, which would otherwise take a blob larger than the bound.
-        entry = await arun_blocking(cache.open, digest)
         await arun_blocking(cache.prune)
         return entry, None
 

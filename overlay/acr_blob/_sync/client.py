@@ -231,7 +231,6 @@ class BlobClient:
         concurrency: int,
         *,
         keep: bool,
-        read_only: bool = False,
     ) -> BlobProperties:
         """Download into ``target`` in turn with whoever else downloads it (see
         :class:`~acr_blob._file_lock.DownloadTurn`)."""
@@ -240,18 +239,35 @@ class BlobClient:
                 sleep(delay)
             if (done := turn.completed_meanwhile()) is not None:
                 return done
-            with turn.partial(keep, read_only=read_only) as partial:
-                properties = download_to_partial(
-                    self._hosts.route(str(digest)),
-                    partial,
-                    repository,
-                    digest,
-                    deadline=deadline,
-                    reporter=report,
-                    concurrency=concurrency,
-                )
-                turn.record(partial, properties)
-            return properties
+            return self._take_turn(
+                turn, repository, digest, deadline, report, concurrency, keep=keep
+            )
+
+    def _take_turn(
+        self,
+        turn: DownloadTurn,
+        repository: str,
+        digest: Digest,
+        deadline: float | None,
+        report: ProgressReporter | None,
+        concurrency: int,
+        *,
+        keep: bool,
+        read_only: bool = False,
+    ) -> BlobProperties:
+        """The download of a caller whose turn it is, into the turn's partial file."""
+        with turn.partial(keep, read_only=read_only) as partial:
+            properties = download_to_partial(
+                self._hosts.route(str(digest)),
+                partial,
+                repository,
+                digest,
+                deadline=deadline,
+                reporter=report,
+                concurrency=concurrency,
+            )
+            turn.record(partial, properties)
+        return properties
 
     def _cache_entry(
         self,
@@ -274,23 +290,30 @@ class BlobClient:
             raise CacheMissError(str(digest), cache.root)
         try:
             path = run_blocking(cache.prepare, digest)
-            self._download_file(
-                path,
-                repository,
-                digest,
-                deadline,
-                report,
-                concurrency,
-                keep=self._resume_partials,
-                read_only=True,
-            )
+            # Waiters take the entry that the holder made, whose use since changed its times.
+            with DownloadTurn(path, digest, deadline) as turn:
+                while (delay := turn.next_delay()) is not None:
+                    sleep(delay)
+                entry = run_blocking(cache.open, digest)
+                if entry is None:
+                    self._take_turn(
+                        turn,
+                        repository,
+                        digest,
+                        deadline,
+                        report,
+                        concurrency,
+                        keep=self._resume_partials,
+                        read_only=True,
+                    )
+                    # Held before the eviction, which would otherwise take a blob larger than
+                    # the bound.
+                    entry = run_blocking(cache.open, digest)
         except OSError as error:
             if isinstance(error, BlobError) and not isinstance(error, DiskFullError):
                 raise
             logger.warning("not caching %s: %s", digest, error)
             return None, report
-        # Held before the eviction, which would otherwise take a blob larger than the bound.
-        entry = run_blocking(cache.open, digest)
         run_blocking(cache.prune)
         return entry, None
 
