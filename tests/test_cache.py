@@ -120,10 +120,10 @@ def test_processes_sharing_a_cache_download_once(
         CACHE_DIR_ENV: str(cache_dir),
     }
     targets = [tmp_path / f"layer-{index}.bin" for index in range(3)]
+    command = [sys.executable, "-m", "acr_blob", "get", f"{proxied.url}/{REPOSITORY}@{digest}"]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "acr_blob", "get", f"{proxied.url}/{REPOSITORY}@{digest}"]
-            + ["-o", str(target), "--anonymous"],
+            [*command, "-o", str(target), "--anonymous"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
