@@ -246,7 +246,11 @@ class AsyncBlobDownload:
 
     def _verified(self) -> None:
         """After the last chunk: the verdict, and the final progress report."""
-        self._verifier.finish()
+        try:
+            self._verifier.finish()
+        except (DigestMismatchError, BlobSizeError) as error:
+            self._route.blame(error)
+            raise
         if self._reporter is not None:
             self._reporter.finish(self._verifier.received)
 

@@ -229,17 +229,28 @@ class AsyncRoute:
             self.mirror_bytes = self.mirror_bytes or self.sender.mirror is not None
             return result
 
+    def blame(self, error: BlobError) -> None:
+        """The bytes of the host serving the download proved wrong (``error``): a mirror is
+        skipped by the client's next downloads for a while."""
+        if self.mirror_bytes and self.sender.mirror is not None:
+            logger.warning("%s from mirror %s: %s", self._what, self.sender.name, error)
+            self._health.failed(self.sender.name)
+
     def move_on(self, error: BaseException) -> bool:
         """Give up on the host serving the download after ``error``; ``False`` when it was the
         last host (``error`` then names the ones tried before)."""
-        if isinstance(error, DeadlineExceededError) or not isinstance(error, BlobError):
+        if isinstance(error, DeadlineExceededError) or not isinstance(
+            error, BlobError | httpx.TransportError
+        ):
             return False  # the deadline is the whole download's, not a host's
         if len(self._hosts) < 2:
-            if self._tried and not error.hosts_tried:
+            if self._tried and isinstance(error, BlobError) and not error.hosts_tried:
                 error.hosts_tried = tuple(self._tried)
             return False
         failed = self._hosts.pop(0)
-        self._tried.append((failed.name, str(error)))
+        self._tried.append(
+            (failed.name, str(error) if isinstance(error, BlobError) else repr(error))
+        )
         if not isinstance(error, BlobNotFoundError):
             self._health.failed(failed.name)
         logger.info(
