@@ -249,7 +249,9 @@ class Route:
                 error.hosts_tried = tuple(self._tried)
             return False
         failed = self._hosts.pop(0)
-        self._tried.append((failed.name, str(error) if isinstance(error, BlobError) else repr(error)))
+        self._tried.append(
+            (failed.name, str(error) if isinstance(error, BlobError) else repr(error))
+        )
         if not isinstance(error, BlobNotFoundError):
             self._health.failed(failed.name)
         logger.info(
