@@ -21,7 +21,7 @@ from acr_blob.cache import CACHE_DIR_ENV, OFFLINE_ENV
 from tests.conftest import skip_or_fail
 from tests.drivers import MODES, Driver
 from tools.faultproxy import FaultProxy
-from tools.testbed import Deployment
+from tools.testbed import Deployment, write_oci_index
 
 SIZE = 4 * 1024 * 1024
 REPOSITORY = "cache/blob"
@@ -332,3 +332,23 @@ def test_a_link_in_the_cache_is_not_followed(tmp_path: Path) -> None:
 def test_max_cache_bytes_is_checked() -> None:
     with pytest.raises(ValueError, match="max_cache_bytes"):
         BlobCache("/nonexistent", -1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_skopeo_reads_the_cache_as_an_oci_layout(
+    skopeo_path: str, proxied: FaultProxy, blob: tuple[str, bytes], tmp_path: Path, mode: str
+) -> None:
+    from tests.test_testbed import run_skopeo
+
+    digest, data = blob
+    cache_dir = tmp_path / "cache"
+    Driver(mode, proxied.url, cache_dir=cache_dir).to_file(REPOSITORY, digest, tmp_path / "a")
+    # The cache holds the blobs; an index that names them is all skopeo needs besides.
+    write_oci_index(cache_dir, [(digest, SIZE)], tag="cached")
+    out = tmp_path / "out"
+    copied = run_skopeo(skopeo_path, "copy", f"oci:{cache_dir}:cached", f"dir:{out}")
+    assert copied.returncode == 0, copied.stderr
+    assert (out / parse_digest(digest).hex).read_bytes() == data
+    # The manifest and config are blobs too, and as entries they verify.
+    assert len(BlobCache(cache_dir).entries()) == 3
+    assert BlobCache(cache_dir).verify() == []

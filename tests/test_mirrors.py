@@ -102,6 +102,7 @@ BAD_MIRRORS = {
     "stall": Fault.stall_after(64 * 1024, 30.0),
     "cut mid-body": Fault.cut_after(SIZE // 2),
     "wrong size": Fault.set_header("Content-Length", str(SIZE - 1)),
+    "forbidden redirect": Fault.respond(307, {"Location": "file:///etc/passwd"}),
     "refused": None,
 }
 
