@@ -6,6 +6,12 @@ from .acr_error_info import AcrErrorInfo
 from .acr_errors import AcrErrors
 from .acr_refresh_token import AcrRefreshToken
 from .acr_refresh_token_request import AcrRefreshTokenRequest
+from .annotations import Annotations
+from .artifact_manifest import ArtifactManifest
+from .descriptor import Descriptor
+from .image_index import ImageIndex
+from .image_manifest import ImageManifest
+from .platform import Platform
 from .tag_list import TagList
 
 __all__ = (
@@ -15,5 +21,11 @@ __all__ = (
     "AcrErrors",
     "AcrRefreshToken",
     "AcrRefreshTokenRequest",
+    "Annotations",
+    "ArtifactManifest",
+    "Descriptor",
+    "ImageIndex",
+    "ImageManifest",
+    "Platform",
     "TagList",
 )

@@ -13,7 +13,11 @@ def _get_kwargs(
     reference: str,
     *,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(accept, Unset):
+        headers["Accept"] = accept
 
     params: dict[str, Any] = {}
 
@@ -30,6 +34,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -65,6 +70,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a manifest's size, media type and digest without its body.
 
@@ -75,6 +81,7 @@ def sync_detailed(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -88,6 +95,7 @@ def sync_detailed(
         name=name,
         reference=reference,
         ns=ns,
+        accept=accept,
     )
 
     response = client.get_httpx_client().request(
@@ -103,6 +111,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> Response[Any]:
     """Get a manifest's size, media type and digest without its body.
 
@@ -113,6 +122,7 @@ async def asyncio_detailed(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -126,6 +136,7 @@ async def asyncio_detailed(
         name=name,
         reference=reference,
         ns=ns,
+        accept=accept,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)

@@ -15,7 +15,11 @@ def _get_kwargs(
     reference: str,
     *,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(accept, Unset):
+        headers["Accept"] = accept
 
     params: dict[str, Any] = {}
 
@@ -32,6 +36,7 @@ def _get_kwargs(
         "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -75,6 +80,7 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> Response[AcrErrors | File]:
     """Download a manifest.
 
@@ -87,6 +93,7 @@ def sync_detailed(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -100,6 +107,7 @@ def sync_detailed(
         name=name,
         reference=reference,
         ns=ns,
+        accept=accept,
     )
 
     response = client.get_httpx_client().request(
@@ -115,6 +123,7 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> AcrErrors | File | None:
     """Download a manifest.
 
@@ -127,6 +136,7 @@ def sync(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -141,6 +151,7 @@ def sync(
         reference=reference,
         client=client,
         ns=ns,
+        accept=accept,
     ).parsed
 
 
@@ -150,6 +161,7 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> Response[AcrErrors | File]:
     """Download a manifest.
 
@@ -162,6 +174,7 @@ async def asyncio_detailed(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -175,6 +188,7 @@ async def asyncio_detailed(
         name=name,
         reference=reference,
         ns=ns,
+        accept=accept,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -188,6 +202,7 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     ns: str | Unset = UNSET,
+    accept: str | Unset = UNSET,
 ) -> AcrErrors | File | None:
     """Download a manifest.
 
@@ -200,6 +215,7 @@ async def asyncio(
         name (str):
         reference (str):
         ns (str | Unset):
+        accept (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -215,5 +231,6 @@ async def asyncio(
             reference=reference,
             client=client,
             ns=ns,
+            accept=accept,
         )
     ).parsed

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from attrs import define as _attrs_define
+from attrs import field as _attrs_field
+
+from ..types import UNSET, Unset
+
+if TYPE_CHECKING:
+    from ..models.annotations import Annotations
+    from ..models.descriptor import Descriptor
+
+
+T = TypeVar("T", bound="ImageIndex")
+
+
+@_attrs_define
+class ImageIndex:
+    """An OCI image index (`application/vnd.oci.image.index.v1+json`) or Docker manifest list
+    (`application/vnd.docker.distribution.manifest.list.v2+json`): one manifest per platform.
+
+        Attributes:
+            schema_version (int):
+            manifests (list[Descriptor]):
+            media_type (str | Unset):
+            artifact_type (str | Unset):
+            subject (Descriptor | Unset): A reference to content by its media type, digest and size.
+            annotations (Annotations | Unset): Free-form string annotations (`org.opencontainers.image.title`, ...).
+    """
+
+    schema_version: int
+    manifests: list[Descriptor]
+    media_type: str | Unset = UNSET
+    artifact_type: str | Unset = UNSET
+    subject: Descriptor | Unset = UNSET
+    annotations: Annotations | Unset = UNSET
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        schema_version = self.schema_version
+
+        manifests = []
+        for manifests_item_data in self.manifests:
+            manifests_item = manifests_item_data.to_dict()
+            manifests.append(manifests_item)
+
+        media_type = self.media_type
+
+        artifact_type = self.artifact_type
+
+        subject: dict[str, Any] | Unset = UNSET
+        if not isinstance(self.subject, Unset):
+            subject = self.subject.to_dict()
+
+        annotations: dict[str, Any] | Unset = UNSET
+        if not isinstance(self.annotations, Unset):
+            annotations = self.annotations.to_dict()
+
+        field_dict: dict[str, Any] = {}
+        field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "schemaVersion": schema_version,
+                "manifests": manifests,
+            }
+        )
+        if media_type is not UNSET:
+            field_dict["mediaType"] = media_type
+        if artifact_type is not UNSET:
+            field_dict["artifactType"] = artifact_type
+        if subject is not UNSET:
+            field_dict["subject"] = subject
+        if annotations is not UNSET:
+            field_dict["annotations"] = annotations
+
+        return field_dict
+
+    @classmethod
+    def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.annotations import Annotations  # noqa: PLC0415
+        from ..models.descriptor import Descriptor  # noqa: PLC0415
+
+        d = dict(src_dict)
+        schema_version = d.pop("schemaVersion")
+
+        manifests = []
+        _manifests = d.pop("manifests")
+        for manifests_item_data in _manifests:
+            manifests_item = Descriptor.from_dict(manifests_item_data)
+
+            manifests.append(manifests_item)
+
+        media_type = d.pop("mediaType", UNSET)
+
+        artifact_type = d.pop("artifactType", UNSET)
+
+        _subject = d.pop("subject", UNSET)
+        subject: Descriptor | Unset
+        if isinstance(_subject, Unset):
+            subject = UNSET
+        else:
+            subject = Descriptor.from_dict(_subject)
+
+        _annotations = d.pop("annotations", UNSET)
+        annotations: Annotations | Unset
+        if isinstance(_annotations, Unset):
+            annotations = UNSET
+        else:
+            annotations = Annotations.from_dict(_annotations)
+
+        image_index = cls(
+            schema_version=schema_version,
+            manifests=manifests,
+            media_type=media_type,
+            artifact_type=artifact_type,
+            subject=subject,
+            annotations=annotations,
+        )
+
+        image_index.additional_properties = d
+        return image_index
+
+    @property
+    def additional_keys(self) -> list[str]:
+        return list(self.additional_properties.keys())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.additional_properties[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.additional_properties[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.additional_properties[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.additional_properties
