@@ -44,6 +44,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"arun_blocking", "run_blocking"),
     (r"abody_chunks", "body_chunks"),
     (r"apart_pieces", "part_pieces"),
+    (r"amap_bounded", "map_bounded"),
     (r"acr_blob\._async", "acr_blob._sync"),
     (r"Awaitable\[([\w.]+)\]", r"\1"),
     (r"Async([A-Z]\w*)", r"\1"),

@@ -34,6 +34,8 @@ from .errors import (
     InvalidEndpointError,
     InvalidRedirectError,
     InvalidRepositoryError,
+    ManifestError,
+    PlatformNotFoundError,
     RedirectError,
     RegistryError,
     ResumeError,
@@ -50,13 +52,16 @@ if TYPE_CHECKING:
     from .cache import BlobCache, CacheEntry
     from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
     from .docker_config import docker_config_credential
+    from .manifests import Manifest, Platform, PullResult
     from .mirrors import Mirror, read_hosts_toml
     from .models import BlobProperties
     from .references import (
         BlobReference,
         Digest,
+        ImageReference,
         parse_blob_reference,
         parse_digest,
+        parse_image_reference,
         validate_repository,
     )
     from .retry import RetryPolicy
@@ -89,14 +94,20 @@ __all__ = [
     "DiskFullError",
     "DockerConfigError",
     "HostsConfigError",
+    "ImageReference",
     "InsecureCredentialError",
     "InsecureRedirectError",
     "InvalidDigestError",
     "InvalidEndpointError",
     "InvalidRedirectError",
     "InvalidRepositoryError",
+    "Manifest",
+    "ManifestError",
     "Mirror",
+    "Platform",
+    "PlatformNotFoundError",
     "ProgressCallback",
+    "PullResult",
     "RedirectError",
     "RefreshTokenCredential",
     "RegistryAuth",
@@ -113,6 +124,7 @@ __all__ = [
     "enable_log_redaction",
     "parse_blob_reference",
     "parse_digest",
+    "parse_image_reference",
     "read_hosts_toml",
     "validate_repository",
 ]
@@ -132,6 +144,11 @@ _LAZY = {
     "BlobCache": ".cache",
     "CacheEntry": ".cache",
     "Mirror": ".mirrors",
+    "Manifest": ".manifests",
+    "Platform": ".manifests",
+    "PullResult": ".manifests",
+    "ImageReference": ".references",
+    "parse_image_reference": ".references",
     "read_hosts_toml": ".mirrors",
     "BasicCredential": ".credentials",
     "RefreshTokenCredential": ".credentials",

@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import httpx
@@ -26,6 +26,7 @@ logger = logging.getLogger("acr_blob")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+A = TypeVar("A")
 
 # How long a sync stop waits for its threads once their sockets are shut: a thread still
 # waiting for an answer's headers ends on its own and never writes after the stop.
@@ -244,3 +245,47 @@ class AsyncWorkers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._closed = True
+
+
+def map_bounded(function: Callable[[A], T], items: Sequence[A], limit: int) -> list[T]:
+    """``function`` of each item, at most ``limit`` at a time in threads, results in order; the
+    first failure is raised once the calls under way have ended (none starts after it)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    if limit <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise failed.exception()  # type: ignore[misc]
+        return [future.result() for future in futures]
+
+
+async def amap_bounded(
+    function: Callable[[A], Coroutine[Any, Any, T]], items: Sequence[A], limit: int
+) -> list[T]:
+    """:func:`map_bounded` as tasks: the first failure cancels the others."""
+    import asyncio
+
+    gate = asyncio.Semaphore(max(1, limit))
+
+    async def gated(item: A) -> T:
+        async with gate:
+            return await function(item)
+
+    tasks = [asyncio.ensure_future(gated(item)) for item in items]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task in done and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

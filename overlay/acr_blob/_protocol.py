@@ -24,6 +24,7 @@ from .errors import (
     BlobNotFoundError,
     DigestMismatchError,
     InsecureRedirectError,
+    InvalidDigestError,
     InvalidRedirectError,
     RegistryError,
     StorageError,
@@ -75,6 +76,24 @@ def blob_request_kwargs(
     kwargs = build(validate_repository(repository), str(checked_digest), **params)
     kwargs["url"] = unquote(kwargs["url"])
     return kwargs, checked_digest
+
+
+def manifest_request_kwargs(
+    build: BuildKwargs, repository: str, reference: str, **params: Any
+) -> tuple[dict[str, Any], Digest | None]:
+    """:func:`blob_request_kwargs` for a manifest: ``reference`` is a tag or a digest (the
+    digest, when it is one, is returned checked)."""
+    digest = parse_digest(reference) if ":" in reference else None
+    if digest is None and not _TAG.fullmatch(reference):
+        raise InvalidDigestError(
+            reference, "neither a digest nor a tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})"
+        )
+    kwargs = build(validate_repository(repository), str(digest or reference), **params)
+    kwargs["url"] = unquote(kwargs["url"])
+    return kwargs, digest
+
+
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def is_loopback(host: str) -> bool:
@@ -193,7 +212,7 @@ class RedirectFollower:
     ``Docker-Content-Digest`` compared on every answer, including the 307 that leads to storage.
     """
 
-    def __init__(self, registry_url: httpx.URL, digest: Digest, max_redirects: int) -> None:
+    def __init__(self, registry_url: httpx.URL, digest: Digest | None, max_redirects: int) -> None:
         self._registry_origin = origin(registry_url)
         self._digest = digest
         self._max_redirects = max_redirects
@@ -262,14 +281,14 @@ class RedirectFollower:
         self._userinfo_auth = (redirect, httpx.BasicAuth(url.username, url.password))
 
 
-def check_advertised_digest(response: httpx.Response, digest: Digest) -> None:
+def check_advertised_digest(response: httpx.Response, digest: Digest | None) -> None:
     """Fail before the body when the server advertises another digest of the same algorithm.
 
     A digest of another algorithm (a registry that names sha256 content whatever was asked)
     cannot be compared; the body's own hash still decides.
     """
     advertised = response.headers.get("Docker-Content-Digest")
-    if advertised is None:
+    if advertised is None or digest is None:
         return
     advertised = advertised.strip()
     if advertised.partition(":")[0] == digest.algorithm and advertised != str(digest):

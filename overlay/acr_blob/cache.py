@@ -121,6 +121,23 @@ class BlobCache:
             _write_new(layout, _LAYOUT)
         return self.entry_path(digest)
 
+    def store(self, digest: Digest, data: bytes) -> None:
+        """Keep ``data``, already checked to be ``digest``, as an entry (a manifest: small,
+        in memory), unless the entry is there."""
+        path = self.prepare(digest)
+        if not os.path.lexists(path):
+            with PartialFile(path, digest, shared=False, read_only=True) as partial:
+                partial.write(data)
+                partial.commit()
+
+    def read(self, digest: Digest, limit: int) -> bytes | None:
+        """The entry's bytes when it is there and at most ``limit`` long."""
+        held = self.open(digest)
+        if held is None:
+            return None
+        with held:
+            return None if held.size > limit else b"".join(held.chunks())
+
     def open(self, digest: Digest) -> HeldEntry | None:
         """The entry for ``digest``, held for reading (eviction skips it), or ``None``."""
         try:

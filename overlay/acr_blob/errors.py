@@ -37,6 +37,8 @@ __all__ = [
     "InvalidEndpointError",
     "InvalidRedirectError",
     "InvalidRepositoryError",
+    "ManifestError",
+    "PlatformNotFoundError",
     "RedirectError",
     "RegistryError",
     "ResumeError",
@@ -573,3 +575,45 @@ class HostsConfigError(BlobError, ValueError):
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None) -> None:
         self.path = None if path is None else os.fspath(path)
         super().__init__(message if self.path is None else f"{self.path}: {message}")
+
+
+class ManifestError(BlobError):
+    """A manifest that cannot be used: larger than 4 MiB, not JSON of its media type, a
+    descriptor without a valid digest or size, or a layer title that would write outside the
+    destination. ``reference`` is the manifest's tag or digest.
+
+    Example::
+
+        try:
+            client.pull("myregistry.azurecr.io/models/llm:v1", "llm", files=True)
+        except ManifestError as error:
+            print(error)  # ... layer title '../../etc/passwd' would leave the destination
+    """
+
+    def __init__(self, message: str, *, reference: str) -> None:
+        self.reference = reference
+        super().__init__(message)
+
+
+class PlatformNotFoundError(ManifestError):
+    """An image index has no manifest for the platform asked for; ``platforms`` lists the
+    ones it offers (``os/architecture[/variant]``).
+
+    Example::
+
+        try:
+            client.pull("myregistry.azurecr.io/prod/bash:5.2", "bash", platform="linux/s390x")
+        except PlatformNotFoundError as error:
+            print(error.platforms)  # ['linux/amd64', 'linux/arm64/v8']
+    """
+
+    def __init__(self, wanted: str, platforms: Sequence[str], *, reference: str) -> None:
+        self.wanted = wanted
+        self.platforms = list(platforms)
+        offered = ", ".join(self.platforms) or "none"
+        super().__init__(
+            f"{reference} has no manifest for {wanted}; it offers {offered}", reference=reference
+        )
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"platforms": self.platforms}

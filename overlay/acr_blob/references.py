@@ -11,7 +11,15 @@ import attrs
 
 from .errors import InvalidDigestError, InvalidEndpointError, InvalidRepositoryError
 
-__all__ = ["BlobReference", "Digest", "parse_blob_reference", "parse_digest", "validate_repository"]
+__all__ = [
+    "BlobReference",
+    "Digest",
+    "ImageReference",
+    "parse_blob_reference",
+    "parse_digest",
+    "parse_image_reference",
+    "validate_repository",
+]
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
@@ -152,10 +160,15 @@ class BlobReference:
     digest: str
 
     def __str__(self) -> str:
-        registry = self.endpoint.removeprefix("https://")
-        if not ("." in registry or ":" in registry or registry == "localhost"):
-            registry = self.endpoint  # a bare name reads as a repository without its scheme
-        return f"{registry}/{self.repository}@{self.digest}"
+        return f"{_registry_text(self.endpoint)}/{self.repository}@{self.digest}"
+
+
+def _registry_text(endpoint: str) -> str:
+    """The registry as a reference begins with it."""
+    registry = endpoint.removeprefix("https://")
+    if not ("." in registry or ":" in registry or registry == "localhost"):
+        return endpoint  # a bare name reads as a repository without its scheme
+    return registry
 
 
 def parse_blob_reference(reference: str) -> BlobReference:
@@ -189,14 +202,83 @@ def parse_blob_reference(reference: str) -> BlobReference:
         >>> reference.endpoint, reference.repository
         ('http://127.0.0.1:5000', 'busybox')
     """
+    endpoint, repository, tag, digest = _split_reference(reference, "blob")
+    if digest is None:
+        if tag is not None:
+            raise InvalidDigestError(
+                _shorten(reference),
+                f"a blob is named by its digest, and {tag[:40]!r} is a tag (tags name images); "
+                "give REGISTRY/REPOSITORY@sha256:<64 hex>",
+            )
+        raise InvalidDigestError(
+            _shorten(reference), "no digest: end the reference with @sha256:<64 hex>"
+        )
+    return BlobReference(endpoint=endpoint, repository=repository, digest=digest)
+
+
+@attrs.frozen
+class ImageReference:
+    """An image or artifact named by tag, digest or both: ``REGISTRY/REPOSITORY[:TAG][@DIGEST]``.
+
+    ``endpoint`` and ``repository`` are as in :class:`BlobReference`; ``tag`` and ``digest``
+    are ``None`` when the reference has none (one of them is always there). The digest wins
+    over the tag when both are given; the tag still names the image in a layout's index.
+    Build one with :func:`parse_image_reference`.
+
+    Example::
+
+        >>> reference = parse_image_reference("myregistry.azurecr.io/prod/bash:5.2")
+        >>> reference.repository, reference.tag, reference.digest
+        ('prod/bash', '5.2', None)
+    """
+
+    endpoint: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry for: the digest when there is one, else the tag."""
+        return self.digest or self.tag or ""
+
+    def __str__(self) -> str:
+        text = f"{_registry_text(self.endpoint)}/{self.repository}"
+        if self.tag:
+            text += f":{self.tag}"
+        return text + (f"@{self.digest}" if self.digest else "")
+
+
+def parse_image_reference(reference: str) -> ImageReference:
+    """Parse ``[http(s)://]REGISTRY/REPOSITORY[:TAG][@ALGORITHM:HEX]`` into an
+    :class:`ImageReference`, by the rules of :func:`parse_blob_reference` (a registry is
+    required; Docker Hub is not assumed), except that a tag alone is enough.
+
+    Example::
+
+        >>> parse_image_reference("127.0.0.1:5000/models/llm:v1@sha256:" + "0" * 64).tag
+        'v1'
+    """
+    endpoint, repository, tag, digest = _split_reference(reference, "image")
+    if tag is None and digest is None:
+        raise InvalidRepositoryError(
+            repository, "the reference names no tag or digest: end it with :TAG or @sha256:<hex>"
+        )
+    return ImageReference(endpoint=endpoint, repository=repository, tag=tag, digest=digest)
+
+
+def _split_reference(reference: str, kind: str) -> tuple[str, str, str | None, str | None]:
+    """The endpoint, checked repository, tag and checked digest of a ``kind`` reference."""
     if not isinstance(reference, str):
-        raise InvalidEndpointError(f"a blob reference is a string, not {type(reference).__name__}")
+        raise InvalidEndpointError(
+            f"a {kind} reference is a string, not {type(reference).__name__}"
+        )
     text = reference
     scheme = next((p for p in _SCHEMES if text[: len(p)].lower() == p), "")
     text = text[len(scheme) :]
     if "://" in text:
         raise InvalidEndpointError(
-            f"invalid blob reference {_shorten(reference)!r}: "
+            f"invalid {kind} reference {_shorten(reference)!r}: "
             "only https:// and http:// registries are supported"
         )
     first, slash, rest = text.partition("/")
@@ -205,14 +287,14 @@ def parse_blob_reference(reference: str) -> BlobReference:
     if slash and "@" in first:
         # User info (user:password@host): never echoed, it may hold a password.
         raise InvalidEndpointError(
-            "credentials do not belong in a blob reference: give them separately "
+            f"credentials do not belong in a {kind} reference: give them separately "
             "(a blob reference is REGISTRY/REPOSITORY@DIGEST)"
         )
     if not scheme and not (
         slash and ("." in first or ":" in first or first == "localhost" or first != first.lower())
     ):
         raise InvalidEndpointError(
-            f"no registry in blob reference {_shorten(reference)!r}: begin it with the "
+            f"no registry in {kind} reference {_shorten(reference)!r}: begin it with the "
             "registry's host, as in myregistry.azurecr.io/prod/bash@sha256:<hex> (a first "
             "component without '.' or ':' is part of the repository; Docker Hub is not assumed)"
         )
@@ -221,31 +303,21 @@ def parse_blob_reference(reference: str) -> BlobReference:
     if not at:
         repository, digest = rest, ""
     name, colon, tag = repository.rpartition(":")
+    found_tag = None
     if colon and "/" not in tag:
-        if not digest:
-            raise InvalidDigestError(
-                _shorten(reference),
-                f"a blob is named by its digest, and {tag[:40]!r} is a tag (tags name images); "
-                "give REGISTRY/REPOSITORY@sha256:<64 hex>",
-            )
-        if not _TAG.fullmatch(tag):
+        if digest and not _TAG.fullmatch(tag):
             raise InvalidRepositoryError(
                 repository, "the part after ':' is not a tag; the digest follows '@'"
             )
-        repository = name
-    if not digest:
-        raise InvalidDigestError(
-            _shorten(reference), "no digest: end the reference with @sha256:<64 hex>"
-        )
+        if not digest and not _TAG.fullmatch(tag):
+            raise InvalidRepositoryError(repository, f"{tag[:40]!r} is not a valid tag")
+        repository, found_tag = name, tag
     if not repository:
         raise InvalidRepositoryError(repository, "the reference names no repository")
     if endpoint == DOCKER_HUB_ENDPOINT and "/" not in repository:
         repository = f"library/{repository}"
-    return BlobReference(
-        endpoint=endpoint,
-        repository=validate_repository(repository),
-        digest=str(parse_digest(digest)),
-    )
+    checked = validate_repository(repository)
+    return endpoint, checked, found_tag, str(parse_digest(digest)) if digest else None
 
 
 def _endpoint(scheme: str, registry: str, reference: str) -> str:

@@ -29,11 +29,19 @@ from .._progress import ProgressCallback, ProgressReporter, reporter
 from .._protocol import properties_from
 from .._verify import BodyVerifier
 from ..cache import EntryStream, BlobCache, HeldEntry, env_cache_dir, env_offline
-from ..errors import BlobError, BlobNotFoundError, CacheMissError, DiskFullError
+from ..errors import (
+    BlobError,
+    BlobNotFoundError,
+    CacheMissError,
+    DiskFullError,
+    InvalidEndpointError,
+)
+from ..manifests import Manifest, Platform, PullResult
 from ..mirrors import HostPlan, Mirror
 from ..models import BlobProperties
-from ..references import Digest, parse_digest, validate_repository
+from ..references import Digest, parse_digest, parse_image_reference, validate_repository
 from ..retry import RetryPolicy
+from .artifacts import fetch_manifest, pull_artifact, resolve_tag
 from .download import BlobDownload, download_to_partial
 from .sender import open_hosts
 
@@ -350,6 +358,96 @@ class BlobClient:
         except BlobNotFoundError:
             return False
         return True
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest a tag or digest names, checked: by digest its bytes must hash to it,
+        by tag to the ``Docker-Content-Digest`` the registry sent. At most 4 MiB is read.
+
+        A manifest by digest comes from the cache when it is there (pulls keep them), else
+        from mirrors with ``pull``; by tag, from mirrors with ``resolve``, then the origin.
+
+        Example::
+
+            manifest = client.get_manifest("library/ubuntu", "24.04")
+            print(manifest.media_type, manifest.digest, manifest.is_index)
+        """
+        validate_repository(repository)
+        return fetch_manifest(self._hosts, self._cache, self._offline, repository, reference)
+
+    def resolve(self, repository: str, tag: str) -> str:
+        """The digest ``tag`` points at (a ``HEAD`` request).
+
+        Example::
+
+            digest = client.resolve("library/ubuntu", "24.04")
+        """
+        validate_repository(repository)
+        if self._offline:
+            raise CacheMissError(f"{repository}:{tag}", self._cache.root if self._cache else None)
+        return resolve_tag(self._hosts, repository, tag)
+
+    def pull(
+        self,
+        reference: str,
+        dest: str | os.PathLike[str],
+        *,
+        platform: str | Platform | None = None,
+        max_concurrency: int = 4,
+        progress: ProgressCallback | None = None,
+        files: bool = False,
+    ) -> PullResult:
+        """Pull an image or artifact (``REGISTRY/REPOSITORY:TAG``, ``...@sha256:...`` or both;
+        the registry must be the client's) into the folder ``dest``, as an OCI image layout
+        that skopeo, oras and crane read (``index.json`` names it by its tag).
+
+        An index is resolved to ``platform`` (``"os/arch[/variant]"``, default: the running
+        one); none that matches raises :class:`~acr_blob.errors.PlatformNotFoundError`
+        naming those on offer. Up to ``max_concurrency`` blobs download side by side, each
+        verified, resumable and through the cache and mirrors as any download; blobs already
+        in ``dest`` are checked and skipped. ``progress`` reports the bytes of all blobs.
+        ``files=True`` writes the layers titled ``org.opencontainers.image.title`` as files of
+        that name instead, as ``oras pull`` does (a title that is not a plain file name is
+        refused). Every manifest, descriptor and title is checked before anything is written,
+        and ``index.json`` is written last.
+
+        Example::
+
+            result = client.pull("myregistry.azurecr.io/models/llm:v1", "llm", files=True)
+            print([path.name for path in result.files])
+        """
+        image = parse_image_reference(reference)
+        # The registry by host and port: the client's scheme is the one to use.
+        if httpx.URL(image.endpoint).netloc != httpx.URL(self.endpoint).netloc:
+            raise InvalidEndpointError(
+                f"{reference} is not on this client's registry {self.endpoint}"
+            )
+        wanted = (
+            platform
+            if isinstance(platform, Platform)
+            else Platform.current()
+            if platform is None
+            else Platform.parse(platform)
+        )
+        concurrency = self._concurrency(max_concurrency)
+
+        def fetch(repository: str, name: str) -> Manifest:
+            return self.get_manifest(repository, name)
+
+        def download(
+            repository: str, digest: str, target: Path, report: ProgressCallback
+        ) -> BlobProperties:
+            return self.download_blob_to_file(repository, digest, target, progress=report)
+
+        return pull_artifact(
+            fetch,
+            download,
+            image,
+            Path(dest),
+            platform=wanted,
+            concurrency=concurrency,
+            progress=progress,
+            files=files,
+        )
 
     def close(self) -> None:
         """Close the connections."""

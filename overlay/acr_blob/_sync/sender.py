@@ -24,6 +24,7 @@ from .._protocol import (
     check_location,
     error_body_expected,
     error_for,
+    manifest_request_kwargs,
     redact_url,
 )
 from .._ranges import range_header
@@ -33,11 +34,14 @@ from ..errors import (
     BlobSizeError,
     DeadlineExceededError,
     DigestMismatchError,
+    HostsConfigError,
+    ManifestError,
     RedirectError,
     RegistryError,
     StorageError,
     TransportError,
 )
+from ..manifests import MANIFEST_MEDIA_TYPES
 from ..mirrors import HostPlan, Mirror, MirrorHealth, mirror_credential, mirror_timeout
 from ..references import Digest
 from ..retry import RetryPolicy, retry_delay
@@ -54,6 +58,7 @@ HOST_FAILURES = (
     StorageError,
     DigestMismatchError,
     BlobSizeError,
+    ManifestError,
 )
 
 
@@ -90,13 +95,34 @@ class Sender:
         if self._ns is not None:
             params["ns"] = self._ns
         kwargs, checked = blob_request_kwargs(build, repository, digest, **params)
+        success = (200, 206) if "range_" in params else (200,)
+        return self.send_built(kwargs, checked, success, deadline), checked
+
+    def send_manifest(
+        self, build: BuildKwargs, repository: str, reference: str, deadline: float | None = None
+    ) -> tuple[httpx.Response, Digest | None]:
+        """:meth:`send` for a manifest by tag or digest, asking for the media types acr-blob
+        reads; returns the answer and the digest when ``reference`` is one."""
+        params: dict[str, Any] = {"accept": ", ".join(MANIFEST_MEDIA_TYPES)}
+        if self._ns is not None:
+            params["ns"] = self._ns
+        kwargs, digest = manifest_request_kwargs(build, repository, reference, **params)
+        return self.send_built(kwargs, digest, (200,), deadline), digest
+
+    def send_built(
+        self,
+        kwargs: dict[str, Any],
+        digest: Digest | None,
+        success: tuple[int, ...],
+        deadline: float | None,
+    ) -> httpx.Response:
+        """Send the request of the builder's ``kwargs`` with retries."""
         if self.mirror is not None:
             kwargs["url"] = self.mirror.request_path(kwargs["url"])
-        success = (200, 206) if "range_" in params else (200,)
         failures, waited = 0, 0.0
         while True:
             try:
-                return self._send_once(kwargs, checked, success), checked
+                return self._send_once(kwargs, digest, success)
             except (RegistryError, TransportError) as error:
                 failures += 1
                 delay = retry_delay(self.retry, error, failures, waited, deadline)
@@ -107,7 +133,7 @@ class Sender:
                 waited += delay
 
     def _send_once(
-        self, kwargs: dict[str, Any], digest: Digest, success: tuple[int, ...]
+        self, kwargs: dict[str, Any], digest: Digest | None, success: tuple[int, ...]
     ) -> httpx.Response:
         """One try: send, follow redirects, and return the final success with its body unread."""
         request = self.http.build_request(**kwargs)
@@ -166,26 +192,33 @@ def _read_error_body(response: httpx.Response) -> bytes:
 
 
 class Hosts:
-    """A client's hosts for blobs: its mirrors with the ``pull`` capability, in order, then the
-    origin (unless ``fallback`` is off). Mirrors that failed lately are skipped while others
-    remain (see :class:`~acr_blob.mirrors.MirrorHealth`)."""
+    """A client's hosts: its mirrors in order, then the origin (unless ``fallback`` is off).
+    Mirrors that failed lately are skipped while others remain (see
+    :class:`~acr_blob.mirrors.MirrorHealth`)."""
 
     def __init__(
         self, origin: Sender, mirrors: Sequence[Sender] = (), *, fallback: bool = True
     ) -> None:
         self.origin = origin
-        self.mirrors = [
-            m for m in mirrors if m.mirror is not None and "pull" in m.mirror.capabilities
-        ]
-        self.fallback = fallback or not self.mirrors
+        self.mirrors = list(mirrors)
+        # Without a mirror to pull from, the origin is the one host left.
+        self.fallback = fallback or not any(
+            m.mirror and "pull" in m.mirror.capabilities for m in self.mirrors
+        )
         self.health = MirrorHealth()
 
-    def route(self, what: str) -> Route:
-        """The way through the hosts for one download (or request) of ``what``."""
-        live = [m for m in self.mirrors if not self.health.is_dead(m.name)]
+    def route(self, what: str, capability: str = "pull") -> Route:
+        """The way through the hosts for one download (or request) of ``what``: the mirrors
+        with ``capability`` (``"resolve"`` for a manifest by tag), then the origin."""
+        able = [m for m in self.mirrors if m.mirror and capability in m.mirror.capabilities]
+        live = [m for m in able if not self.health.is_dead(m.name)]
         if self.fallback:
             return Route([*live, self.origin], self.health, what)
-        return Route(live or self.mirrors, self.health, what)
+        if not able:
+            raise HostsConfigError(
+                f"no mirror has the {capability!r} capability, and the origin is not a fallback"
+            )
+        return Route(live or able, self.health, what)
 
     def close(self) -> None:
         for sender in [*self.mirrors, self.origin]:
