@@ -4,12 +4,16 @@ them. Plain httpx only, so that these hold whatever state the SDK is in."""
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
 import os
 import socket
 import subprocess
+import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,18 +21,35 @@ import pytest
 from tests.conftest import BASIC_AUTH
 from tools.faultproxy import FaultProxyFactory
 from tools.testbed import (
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    MANIFEST_MEDIA_TYPES,
+    MAX_MANIFEST_SIZE,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    TITLE,
+    BearerAuth,
     BlobFactory,
     BlobFileFactory,
     Deployment,
     Mirror,
     MirrorFactory,
+    PushedContent,
     RecordedRequest,
     RegistryProxy,
     RegistryServer,
     TestbedError,
     blob_data_path,
+    dump_json,
     flip_byte,
+    push_artifact,
+    push_image,
+    push_manifest,
     put_blob_in_storage,
+    put_manifest_in_storage,
     write_oci_index,
 )
 
@@ -417,6 +438,349 @@ def test_token_registry_mirror_fetches_a_pull_token(
     assert token_request.params["scope"] == (f"repository:{repository}:pull",)
 
 
+# Whole images and artifacts: manifests and indexes as distribution 2.8 stores and serves them.
+
+ACCEPT_ALL = ", ".join(MANIFEST_MEDIA_TYPES)
+
+
+def manifest_url(deployment: Deployment, repository: str, reference: str) -> str:
+    return f"{deployment.url}/v2/{repository}/manifests/{reference}"
+
+
+def get_manifest(
+    deployment: Deployment,
+    repository: str,
+    reference: str,
+    accept: str | None = ACCEPT_ALL,
+    *,
+    method: str = "GET",
+    auth: httpx.Auth | tuple[str, str] | None = None,
+) -> httpx.Response:
+    headers = {} if accept is None else {"Accept": accept}
+    with client(deployment) as c:
+        return c.request(
+            method, manifest_url(deployment, repository, reference), headers=headers, auth=auth
+        )
+
+
+def error_codes(response: httpx.Response) -> list[str]:
+    return [error["code"] for error in response.json()["errors"]]
+
+
+def assert_served(
+    deployment: Deployment,
+    repository: str,
+    reference: str,
+    expected: PushedContent,
+    *,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+) -> None:
+    """GET and HEAD of `reference` give `expected`'s exact bytes, type and digest."""
+    response = get_manifest(deployment, repository, reference, auth=auth)
+    assert response.status_code == 200, response.text
+    assert response.content == expected.data
+    assert response.headers["Content-Type"] == expected.media_type
+    assert response.headers["Docker-Content-Digest"] == expected.digest
+    head = get_manifest(deployment, repository, reference, method="HEAD", auth=auth)
+    assert head.status_code == 200
+    assert head.headers["Docker-Content-Digest"] == expected.digest
+    assert head.headers["Content-Length"] == str(expected.size)
+
+
+def assert_blob_served(
+    deployment: Deployment,
+    repository: str,
+    blob: PushedContent,
+    *,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+) -> None:
+    with client(deployment) as c:
+        response = c.get(deployment.blob_url(repository, blob.digest), auth=auth)
+    assert response.status_code == 200, response.text
+    assert response.content == blob.data
+    assert response.headers["Docker-Content-Digest"] == blob.digest
+
+
+def untar(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return {
+            member.name: archive.extractfile(member).read()  # type: ignore[union-attr]
+            for member in archive.getmembers()
+        }
+
+
+@pytest.mark.parametrize("docker", [False, True], ids=["oci", "docker"])
+def test_pushed_image_is_served_byte_for_byte(
+    registry: Deployment, repository: str, docker: bool
+) -> None:
+    image = push_image(registry, repository, "v1", layers_per_platform=2, docker=docker)
+    assert image.index is not None and image.index_bytes is not None
+    assert image.index.media_type == (DOCKER_MANIFEST_LIST if docker else OCI_INDEX)
+    assert image.index_digest == "sha256:" + hashlib.sha256(image.index_bytes).hexdigest()
+    assert_served(registry, repository, "v1", image.index)
+    for digest, manifest in image.manifests.items():
+        assert_served(registry, repository, digest, manifest)
+    for blob in image.blobs.values():
+        assert_blob_served(registry, repository, blob)
+
+    index = json.loads(image.index_bytes)
+    assert index["mediaType"] == image.index.media_type
+    amd64, arm64 = image.image("amd64"), image.image("arm64")
+    assert index["manifests"] == [
+        {**amd64.manifest.descriptor(), "platform": {"architecture": "amd64", "os": "linux"}},
+        {
+            **arm64.manifest.descriptor(),
+            "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"},
+        },
+    ]
+    for platform in image.images:
+        manifest = json.loads(platform.manifest.data)
+        assert manifest["schemaVersion"] == 2
+        assert manifest["mediaType"] == platform.manifest.media_type
+        assert manifest["config"] == platform.config.descriptor()
+        assert manifest["layers"] == [layer.descriptor() for layer in platform.layers]
+        config = json.loads(platform.config.data)
+        assert (config["os"], config["architecture"], config.get("variant")) == (
+            platform.os,
+            platform.architecture,
+            platform.variant,
+        )
+        assert config["rootfs"] == {"type": "layers", "diff_ids": list(platform.diff_ids)}
+        assert len(platform.layers) == 2
+        for layer, diff_id in zip(platform.layers, platform.diff_ids, strict=True):
+            tar = gzip.decompress(layer.data) if docker else layer.data
+            assert layer.media_type == (DOCKER_LAYER_GZIP if docker else OCI_LAYER)
+            assert "sha256:" + hashlib.sha256(tar).hexdigest() == diff_id
+            [(name, content)] = untar(tar).items()
+            assert name.endswith(".bin") and len(content) == 4096
+
+
+def test_single_platform_image_without_index(registry: Deployment, repository: str) -> None:
+    image = push_image(
+        registry, repository, "v1", platforms=[("linux", "arm64", "v8")], index=False
+    )
+    assert image.index is None and image.index_digest is None and image.index_bytes is None
+    [platform] = image.images
+    assert image.tagged == platform.manifest and image.digest == platform.manifest.digest
+    assert_served(registry, repository, "v1", platform.manifest)
+    with pytest.raises(ValueError, match="exactly one platform"):
+        push_image(registry, repository, "v2", index=False)
+
+
+def test_pushed_artifact_is_served_byte_for_byte(registry: Deployment, repository: str) -> None:
+    files = {"model.safetensors": os.urandom(20_000), "README.md": b"# a model\n"}
+    artifact = push_artifact(registry, repository, "v1", files)
+    assert artifact.files == {
+        name: ("sha256:" + hashlib.sha256(data).hexdigest(), data) for name, data in files.items()
+    }
+    assert_served(registry, repository, "v1", artifact.manifest)
+    assert_served(registry, repository, artifact.manifest_digest, artifact.manifest)
+    for blob in (artifact.config, *artifact.layers):
+        assert_blob_served(registry, repository, blob)
+    # distribution 2.8 keeps artifactType and takes the empty config.
+    manifest = json.loads(artifact.manifest_bytes)
+    assert manifest["artifactType"] == "application/vnd.acme.model.v1"
+    assert manifest["config"] == {
+        "mediaType": OCI_EMPTY,
+        "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(),
+        "size": 2,
+    }
+    assert [(layer["mediaType"], layer["annotations"][TITLE]) for layer in manifest["layers"]] == [
+        (OCI_LAYER, "model.safetensors"),
+        (OCI_LAYER, "README.md"),
+    ]
+
+
+def test_artifact_titles_and_config_are_not_checked(registry: Deployment, repository: str) -> None:
+    # Titles a pull must refuse to turn into paths; the registry never reads them.
+    files = {"../escape": b"up", "/abs": b"root", "a/b": b"nested", "dup": b"up"}
+    artifact = push_artifact(
+        registry,
+        repository,
+        "odd",
+        files,
+        artifact_type=None,
+        config=b'{"any": "json"}',
+        config_media_type="application/vnd.oras.config.v1+json",
+        file_media_type="application/vnd.acme.blob",
+        annotations={"org.opencontainers.image.created": "1970-01-01T00:00:00Z"},
+    )
+    assert_served(registry, repository, "odd", artifact.manifest)
+    manifest = json.loads(artifact.manifest_bytes)
+    assert "artifactType" not in manifest
+    assert manifest["config"]["mediaType"] == "application/vnd.oras.config.v1+json"
+    assert [layer["annotations"][TITLE] for layer in manifest["layers"]] == list(files)
+    # Two files with the same bytes are one blob.
+    assert artifact.files["dup"] == artifact.files["../escape"]
+
+
+def test_distribution_refuses_oci_types_missing_from_accept(
+    registry: Deployment, repository: str
+) -> None:
+    image = push_image(registry, repository, "v1")
+    assert image.index is not None
+    amd64 = image.image("amd64").manifest
+    for reference in ("v1", image.index.digest):
+        for accept in (OCI_MANIFEST, DOCKER_MANIFEST_LIST, "*/*", None):
+            response = get_manifest(registry, repository, reference, accept)
+            assert response.status_code == 404, (reference, accept)
+            assert error_codes(response) == ["MANIFEST_UNKNOWN"]
+            assert "accept header does not support OCI indexes" in response.text
+        head = get_manifest(registry, repository, reference, OCI_MANIFEST, method="HEAD")
+        assert head.status_code == 404
+    response = get_manifest(registry, repository, amd64.digest, f"{OCI_INDEX}, {DOCKER_MANIFEST}")
+    assert response.status_code == 404
+    assert "accept header does not support OCI manifests" in response.text
+    assert get_manifest(registry, repository, amd64.digest, OCI_MANIFEST).content == amd64.data
+
+
+def test_distribution_rewrites_docker_lists_missing_from_accept(
+    registry: Deployment, repository: str
+) -> None:
+    image = push_image(registry, repository, "v1", docker=True)
+    assert image.index is not None
+    amd64 = image.image("amd64").manifest
+    # By tag, without the list type: the linux/amd64 manifest, under its own digest.
+    for method in ("GET", "HEAD"):
+        response = get_manifest(registry, repository, "v1", DOCKER_MANIFEST, method=method)
+        assert response.status_code == 200
+        assert response.headers["Docker-Content-Digest"] == amd64.digest
+        assert response.headers["Content-Type"] == DOCKER_MANIFEST
+    assert get_manifest(registry, repository, "v1", DOCKER_MANIFEST).content == amd64.data
+    # Without either Docker type: that manifest converted to a signed schema 1 one.
+    for accept in (OCI_MANIFEST, None):
+        response = get_manifest(registry, repository, "v1", accept)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == (
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        )
+        schema1 = response.json()
+        assert schema1["schemaVersion"] == 1 and schema1["architecture"] == "amd64"
+        assert "signatures" in schema1
+    # By digest: as stored, whatever the Accept.
+    for digest, manifest in image.manifests.items():
+        response = get_manifest(registry, repository, digest, OCI_MANIFEST)
+        assert response.status_code == 200
+        assert response.content == manifest.data
+    # A list without linux/amd64 has nothing to fall back on.
+    arm_only = push_image(
+        registry, repository, "arm", platforms=[("linux", "arm64", "v8")], docker=True
+    )
+    response = get_manifest(registry, repository, "arm", DOCKER_MANIFEST)
+    assert response.status_code == 404
+    assert error_codes(response) == ["MANIFEST_UNKNOWN"]
+    assert arm_only.index is not None
+    assert_served(registry, repository, "arm", arm_only.index)
+
+
+def test_distribution_wants_referenced_blobs_and_manifests(
+    registry: Deployment, repository: str
+) -> None:
+    artifact = push_artifact(registry, repository, "v1", {"f": b"content"})
+    missing = "sha256:" + "0" * 64
+    document = json.loads(artifact.manifest_bytes)
+    missing_layer = {**document, "layers": [{**document["layers"][0], "digest": missing}]}
+    missing_config = {**document, "config": {**document["config"], "digest": missing}}
+    wrong_size = {**document, "layers": [{**document["layers"][0], "size": 1}]}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": missing, "size": 100}],
+    }
+    for body, media_type in [
+        (missing_layer, OCI_MANIFEST),
+        (missing_config, OCI_MANIFEST),
+        (index, OCI_INDEX),
+    ]:
+        with pytest.raises(httpx.HTTPStatusError, match="MANIFEST_BLOB_UNKNOWN") as refused:
+            push_manifest(registry, repository, "bad", dump_json(body), media_type)
+        assert refused.value.response.status_code == 400
+    # Sizes are not checked; the media type must be the body's.
+    digest = push_manifest(registry, repository, None, dump_json(wrong_size), OCI_MANIFEST)
+    assert get_manifest(registry, repository, digest).status_code == 200
+    for media_type in (DOCKER_MANIFEST, "application/json"):
+        with pytest.raises(httpx.HTTPStatusError, match="MANIFEST_INVALID"):
+            push_manifest(registry, repository, "bad", artifact.manifest_bytes, media_type)
+
+
+def padded_manifest(config: PushedContent, size: int) -> bytes:
+    """An OCI manifest of exactly `size` bytes: no layers, one long annotation."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [],
+        "annotations": {"pad": ""},
+    }
+    document["annotations"] = {"pad": "x" * (size - len(dump_json(document)))}
+    body = dump_json(document)
+    assert len(body) == size
+    return body
+
+
+def test_distribution_manifest_size_limit(registry: Deployment, repository: str) -> None:
+    assert registry.root is not None
+    artifact = push_artifact(registry, repository, "v1", {})
+    largest = padded_manifest(artifact.config, MAX_MANIFEST_SIZE)
+    digest = push_manifest(registry, repository, "largest", largest, OCI_MANIFEST)
+    assert get_manifest(registry, repository, digest).content == largest
+    with pytest.raises(httpx.HTTPStatusError, match="request body too large") as refused:
+        push_manifest(
+            registry, repository, "over", padded_manifest(artifact.config, 5 << 20), OCI_MANIFEST
+        )
+    assert refused.value.response.status_code == 400
+    assert error_codes(refused.value.response) == ["MANIFEST_INVALID"]
+    # Planted in storage, one byte over is not served either: 500 "read exceeds limit".
+    over = padded_manifest(artifact.config, MAX_MANIFEST_SIZE + 1)
+    put_manifest_in_storage(registry.root, repository, over, tag="planted")
+    response = get_manifest(registry, repository, "planted")
+    assert response.status_code == 500
+    assert error_codes(response) == ["UNKNOWN"]
+
+
+def test_planted_manifest_may_reference_missing_blobs(
+    registry: Deployment, repository: str
+) -> None:
+    assert registry.root is not None
+    missing = "sha256:" + "0" * 64
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_EMPTY, "digest": missing, "size": 2},
+        "layers": [{"mediaType": OCI_LAYER, "digest": missing, "size": 10}],
+    }
+    body = dump_json(document)
+    digest = put_manifest_in_storage(registry.root, repository, body, tag="dangling")
+    manifest = PushedContent(OCI_MANIFEST, digest, body)
+    assert_served(registry, repository, "dangling", manifest)
+    assert_served(registry, repository, digest, manifest)
+    with client(registry) as c:
+        assert c.get(registry.blob_url(repository, missing)).status_code == 404
+
+
+def test_images_go_to_authenticated_registries(
+    basic_registry: Deployment, token_registry: Deployment, repository: str
+) -> None:
+    artifact = push_artifact(basic_registry, repository, "v1", {"f": b"basic"})
+    assert_served(basic_registry, repository, "v1", artifact.manifest, auth=basic_registry.auth)
+    assert get_manifest(basic_registry, repository, "v1").status_code == 401
+
+    image = push_image(token_registry, repository, "v1", layers_per_platform=1)
+    assert image.index is not None
+    auth = BearerAuth(token_registry.push_token(repository))
+    assert_served(token_registry, repository, "v1", image.index, auth=auth)
+    assert_blob_served(token_registry, repository, image.images[0].layers[0], auth=auth)
+    assert token_registry.token_server is not None
+    assert token_registry.token_server.requests == []  # the testbed's own are left out
+
+
+def test_mirror_takes_no_images(registry_mirror: Mirror, repository: str) -> None:
+    with pytest.raises(TestbedError, match="read-only"):
+        push_image(registry_mirror, repository, "v1")
+    with pytest.raises(TestbedError, match="read-only"):
+        push_manifest(registry_mirror, repository, "v1", b"{}", OCI_MANIFEST)
+
+
 # OCI image layouts read by skopeo.
 
 
@@ -493,6 +857,144 @@ def test_write_oci_index_keeps_other_tags(tmp_path: Path) -> None:
         write_oci_index(tmp_path, [(layers[0][0], 99)])
     with pytest.raises(ValueError, match="is not in"):
         write_oci_index(tmp_path, [("sha256:" + "0" * 64, 1)])
+
+
+# skopeo's platform choice out of an index (default: the host's).
+LINUX_AMD64 = ("--override-os", "linux", "--override-arch", "amd64")
+LINUX_ARM64_V8 = ("--override-os", "linux", "--override-arch", "arm64", "--override-variant", "v8")
+
+
+def pull_into_layout(
+    deployment: Deployment,
+    repository: str,
+    tag: str,
+    layout: Path,
+    *,
+    architecture: str | None = None,
+    point_at_index: bool = True,
+) -> dict[str, bytes]:
+    """Fetch an image with plain httpx into an OCI layout whose index.json names `tag`.
+
+    Fetched: the index, then each manifest (only `architecture`'s if given) and its config
+    and layers, each checked against its Docker-Content-Digest. index.json points at the
+    image index, or with point_at_index=False at the one manifest fetched (the index itself
+    is then left out). Returns what blobs/ holds, by digest.
+    """
+    blobs: dict[str, bytes] = {}
+
+    def fetch(url: str, accept: str | None = None) -> dict[str, Any]:
+        with client(deployment) as c:
+            response = c.get(url, headers={"Accept": accept} if accept else {})
+        assert response.status_code == 200, response.text
+        digest = response.headers["Docker-Content-Digest"]
+        assert digest == "sha256:" + hashlib.sha256(response.content).hexdigest()
+        blobs[digest] = response.content
+        return {"digest": digest, "size": len(response.content), "body": response.content}
+
+    index = fetch(manifest_url(deployment, repository, tag), ACCEPT_ALL)
+    index_document = json.loads(index["body"])
+    entries = [
+        entry
+        for entry in index_document["manifests"]
+        if architecture in (None, entry["platform"]["architecture"])
+    ]
+    for entry in entries:
+        manifest = fetch(manifest_url(deployment, repository, entry["digest"]), entry["mediaType"])
+        manifest_document = json.loads(manifest["body"])
+        for descriptor in (manifest_document["config"], *manifest_document["layers"]):
+            fetch(deployment.blob_url(repository, descriptor["digest"]))
+    if point_at_index:
+        top = {"mediaType": index_document["mediaType"], "digest": index["digest"]}
+        top["size"] = index["size"]
+    else:
+        [entry] = entries
+        top = {key: entry[key] for key in ("mediaType", "digest", "size")}
+        del blobs[index["digest"]]
+
+    directory = layout / "blobs" / "sha256"
+    directory.mkdir(parents=True)
+    for digest, data in blobs.items():
+        (directory / digest.removeprefix("sha256:")).write_bytes(data)
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    top["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    index_json = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [top]}
+    (layout / "index.json").write_text(json.dumps(index_json))
+    return blobs
+
+
+@pytest.mark.parametrize(
+    ("architecture", "point_at_index"),
+    [(None, True), ("amd64", True), ("amd64", False)],
+    ids=["whole-index", "index-with-amd64-only", "amd64-manifest"],
+)
+def test_skopeo_reads_a_pulled_image(
+    registry: Deployment,
+    repository: str,
+    skopeo_path: str,
+    tmp_path: Path,
+    architecture: str | None,
+    point_at_index: bool,
+) -> None:
+    image = push_image(registry, repository, "v1")
+    amd64, arm64 = image.image("amd64"), image.image("arm64")
+    layout = tmp_path / "layout"
+    pulled = pull_into_layout(
+        registry, repository, "v1", layout, architecture=architecture, point_at_index=point_at_index
+    )
+    expected = [*image.manifests.values(), *image.blobs.values()]
+    if architecture is not None:
+        expected = [*([image.tagged] if point_at_index else []), amd64.manifest, *amd64.blobs]
+    assert pulled == {content.digest: content.data for content in expected}
+
+    # skopeo picks the platform out of an index (or checks the one of a manifest).
+    inspected = run_skopeo(skopeo_path, *LINUX_AMD64, "inspect", f"oci:{layout}:v1")
+    assert inspected.returncode == 0, inspected.stderr
+    details = json.loads(inspected.stdout)
+    assert details["Digest"] == (image.digest if point_at_index else amd64.manifest.digest)
+    assert (details["Os"], details["Architecture"]) == ("linux", "amd64")
+    assert details["Layers"] == [layer.digest for layer in amd64.layers]
+
+    out = tmp_path / "out"
+    copied = run_skopeo(skopeo_path, *LINUX_AMD64, "copy", f"oci:{layout}:v1", f"dir:{out}")
+    assert copied.returncode == 0, copied.stderr
+    assert (out / "manifest.json").read_bytes() == amd64.manifest.data
+    for blob in amd64.blobs:
+        assert (out / blob.digest.removeprefix("sha256:")).read_bytes() == blob.data
+    if architecture is not None:
+        return
+    arm_out = tmp_path / "arm"
+    copied = run_skopeo(skopeo_path, *LINUX_ARM64_V8, "copy", f"oci:{layout}:v1", f"dir:{arm_out}")
+    assert copied.returncode == 0, copied.stderr
+    assert (arm_out / "manifest.json").read_bytes() == arm64.manifest.data
+    all_out = tmp_path / "all"
+    copied = run_skopeo(skopeo_path, "copy", "--all", f"oci:{layout}:v1", f"dir:{all_out}")
+    assert copied.returncode == 0, copied.stderr
+    assert (all_out / "manifest.json").read_bytes() == image.index_bytes
+    assert {path.name for path in all_out.iterdir()} == {
+        "manifest.json",
+        "version",
+        *(
+            f"{m.digest.removeprefix('sha256:')}.manifest.json"
+            for m in (amd64.manifest, arm64.manifest)
+        ),
+        *(digest.removeprefix("sha256:") for digest in image.blobs),
+    }
+
+
+def test_skopeo_sees_no_docker_typed_entry_in_a_layout(
+    registry: Deployment, repository: str, skopeo_path: str, tmp_path: Path
+) -> None:
+    # The OCI layout spec allows any manifest type in index.json; skopeo 1.9 looks only at
+    # entries typed as an OCI manifest or index.
+    push_image(registry, repository, "v1", docker=True)
+    layout = tmp_path / "layout"
+    pull_into_layout(registry, repository, "v1", layout)
+    assert json.loads((layout / "index.json").read_text())["manifests"][0]["mediaType"] == (
+        DOCKER_MANIFEST_LIST
+    )
+    inspected = run_skopeo(skopeo_path, "inspect", f"oci:{layout}:v1")
+    assert inspected.returncode != 0
+    assert "no descriptor found for reference" in inspected.stderr
 
 
 def run_skopeo(skopeo: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -92,19 +92,21 @@ class Deployment:
             user_agent=TESTBED_USER_AGENT,
         )
 
-    def _push_auth(self, repository: str) -> httpx.Auth | tuple[str, str] | None:
+    def push_auth(self, repository: str) -> httpx.Auth | tuple[str, str] | None:
+        """What a push to `repository` authenticates with: `auth`, or on a token-auth
+        registry a pull+push token of the token server's admin (fetched now)."""
         if self.token_server is not None:
             return BearerAuth(self.push_token(repository))
         return self.auth
 
     def push(self, repository: str, data: bytes, *, algorithm: str = "sha256") -> str:
-        auth = self._push_auth(repository)
+        auth = self.push_auth(repository)
         return push_blob(
             self.url, repository, data, auth=auth, verify=self.verify, algorithm=algorithm
         )
 
     def push_file(self, repository: str, path: Path, *, algorithm: str = "sha256") -> str:
-        auth = self._push_auth(repository)
+        auth = self.push_auth(repository)
         return push_blob_file(
             self.url, repository, path, auth=auth, verify=self.verify, algorithm=algorithm
         )

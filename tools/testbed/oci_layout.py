@@ -10,6 +10,12 @@ What skopeo 1.9 does with one: `inspect oci:DIR:TAG` (also --raw, --config, --co
 `copy oci:DIR:TAG dir:OUT` and `copy oci:DIR:TAG oci:OUT:TAG` read it; `copy` checks each blob
 against its digest (not its size); `list-tags` and `sync` have no `oci` transport. Without
 `:TAG` skopeo takes the index's only manifest.
+
+An index.json entry may also point at an image index whose manifests are in blobs/: skopeo
+then takes the manifest of its platform (the host's, or --override-os/-arch/-variant; only
+that one's blobs need be there), `inspect` reports the index's digest, and `copy --all`
+copies every manifest. Entries of Docker media types (manifest v2, manifest list) are not
+looked at: "no descriptor found for reference".
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Blob uploads through the registry's real push protocol (POST, then PUT with the digest)."""
+"""Pushes through the registry's real protocol: blob uploads (POST, then PUT with the digest)
+and manifest PUTs."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,54 @@ def push_blob_file(
         location = _start_upload(client, registry_url, repository)
         _finish_upload(client, location, digest, content=_chunks(path), length=path.stat().st_size)
     return digest
+
+
+def put_manifest(
+    registry_url: str,
+    repository: str,
+    reference: str,
+    body: bytes,
+    media_type: str,
+    *,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> str:
+    """`PUT /v2/REPOSITORY/manifests/REFERENCE` (a tag or the body's digest) with these exact
+    bytes as `media_type`; returns their sha256 digest, checked against the registry's
+    `Docker-Content-Digest`.
+
+    A refusal raises httpx.HTTPStatusError with the registry's error codes in its message
+    (see tools/testbed/images.py for what distribution 2.8 refuses).
+    """
+    digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+    url = f"{registry_url.rstrip('/')}/v2/{repository}/manifests/{reference}"
+    with _client(auth, verify) as client:
+        response = client.put(url, content=body, headers={"Content-Type": media_type})
+    if response.status_code != 201:
+        raise httpx.HTTPStatusError(
+            f"pushing manifest {repository}:{reference} ({len(body)} bytes, {media_type}): "
+            f"{response.status_code} {_error_codes(response)} {response.text[:500]}",
+            request=response.request,
+            response=response,
+        )
+    served = response.headers.get("Docker-Content-Digest")
+    if served != digest:
+        raise httpx.HTTPStatusError(
+            f"pushing manifest {repository}:{reference}: the registry says {served!r}, "
+            f"the bytes are {digest}",
+            request=response.request,
+            response=response,
+        )
+    return digest
+
+
+def _error_codes(response: httpx.Response) -> list[str]:
+    """The `errors[].code` of a distribution error body (empty if it is not one)."""
+    try:
+        errors = json.loads(response.content)["errors"]
+        return [str(error["code"]) for error in errors]
+    except (ValueError, KeyError, TypeError):
+        return []
 
 
 def _client(
