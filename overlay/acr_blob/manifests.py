@@ -169,22 +169,17 @@ def check_descriptor(descriptor: Descriptor, reference: str) -> None:
         raise ManifestError(f"{reference}: {error}", reference=reference) from None
 
 
-def check_manifest_digest(manifest: Manifest, wanted: str | None, advertised: str | None) -> None:
-    """By digest, the bytes must hash to it; by tag, to the ``Docker-Content-Digest`` the
-    registry sent (when it sent one of the same algorithm)."""
+def check_manifest_digest(raw: bytes, wanted: str | None, advertised: str | None) -> None:
+    """Before parsing: by digest, the bytes must hash to it; by tag, to the
+    ``Docker-Content-Digest`` the registry sent (when it sent one)."""
     expected = wanted or (advertised.strip() if advertised else None)
-    if expected is None or not expected.startswith("sha256:"):
-        if wanted is not None:  # another algorithm, asked for by the caller: hash with it
-            checked = parse_digest(wanted)
-            actual = (
-                f"{checked.algorithm}:{hashlib.new(checked.algorithm, manifest.raw).hexdigest()}"
-            )
-            if actual != str(checked):
-                raise DigestMismatchError(str(checked), actual)
+    if expected is None:
         return
-    if manifest.digest != expected:
+    checked = parse_digest(expected)
+    actual = f"{checked.algorithm}:{hashlib.new(checked.algorithm, raw).hexdigest()}"
+    if actual != str(checked):
         source = "content" if wanted else "Docker-Content-Digest"
-        raise DigestMismatchError(expected, manifest.digest, source=source)
+        raise DigestMismatchError(str(checked), actual, source=source)
 
 
 @attrs.frozen

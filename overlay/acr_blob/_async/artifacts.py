@@ -70,10 +70,9 @@ async def fetch_manifest(
             raw = await _read_capped(response, reference)
         finally:
             await response.aclose()
-        manifest = parse_manifest(raw, response.headers.get("Content-Type"), reference)
         advertised = response.headers.get("Docker-Content-Digest")
-        check_manifest_digest(manifest, str(digest) if digest else None, advertised)
-        return manifest
+        check_manifest_digest(raw, str(digest) if digest else None, advertised)
+        return parse_manifest(raw, response.headers.get("Content-Type"), reference)
 
     capability = "pull" if digest is not None else "resolve"
     manifest = await hosts.route(f"{repository}:{reference}", capability).open(attempt)

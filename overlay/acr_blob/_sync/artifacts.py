@@ -71,10 +71,9 @@ def fetch_manifest(
             raw = _read_capped(response, reference)
         finally:
             response.close()
-        manifest = parse_manifest(raw, response.headers.get("Content-Type"), reference)
         advertised = response.headers.get("Docker-Content-Digest")
-        check_manifest_digest(manifest, str(digest) if digest else None, advertised)
-        return manifest
+        check_manifest_digest(raw, str(digest) if digest else None, advertised)
+        return parse_manifest(raw, response.headers.get("Content-Type"), reference)
 
     capability = "pull" if digest is not None else "resolve"
     manifest = hosts.route(f"{repository}:{reference}", capability).open(attempt)
