@@ -7,10 +7,12 @@ How examples in docs/**/*.md are run (the conventions for whoever writes a page)
       endpoint, repository, digest, username, password   the registry, and a blob pushed there
       digests         several blobs of `repository` (the first is `digest`)
       refresh_token   a refresh token for `username` (token registry only)
+      image           with `images`: a two-platform OCI image's reference, REGISTRY/REPO:v1
+      artifact        with `images`: an ORAS-style artifact's reference (two titled files)
   DOCKER_CONFIG points at a config.json that holds `username`/`password` for `endpoint`.
 - A ```sh block runs with `bash -e -o pipefail` the same way, with REF, REGISTRY, REPOSITORY,
-  DIGEST, ACR_BLOB_USERNAME and ACR_BLOB_PASSWORD in its environment and the virtualenv's bin/
-  first on PATH.
+  DIGEST, ACR_BLOB_USERNAME and ACR_BLOB_PASSWORD in its environment (IMAGE and ARTIFACT with
+  `images`) and the virtualenv's bin/ first on PATH.
 - Other fences (```console, ```text, ...) are shown, not run.
 - An HTML comment on the line right before a fence configures the block, e.g.
   `<!-- test: registry=s3 needs=progress -->`:
@@ -26,6 +28,9 @@ How examples in docs/**/*.md are run (the conventions for whoever writes a page)
                        at most MAX_SKIPPED blocks in all
       output           on a ```text block right after a code block: that block's stdout, compared
                        with doctest's ELLIPSIS rule ("..." matches anything)
+      images           pushes an image and an artifact first (the names `image`, `artifact`);
+                       the files a pull writes (their blobs, manifests, `oci-layout`,
+                       `index.json`) may remain
 - After a block has run, every file it left in its working directory must be a complete copy of
   one of the blobs: examples download blobs, and nothing else (no partial file) may remain.
 """
@@ -56,7 +61,7 @@ import pytest
 import acr_blob
 from acr_blob import AsyncBlobClient, BlobClient
 from tests.conftest import TOKEN_AUTH
-from tools.testbed import BlobFactory, Deployment
+from tools.testbed import BlobFactory, Deployment, push_artifact, push_image
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -66,10 +71,29 @@ MAX_SKIPPED = 2
 # ranges to be worth it), then two small ones for `digests`.
 BLOB_SIZES = (4 * 1024 * 1024 + 13, 100_000, 1)
 PYTHON_NAMES = frozenset(
-    {"endpoint", "repository", "digest", "digests", "username", "password", "refresh_token"}
+    {
+        "endpoint",
+        "repository",
+        "digest",
+        "digests",
+        "username",
+        "password",
+        "refresh_token",
+        "image",
+        "artifact",
+    }
 )
 SHELL_NAMES = frozenset(
-    {"REF", "REGISTRY", "REPOSITORY", "DIGEST", "ACR_BLOB_USERNAME", "ACR_BLOB_PASSWORD"}
+    {
+        "REF",
+        "REGISTRY",
+        "REPOSITORY",
+        "DIGEST",
+        "ACR_BLOB_USERNAME",
+        "ACR_BLOB_PASSWORD",
+        "IMAGE",
+        "ARTIFACT",
+    }
 )
 # Pages whose name the site must have, besides the API reference.
 PAGES = [
@@ -83,6 +107,8 @@ PAGES = [
     "benchmarks.md",
     "comparison.md",
     "parity.md",
+    "mirrors-and-cache.md",
+    "pull.md",
 ]
 # Public names whose docstring lives in a file this test's author could not edit yet (the
 # module-level data of _config.py): they must get a docstring with an example there. Names may
@@ -122,6 +148,7 @@ FEATURES: dict[str, Callable[[], bool]] = {
     # `acr-blob --help` lists the subcommands as {get,head,exists}.
     "cli-references": lambda: re.search(r"\{[\w,]*\bexists\b", _acr_blob_help()) is not None,
     "cli-max-concurrency": lambda: "--max-concurrency" in _acr_blob_help("get"),
+    "cli-pull": lambda: re.search(r"\{[\w,]*\bpull\b", _acr_blob_help()) is not None,
 }
 
 
@@ -428,6 +455,16 @@ def setting(
         monkeypatch.setenv("DOCKER_CONFIG", str(config))
     if deployment.token_server is not None:
         names["refresh_token"] = deployment.token_server.issue_refresh_token(TOKEN_AUTH[0])
+    if "images" in block.options:
+        registry = f"{deployment.url}/{repository}"
+        image = push_image(deployment, f"{repository}/image", "v1")
+        files = {"weights.bin": os.urandom(200_000), "README.md": b"# a model\n"}
+        artifact = push_artifact(deployment, f"{repository}/model", "v1", files)
+        names.update(image=f"{registry}/image:v1", artifact=f"{registry}/model:v1")
+        environment.update(IMAGE=f"{registry}/image:v1", ARTIFACT=f"{registry}/model:v1")
+        contents = [*image.blobs.values(), *image.manifests.values(), artifact.manifest]
+        contents += [artifact.config, *artifact.layers]
+        blobs.update({content.digest: content.data for content in contents})
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -479,6 +516,8 @@ def test_example_runs(setting: Setting, request: pytest.FixtureRequest) -> None:
         )
     work = Path.cwd()
     for path in sorted(work.rglob("*")):
+        if "images" in block.options and path.name in ("oci-layout", "index.json"):
+            continue
         if path.is_file():
             digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
             assert digest in setting.blobs, f"docs/{block.id} left {path.relative_to(work)}"
