@@ -3,6 +3,8 @@
 Each client runs in its own process through a runner (tools/compare/runners/, js/runner.mjs)
 that reads a request as JSON on stdin and answers, on stdout, only what it observed:
     {"client": NAME, "unsupported": null | REASON, "downloads": [{"ok", "error", "elapsed"}]}
+A pull scenario's request also names `tag`, `pull` ("image" or "files") and `platform`, and its
+one "download" is the pull into `output_dir/pull-0`.
 The verdicts come from tools/compare/scenarios.py. Output: docs/parity.md and docs/parity.json.
 
     python -m tools.compare.run [--clients acr-blob-sync,oras-py] [--scenarios plain,empty]
@@ -114,7 +116,7 @@ def run(client_names: list[str] | None, scenario_names: list[str] | None) -> dic
                 output_dir = Path(scratch) / f"run-{index}"
                 output_dir.mkdir()
                 with serve(scenario, servers, index, tls=client.wants_tls) as setup:
-                    if client.wants_tag:
+                    if client.wants_tag and not scenario.get("pull"):
                         _tag_for_image_clients(setup)
                     observed = run_client(client, setup.request(scenario, output_dir))
                     verdict = judge(scenario, setup, observed, output_dir)

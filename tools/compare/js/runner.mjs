@@ -19,13 +19,20 @@
 //   Docker token protocol: requests with credentials are reported as unsupported.
 // - A private CA: Node reads NODE_EXTRA_CA_CERTS only at start, so the runner starts itself again
 //   with it set to the request's `ca_cert`.
+// - Pulls: the client has none, and no platform choice. For an image pull the runner composes
+//   one: getManifest(tag) (the index; its bytes are checked against Docker-Content-Digest), the
+//   runner's pick of the index's entry for the platform, getManifest(digest), then downloadBlob
+//   of the config and each layer into pull-<i>/<hex>, and last the manifest's bytes as the
+//   client hands them over (`content`) in manifest.json, the `dir:` shape tools/compare/
+//   scenarios.py reads. Nothing writes layers as files named by their titles: such a request
+//   is reported as unsupported.
 // - The digest check runs in an 'end' handler: a mismatch is thrown from an event handler and
 //   escapes as an uncaught exception; the stream then never ends. The runner catches it
 //   (process 'uncaughtException') and reports it as that download's error, marked as such.
 
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 
@@ -99,13 +106,13 @@ function routeEscapedErrors() {
   process.on("unhandledRejection", route);
 }
 
-async function downloadOnce(client, request, index) {
-  const target = join(request.output_dir, `blob-${index}`);
+// Runs `work(abortSignal)` as one download: its outcome, within the request's timeout.
+async function attempt(request, work) {
   const timeoutMs = Number(request.timeout ?? 60) * 1000;
   const abort = new AbortController();
   let timer;
   const started = performance.now();
-  const work = new Promise((resolve, reject) => {
+  const running = new Promise((resolve, reject) => {
     const fail = (error, uncaught) => {
       reject({ error, uncaught });
       abort.abort(error);
@@ -119,16 +126,11 @@ async function downloadOnce(client, request, index) {
       error.name = "Timeout";
       fail(error, false);
     }, timeoutMs);
-    (async () => {
-      const { content } = await client.downloadBlob(request.digest, {
-        abortSignal: abort.signal,
-      });
-      await pipeline(content, createWriteStream(target), { signal: abort.signal });
-    })().then(resolve, (error) => fail(error, false));
+    work(abort.signal).then(resolve, (error) => fail(error, false));
   });
   let outcome;
   try {
-    await work;
+    await running;
     outcome = { ok: true, error: null };
   } catch ({ error, uncaught }) {
     outcome = { ok: false, error: describe(error, uncaught) };
@@ -140,6 +142,41 @@ async function downloadOnce(client, request, index) {
   return { ...outcome, elapsed };
 }
 
+async function saveBlob(client, digest, target, signal) {
+  const { content } = await client.downloadBlob(digest, { abortSignal: signal });
+  await pipeline(content, createWriteStream(target), { signal });
+}
+
+// An image pull composed of the client's calls (see the header).
+async function pullImage(client, request, folder, signal) {
+  const [os, architecture] = request.platform.split("/");
+  let result = await client.getManifest(request.tag, { abortSignal: signal });
+  if (Array.isArray(result.manifest.manifests)) {
+    const entry = result.manifest.manifests.find(
+      (candidate) =>
+        candidate.platform?.os === os && candidate.platform?.architecture === architecture,
+    );
+    if (!entry) {
+      throw new Error(`the index has no ${os}/${architecture} manifest`);
+    }
+    result = await client.getManifest(entry.digest, { abortSignal: signal });
+  }
+  mkdirSync(folder, { recursive: true });
+  for (const blob of [result.manifest.config, ...result.manifest.layers]) {
+    await saveBlob(client, blob.digest, join(folder, blob.digest.split(":")[1]), signal);
+  }
+  writeFileSync(join(folder, "manifest.json"), result.content);
+}
+
+function downloadOnce(client, request, index) {
+  if (request.pull) {
+    const folder = join(request.output_dir, `pull-${index}`);
+    return attempt(request, (signal) => pullImage(client, request, folder, signal));
+  }
+  const target = join(request.output_dir, `blob-${index}`);
+  return attempt(request, (signal) => saveBlob(client, request.digest, target, signal));
+}
+
 async function observe(request) {
   const name = clientName();
   if (request.credentials) {
@@ -148,6 +185,15 @@ async function observe(request) {
       unsupported:
         "takes only an AAD TokenCredential (exchanged at the registry's /oauth2/exchange) " +
         "or none: no username/password, neither Basic nor the Docker token protocol",
+      downloads: [],
+    };
+  }
+  if (request.pull === "files") {
+    return {
+      client: name,
+      unsupported:
+        "no pull: getManifest and downloadBlob only, nothing that writes layers as files " +
+        "named by their titles",
       downloads: [],
     };
   }

@@ -7,6 +7,13 @@ it download the blob `downloads` times to `output_dir/blob-<i>`, and writes what
     {"client": "NAME VERSION", "unsupported": null | "why",
      "downloads": [{"ok": bool, "error": null | "Type: message", "elapsed": seconds}]}
 
+A pull scenario's request also names `tag`, `pull` ("image": the `platform` image of the
+tag, or "files": the artifact's titled layers as files) and `platform` ("os/arch"); its one
+download is the pull into the folder `output_dir/pull-<i>` (`Request.destination`). A runner
+that composes a pull from its client's get-manifest and download-blob calls writes there
+what skopeo's `dir:` writes: each blob in a file named by its digest's hex, and (last) the
+manifest as `manifest.json`, as the client handed it over.
+
 `ok` means the client returned without raising: nothing here verifies, retries or hashes.
 The exit status is 0 whatever the downloads did; it is non-zero only when the runner itself
 failed (a bad request, a registry that is not on loopback, a bug).
@@ -59,6 +66,9 @@ class Request:
     output_dir: Path
     downloads: int
     timeout: float
+    tag: str | None = None
+    pull: str | None = None
+    platform: str | None = None
 
     @property
     def https(self) -> bool:
@@ -71,6 +81,15 @@ class Request:
 
     def output(self, index: int) -> Path:
         return self.output_dir / f"blob-{index}"
+
+    def destination(self, index: int) -> Path:
+        """Where download `index` goes: the blob's file, or a pull's folder."""
+        return self.output_dir / f"pull-{index}" if self.pull else self.output(index)
+
+    def os_architecture(self) -> tuple[str, str]:
+        """The `platform` a pull asks for, as (os, architecture)."""
+        os_, _, architecture = (self.platform or "").partition("/")
+        return os_, architecture.partition("/")[0]
 
     @classmethod
     def parse(cls, raw: Any) -> Request:
@@ -95,13 +114,27 @@ class Request:
                 output_dir=Path(str(raw["output_dir"])),
                 downloads=int(raw.get("downloads", 1)),
                 timeout=DEFAULT_TIMEOUT if timeout is None else float(timeout),
+                tag=_optional(raw, "tag"),
+                pull=_optional(raw, "pull"),
+                platform=_optional(raw, "platform"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestError(f"malformed request: {describe(exc)}") from exc
         check_loopback(request.registry)
         if request.downloads < 0:
             raise RequestError("downloads must not be negative")
+        if request.pull not in (None, "image", "files"):
+            raise RequestError(f"unknown pull {request.pull!r}")
+        if request.pull and not request.tag:
+            raise RequestError("a pull needs a tag")
+        if request.pull == "image" and "/" not in (request.platform or ""):
+            raise RequestError("an image pull needs a platform, os/arch")
         return request
+
+
+def _optional(raw: dict[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return None if value is None else str(value)
 
 
 def check_loopback(url: str) -> None:
@@ -128,12 +161,31 @@ class Unsupported:
 
 
 Download: TypeAlias = Callable[[Path], None]
-"""One download of the request's blob to this path with the one client; raises what it raised."""
+"""One download of the request's blob to this path (a pull: into this folder) with the one
+client; raises what it raised."""
 
 Closer: TypeAlias = contextlib.ExitStack[bool | None]
 
 Prepare: TypeAlias = Callable[[Request, Closer], Download | Unsupported]
 """Makes the client (entering what must be closed into the closer), or says it cannot."""
+
+
+def platform_manifest(index: Any, os_: str, architecture: str) -> str:
+    """The digest of the manifest an image index gives `os_`/`architecture`: the platform
+    choice that runners make for clients that have none. KeyError when there is none."""
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        if platform.get("os") == os_ and platform.get("architecture") == architecture:
+            return str(entry["digest"])
+    raise KeyError(f"the index has no {os_}/{architecture} manifest")
+
+
+def blob_file(folder: Path, digest: str) -> Path:
+    """Where a composed pull writes a blob: `folder/<hex>`, as skopeo's `dir:` does."""
+    hex_ = digest.partition(":")[2]
+    if not hex_.isalnum():
+        raise ValueError(f"not a digest: {digest!r}")
+    return folder / hex_
 
 
 def describe(exc: BaseException) -> str:
@@ -188,7 +240,7 @@ def _work(request: Request, prepare: Prepare, progress: _Progress) -> None:
                     progress.current_start = start
                 error: str | None = None
                 try:
-                    target(request.output(index))
+                    target(request.destination(index))
                 except Exception as exc:
                     error = describe(exc)
                 elapsed = time.perf_counter() - start

@@ -1,4 +1,9 @@
-"""The runner for this SDK: `python acr_blob_runner.py [--async] < request.json`."""
+"""The runner for this SDK: `python acr_blob_runner.py [--async] < request.json`.
+
+Blob scenarios: `download_blob_to_file(repository, digest, output_dir/blob-<i>)`. Pull
+scenarios: `pull("HOST:PORT/REPOSITORY:TAG", output_dir/pull-<i>, platform=...)`, an OCI
+image layout, or with `files=True` the titled layers as files.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import acr_blob
 from acr_blob import AsyncBlobClient, BlobClient, Credential
@@ -28,6 +34,18 @@ def _outcome(started: float, error: BaseException | None) -> dict[str, Any]:
     }
 
 
+def _reference(request: dict[str, Any]) -> str:
+    """`HOST:PORT/REPOSITORY:TAG`, what `pull` takes."""
+    host = urlsplit(request["registry"]).netloc
+    return f"{host}/{request['repository']}:{request['tag']}"
+
+
+def _pull_args(request: dict[str, Any]) -> dict[str, Any]:
+    if request["pull"] == "files":
+        return {"files": True}
+    return {"platform": request["platform"]}
+
+
 def run_sync(request: dict[str, Any]) -> list[dict[str, Any]]:
     credential, args = _client_args(request)
     outcomes = []
@@ -35,8 +53,12 @@ def run_sync(request: dict[str, Any]) -> list[dict[str, Any]]:
         for i in range(request["downloads"]):
             started, error = time.monotonic(), None
             try:
-                target = Path(request["output_dir"]) / f"blob-{i}"
-                client.download_blob_to_file(request["repository"], request["digest"], target)
+                if request.get("pull"):
+                    target = Path(request["output_dir"]) / f"pull-{i}"
+                    client.pull(_reference(request), target, **_pull_args(request))
+                else:
+                    target = Path(request["output_dir"]) / f"blob-{i}"
+                    client.download_blob_to_file(request["repository"], request["digest"], target)
             except Exception as caught:
                 error = caught
             outcomes.append(_outcome(started, error))
@@ -50,8 +72,14 @@ async def run_async(request: dict[str, Any]) -> list[dict[str, Any]]:
         for i in range(request["downloads"]):
             started, error = time.monotonic(), None
             try:
-                target = Path(request["output_dir"]) / f"blob-{i}"
-                await client.download_blob_to_file(request["repository"], request["digest"], target)
+                if request.get("pull"):
+                    target = Path(request["output_dir"]) / f"pull-{i}"
+                    await client.pull(_reference(request), target, **_pull_args(request))
+                else:
+                    target = Path(request["output_dir"]) / f"blob-{i}"
+                    await client.download_blob_to_file(
+                        request["repository"], request["digest"], target
+                    )
             except Exception as caught:
                 error = caught
             outcomes.append(_outcome(started, error))

@@ -7,6 +7,14 @@ to the file as they come, the way the package's samples save a blob. Options set
   refuses non-https URLs otherwise (it is read from the call's options, not the constructor's);
 - `connection_verify=CA` for an https registry with a private CA (azure-core's option).
 
+It has no pull and no platform choice. For an image pull the runner composes one:
+`get_manifest(repository, tag)` (the index; checked against its Docker-Content-Digest), the
+runner's pick of the index's entry for the platform, `get_manifest(repository, digest)`, then
+`download_blob` of the config and each layer into `pull-<i>/<hex>`. `get_manifest` hands the
+manifest back parsed (`GetManifestResult.manifest`, a dict), never its bytes: the runner
+writes `json.dumps` of it as `manifest.json`, last. It has nothing that writes layers as files
+named by their titles: such a request is reported `unsupported`.
+
 Credentials: the client takes only an azure-core `TokenCredential` (an AAD token that it
 exchanges at the registry's `/oauth2/exchange` for an ACR refresh token) or none. It has no
 way to send a user name and password, neither as Basic auth nor at a token realm: a request
@@ -18,6 +26,7 @@ See _protocol.py for the protocol.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,12 +43,19 @@ NO_BASIC = (
     "(exchanged for an ACR token at /oauth2/exchange) or none"
 )
 
+NO_FILES = (
+    "no pull: get_manifest and download_blob only, nothing that writes layers as files named "
+    "by their titles"
+)
+
 
 def prepare(
     request: _protocol.Request, closer: _protocol.Closer
 ) -> _protocol.Download | _protocol.Unsupported:
     if request.credentials is not None:
         return _protocol.Unsupported(NO_BASIC)
+    if request.pull == "files":
+        return _protocol.Unsupported(NO_FILES)
     from azure.containerregistry import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
         ContainerRegistryClient,
     )
@@ -51,16 +67,30 @@ def prepare(
     closer.enter_context(client)
     call_options: dict[str, Any] = {} if request.https else {"enforce_https": False}
 
-    def download(path: Path) -> None:
+    def save(digest: str, path: Path) -> None:
         # The file is opened once the first answer is in, as in the package's samples.
         with (
-            client.download_blob(request.repository, request.digest, **call_options) as stream,
+            client.download_blob(request.repository, digest, **call_options) as stream,
             path.open("wb") as file,
         ):
             for chunk in stream:
                 file.write(chunk)
 
-    return download
+    def download(path: Path) -> None:
+        save(request.digest, path)
+
+    def pull(folder: Path) -> None:
+        result = client.get_manifest(request.repository, request.tag, **call_options)
+        if "manifests" in result.manifest:
+            digest = _protocol.platform_manifest(result.manifest, *request.os_architecture())
+            result = client.get_manifest(request.repository, digest, **call_options)
+        manifest = result.manifest
+        folder.mkdir(parents=True, exist_ok=True)
+        for blob in [manifest["config"], *manifest["layers"]]:
+            save(blob["digest"], _protocol.blob_file(folder, blob["digest"]))
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    return pull if request.pull else download
 
 
 if __name__ == "__main__":

@@ -10,6 +10,13 @@ outfile)`, which streams the answer to the file in 8 KiB pieces. Options set, an
   request does not say which kind of registry it is, and oras-py needs to be told;
 - credentials through `registry.auth.set_basic_auth`, not `login()`, which writes them to
   ~/.docker/config.json.
+
+Pulls are its `pull(target="HOST:PORT/REPOSITORY:TAG", outdir=FOLDER)` (`OrasClient` is the
+same class), for images and artifacts alike: it has no platform argument. It fetches the
+manifest the tag names with any of the OCI and Docker manifest and index types in Accept,
+then writes each entry of its `layers` to `outdir/<title>` (an untitled layer to
+`outdir/<digest>`); it never writes the manifest or the config. An index has no `layers`: the
+pull of an image by tag downloads nothing and returns `[]` without an error.
 See _protocol.py for the protocol.
 """
 
@@ -53,7 +60,10 @@ def prepare(
     def download(path: Path) -> None:
         registry.download_blob(container, request.digest, str(path))
 
-    return download
+    def pull(path: Path) -> None:
+        registry.pull(target=f"{container}:{request.tag}", outdir=str(path))
+
+    return pull if request.pull else download
 
 
 if __name__ == "__main__":

@@ -12,6 +12,15 @@ Each download is a `skopeo copy` of its own, into a fresh `dir:` destination: a 
 client instance to keep between downloads (nor tokens, nor connections). skopeo also fetches the
 manifest and the config blob, so a fault aimed at every blob request hits those too.
 
+Pull scenarios are what skopeo is for: `skopeo copy docker://HOST/REPO:TAG oci:DIR:TAG`
+writes an OCI image layout of the image into `pull-<i>` (index.json naming it by the tag),
+with `--override-os`/`--override-arch` for the request's platform (else skopeo takes the
+host's). Without `--preserve-digests`, as here, skopeo 1.9 keeps the manifest's bytes only
+when it need not change a blob: the scenario's layers are gzipped, as built images' are, and
+come through as they are; an uncompressed (`.tar`) layer it would gzip into a new blob, and
+write a new manifest for it. It has no way to write layers as files named by their titles:
+such a request is reported unsupported.
+
 Defaults except: `--src-tls-verify=false` for a plain-http registry (skopeo tries https first,
 then falls back to http); `--src-cert-dir` holding the request's CA for an https one;
 `--src-no-creds` without credentials, so that no auth file of the machine is used.
@@ -57,7 +66,17 @@ def skopeo_version() -> str:
     return completed.stdout.strip().replace("skopeo version", "skopeo", 1)
 
 
+NO_FILES = (
+    "skopeo copies images into image formats (oci:, dir:, docker-archive:...), blobs named by "
+    "digest: nothing writes layers as files named by their titles"
+)
+
+
 def unsupported_reason(request: dict[str, Any]) -> str | None:
+    if request.get("pull") == "files":
+        return NO_FILES
+    if request.get("pull"):
+        return None
     if not DIGEST.fullmatch(request["digest"]):
         return (
             "skopeo takes no blob digest: it reaches blobs only as layers of a tagged image, "
@@ -96,6 +115,10 @@ def copy_command(request: dict[str, Any], destination: Path, cert_dir: Path | No
         ]
     else:
         command.append("--src-no-creds")
+    if request.get("pull"):
+        os_, _, architecture = str(request["platform"]).partition("/")
+        command += ["--override-os", os_, "--override-arch", architecture.partition("/")[0]]
+        return [*command, source, f"oci:{destination}:{request['tag']}"]
     return [*command, source, f"dir:{destination}"]
 
 
@@ -113,15 +136,12 @@ def _failure(completed: subprocess.CompletedProcess[str]) -> str:
     return f"SkopeoError: exit {completed.returncode}: {short}"
 
 
-def download(
-    request: dict[str, Any], index: int, cert_dir: Path | None, environment: dict[str, str]
-) -> dict[str, Any]:
-    output_dir = Path(request["output_dir"])
-    destination = Path(tempfile.mkdtemp(prefix=f".skopeo-{index}-", dir=output_dir))
-    layer = destination / request["digest"].partition(":")[2]
+def _run_copy(
+    request: dict[str, Any], destination: Path, cert_dir: Path | None, environment: dict[str, str]
+) -> tuple[str | None, float]:
+    """One `skopeo copy` to `destination`: its error (None: exit 0) and how long it took."""
     timeout = float(request["timeout"])
     started = time.monotonic()
-    error: str | None = None
     try:
         completed = subprocess.run(
             copy_command(request, destination, cert_dir),
@@ -132,17 +152,37 @@ def download(
             env=environment,
             stdin=subprocess.DEVNULL,
         )
-        elapsed = time.monotonic() - started
-        if completed.returncode != 0:
-            error = _failure(completed)
-        elif not layer.is_file():
-            error = f"MissingLayer: skopeo exited 0 but {destination.name} has no {layer.name}"
     except subprocess.TimeoutExpired:
-        elapsed = time.monotonic() - started
-        error = (
+        return (
             f"Timeout: skopeo had not finished after {timeout:g} s (the request's timeout, "
             "which the runner applies to each download); killed"
-        )
+        ), time.monotonic() - started
+    elapsed = time.monotonic() - started
+    return (_failure(completed) if completed.returncode != 0 else None), elapsed
+
+
+def pull(
+    request: dict[str, Any], index: int, cert_dir: Path | None, environment: dict[str, str]
+) -> dict[str, Any]:
+    """A pull scenario's `skopeo copy` into the layout `pull-<index>`, left as skopeo left it."""
+    destination = Path(request["output_dir"]) / f"pull-{index}"
+    error, elapsed = _run_copy(request, destination, cert_dir, environment)
+    return {
+        "ok": error is None,
+        "error": None if error is None else error.replace("\n", " ")[:ERROR_LIMIT],
+        "elapsed": round(elapsed, 3),
+    }
+
+
+def download(
+    request: dict[str, Any], index: int, cert_dir: Path | None, environment: dict[str, str]
+) -> dict[str, Any]:
+    output_dir = Path(request["output_dir"])
+    destination = Path(tempfile.mkdtemp(prefix=f".skopeo-{index}-", dir=output_dir))
+    layer = destination / request["digest"].partition(":")[2]
+    error, elapsed = _run_copy(request, destination, cert_dir, environment)
+    if error is None and not layer.is_file():
+        error = f"MissingLayer: skopeo exited 0 but {destination.name} has no {layer.name}"
     # Whatever skopeo left as the layer is the download, even after a failure.
     if layer.is_file():
         os.replace(layer, output_dir / f"blob-{index}")
@@ -170,8 +210,9 @@ def observe(request: dict[str, Any]) -> dict[str, Any]:
             # skopeo trusts every *.crt in the folder as a CA (and *.cert/*.key as client certs).
             cert_dir = Path(certs)
             shutil.copyfile(request["ca_cert"], cert_dir / "ca.crt")
+        once = pull if request.get("pull") else download
         for index in range(int(request.get("downloads", 1))):
-            observation["downloads"].append(download(request, index, cert_dir, environment))
+            observation["downloads"].append(once(request, index, cert_dir, environment))
     return observation
 
 
