@@ -110,6 +110,11 @@ class PullResult:
     chosen), ``index`` the index it was chosen from (``None`` when the reference named a
     manifest), ``blobs`` the blobs written (in a layout) and ``files`` the files written (with
     ``files=True``).
+
+    Example::
+
+        result = client.pull("myregistry.azurecr.io/prod/bash:5.2", "bash")
+        print(result.manifest.digest, len(result.blobs))
     """
 
     path: Path
