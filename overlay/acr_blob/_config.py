@@ -62,21 +62,26 @@ def check_concurrency(value: int) -> int:
     return value
 
 
+def parse_http_url(text: object, what: str, error: Callable[[str], Exception]) -> httpx.URL:
+    """``text`` as an http(s) URL with a host (``https://`` when it names no scheme); else
+    ``error(message)`` is raised, the message naming ``what`` it was meant to be."""
+    if not isinstance(text, str) or not text.strip():
+        raise error(f"invalid {what} {text!r}")
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = "https://" + url
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as invalid:
+        raise error(f"invalid {what} {text!r}: {invalid}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise error(f"invalid {what} {text!r}: expected https://HOST[:PORT] or HOST")
+    return parsed
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """``myregistry.azurecr.io`` -> ``https://myregistry.azurecr.io``; http(s) URLs kept."""
-    if not isinstance(endpoint, str) or not endpoint.strip():
-        raise InvalidEndpointError(f"invalid registry endpoint {endpoint!r}")
-    text = endpoint.strip().rstrip("/")
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        url = httpx.URL(text)
-    except httpx.InvalidURL as error:
-        raise InvalidEndpointError(f"invalid registry endpoint {endpoint!r}: {error}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidEndpointError(
-            f"invalid registry endpoint {endpoint!r}: expected https://HOST[:PORT] or HOST"
-        )
+    url = parse_http_url(endpoint, "registry endpoint", InvalidEndpointError)
     if url.path not in ("", "/") or url.query or url.userinfo:
         raise InvalidEndpointError(
             f"invalid registry endpoint {endpoint!r}: give the host only, without path, "

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import httpx
 
-from ._config import Credential, TimeoutTypes, VerifyTypes
+from ._config import Credential, TimeoutTypes, VerifyTypes, parse_http_url
 from .docker_config import docker_config_credential
 from .errors import DockerConfigError, HostsConfigError
 from .references import is_docker_hub
@@ -43,17 +43,7 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 
 def normalize_mirror_url(url: object) -> str:
     """``http(s)://HOST[:PORT][/PATH]`` without a trailing slash; anything else is an error."""
-    if not isinstance(url, str) or not url.strip():
-        raise HostsConfigError(f"invalid mirror URL {url!r}")
-    text = url.strip().rstrip("/")
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parsed = httpx.URL(text)
-    except httpx.InvalidURL as error:
-        raise HostsConfigError(f"invalid mirror URL {url!r}: {error}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise HostsConfigError(f"invalid mirror URL {url!r}: expected http(s)://HOST[:PORT]")
+    parsed = parse_http_url(url, "mirror URL", HostsConfigError)
     if parsed.query or parsed.userinfo or parsed.fragment:
         raise HostsConfigError(
             f"invalid mirror URL {url!r}: no query, fragment or credentials in a mirror's URL "
