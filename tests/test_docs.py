@@ -11,7 +11,8 @@ How examples in docs/**/*.md are run (the conventions for whoever writes a page)
       artifact        with `images`: an ORAS-style artifact's reference (two titled files)
   DOCKER_CONFIG points at a config.json that holds `username`/`password` for `endpoint`.
 - A ```sh block runs with `bash -e -o pipefail` the same way, with REF, REGISTRY, REPOSITORY,
-  DIGEST, ACR_BLOB_USERNAME and ACR_BLOB_PASSWORD in its environment (IMAGE and ARTIFACT with
+  DIGEST, ACR_BLOB_USERNAME, ACR_BLOB_PASSWORD and CACHE_DIR (an empty blob cache folder outside
+  the working directory; it does not exist yet) in its environment (IMAGE and ARTIFACT with
   `images`) and the virtualenv's bin/ first on PATH.
 - Other fences (```console, ```text, ...) are shown, not run.
 - An HTML comment on the line right before a fence configures the block, e.g.
@@ -93,6 +94,7 @@ SHELL_NAMES = frozenset(
         "ACR_BLOB_PASSWORD",
         "IMAGE",
         "ARTIFACT",
+        "CACHE_DIR",
     }
 )
 # Pages whose name the site must have, besides the API reference.
@@ -149,6 +151,12 @@ FEATURES: dict[str, Callable[[], bool]] = {
     "cli-references": lambda: re.search(r"\{[\w,]*\bexists\b", _acr_blob_help()) is not None,
     "cli-max-concurrency": lambda: "--max-concurrency" in _acr_blob_help("get"),
     "cli-pull": lambda: re.search(r"\{[\w,]*\bpull\b", _acr_blob_help()) is not None,
+    "cli-mirrors": lambda: "--hosts-dir" in _acr_blob_help("get"),
+    # `acr-blob --help` lists the subcommands as {get,head,exists,cache}.
+    "cli-cache": lambda: (
+        re.search(r"\{[\w,]*\bcache\b", _acr_blob_help()) is not None
+        and "--offline" in _acr_blob_help("get")
+    ),
 }
 
 
@@ -429,6 +437,8 @@ def setting(
     pushed = [blob_factory(deployment, size) for size in BLOB_SIZES]
     blobs = {digest: data for digest, data in pushed}
     digest = pushed[0].digest
+    # Beside the working directory, whose files must all be downloaded blobs.
+    cache_dir = str(tmp_path / "cache")
     names: dict[str, object] = {
         "__name__": "__main__",
         "endpoint": deployment.url,
@@ -442,6 +452,7 @@ def setting(
         "DIGEST": digest,
         # The CLI's image-style reference; the testbed's registries are plain http on loopback.
         "REF": f"{deployment.url}/{repository}@{digest}",
+        "CACHE_DIR": cache_dir,
     }
     if deployment.auth is not None:
         username, password = deployment.auth
@@ -465,6 +476,9 @@ def setting(
         contents = [*image.blobs.values(), *image.manifests.values(), artifact.manifest]
         contents += [artifact.config, *artifact.layers]
         blobs.update({content.digest: content.data for content in contents})
+    # As for the shell blocks: a cache or offline mode of the developer's must not leak in.
+    for name in [name for name in os.environ if name.startswith("ACR_BLOB_")]:
+        monkeypatch.delenv(name)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
