@@ -9,11 +9,12 @@ How examples in docs/**/*.md are run (the conventions for whoever writes a page)
       refresh_token   a refresh token for `username` (token registry only)
       image           with `images`: a two-platform OCI image's reference, REGISTRY/REPO:v1
       artifact        with `images`: an ORAS-style artifact's reference (two titled files)
+      cache_dir       an empty blob cache folder, outside the working directory (it does not
+                      exist yet)
   DOCKER_CONFIG points at a config.json that holds `username`/`password` for `endpoint`.
 - A ```sh block runs with `bash -e -o pipefail` the same way, with REF, REGISTRY, REPOSITORY,
-  DIGEST, ACR_BLOB_USERNAME, ACR_BLOB_PASSWORD and CACHE_DIR (an empty blob cache folder outside
-  the working directory; it does not exist yet) in its environment (IMAGE and ARTIFACT with
-  `images`) and the virtualenv's bin/ first on PATH.
+  DIGEST, ACR_BLOB_USERNAME, ACR_BLOB_PASSWORD and CACHE_DIR (as cache_dir) in its environment
+  (IMAGE and ARTIFACT with `images`) and the virtualenv's bin/ first on PATH.
 - Other fences (```console, ```text, ...) are shown, not run.
 - An HTML comment on the line right before a fence configures the block, e.g.
   `<!-- test: registry=s3 needs=progress -->`:
@@ -82,6 +83,7 @@ PYTHON_NAMES = frozenset(
         "refresh_token",
         "image",
         "artifact",
+        "cache_dir",
     }
 )
 SHELL_NAMES = frozenset(
@@ -445,6 +447,7 @@ def setting(
         "repository": repository,
         "digest": digest,
         "digests": [p.digest for p in pushed],
+        "cache_dir": cache_dir,
     }
     environment = {
         "REGISTRY": deployment.url,
