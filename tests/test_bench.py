@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import pytest
@@ -130,3 +131,36 @@ def test_unknown_case_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
         bench.main(["--cases", "acr-blob-stream,no-such-case", "--no-write"])
     assert exit_info.value.code == 2
     assert "no-such-case" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("registry_binary_path")
+def test_ci_sized_run_of_the_cache_hit_case(capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [bench.CACHE_HIT, bench.CACHE_BASELINE]
+    assert set(cases) <= set(bench.CASE_NAMES)  # `make bench` runs them by default
+    status = bench.main(
+        ["--size", "1MiB", "--rounds", "1", "--no-write", "--cases", ",".join(cases)]
+    )
+    output = capsys.readouterr().out
+    assert status == 0, output
+    rows = _table_rows(output)
+    assert sorted(rows) == sorted(cases)
+    for cells in rows.values():
+        assert float(cells[1]) > 0, cells
+        assert cells[3] == cells[4] == "-"  # not against the network baseline or limit
+    assert "the cache hit's baseline" in rows[bench.CACHE_BASELINE][-1]
+    assert "offline (no request)" in rows[bench.CACHE_HIT][-1]
+    assert re.search(r"vs disk copy: \d+\.\d\dx", rows[bench.CACHE_HIT][-1]), rows
+    assert "Cache rows: " in output
+
+
+def test_the_cache_hit_is_compared_with_the_copy() -> None:
+    results = []
+    for case, speeds in ((bench.CACHE_BASELINE, [400.0]), (bench.CACHE_HIT, [200.0, 300.0])):
+        result = bench.CaseResult(next(c for c in bench.CASES if c.name == case), 1 << 20)
+        result.runs = [{"ok": True, "mbps": mbps} for mbps in speeds]
+        results.append(result)
+    summary = bench.summarize(results)
+    by_name = {entry["name"]: entry for entry in summary["cases"]}
+    assert by_name[bench.CACHE_HIT]["vs_cache_baseline"] == 250.0 / 400.0
+    assert by_name[bench.CACHE_BASELINE]["vs_cache_baseline"] == 1.0
+    assert "vs_baseline" not in by_name[bench.CACHE_HIT]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import fcntl
 import io
 import json
@@ -11,19 +12,24 @@ import pty
 import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import httpx
 import pytest
 
+from acr_blob import CacheMissError, cli
+from acr_blob import cache as cache_module
 from acr_blob._cli_progress import ProgressBar
-from tools.faultproxy import Fault, FaultProxyFactory
-from tools.testbed import BlobFactory, Deployment, flip_byte, free_port
+from tools.faultproxy import Fault, FaultProxy, FaultProxyFactory
+from tools.testbed import BlobFactory, Deployment, RecordedRequest, flip_byte, free_port
 
 SCRIPT = Path(sys.executable).with_name("acr-blob")
 MISSING = "sha256:" + "0" * 64
@@ -687,3 +693,487 @@ def test_ctrl_c_exits_130_and_leaves_nothing_at_the_target(
     # The next run starts where the kept bytes end (then, in parallel, cuts the rest in parts).
     first = next(r for r in proxy.requests if r.method == "GET" and "/blobs/" in r.path)
     assert first.header("Range") == f"bytes={len(kept)}-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirrors: --mirror, --hosts-dir, --no-fallback
+
+
+def blob_requests(proxy: FaultProxy, method: str = "GET") -> list[RecordedRequest]:
+    return [r for r in proxy.requests if r.method == method and "/blobs/" in r.path]
+
+
+def netloc(url: str) -> str:
+    return httpx.URL(url).netloc.decode("ascii")
+
+
+def test_get_asks_the_mirror_before_the_registry(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 10_000)
+    origin, mirror = fault_proxy(registry), fault_proxy(registry)
+    ref = reference(origin.url, repository, digest)
+    target = tmp_path / "blob"
+    result = run("get", ref, "-o", str(target), "--mirror", mirror.url)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    assert origin.requests == []
+    [asked] = blob_requests(mirror)
+    assert parse_qs(asked.query) == {"ns": [netloc(origin.url)]}
+    head = run("head", ref, "--json", "--mirror", mirror.url)
+    assert head.returncode == 0, head.stderr
+    assert json.loads(head.stdout)["size"] == 10_000
+    assert len(blob_requests(mirror, "HEAD")) == 1
+    assert origin.requests == []
+
+    # A mirror that is down: the registry serves the blob.
+    dead = f"http://127.0.0.1:{free_port()}"
+    fallback = run("get", ref, "-o", str(tmp_path / "fallback"), "--mirror", dead)
+    assert fallback.returncode == 0, fallback.stderr
+    assert len(blob_requests(origin)) == 1
+    # --no-fallback: the mirrors alone; the error names each host that failed.
+    other_dead = f"http://127.0.0.1:{free_port()}"
+    failed = run(
+        "get",
+        ref,
+        "-o",
+        str(tmp_path / "failed"),
+        "--mirror",
+        dead,
+        "--mirror",
+        other_dead,
+        "--no-fallback",
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"(after {netloc(dead)}: ".encode() in failed.stderr, failed.stderr
+    assert netloc(other_dead).encode() in failed.stderr
+    assert len(blob_requests(origin)) == 1
+    assert not (tmp_path / "failed").exists()
+
+
+def test_hosts_dir_reads_containerds_hosts_toml(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 7000)
+    origin, mirror = fault_proxy(registry), fault_proxy(registry)
+    hosts = tmp_path / "certs.d"
+    (hosts / netloc(origin.url)).mkdir(parents=True)
+    hosts_toml = hosts / netloc(origin.url) / "hosts.toml"
+    hosts_toml.write_text(
+        f'server = "{origin.url}"\n\n[host."{mirror.url}"]\ncapabilities = ["pull", "resolve"]\n'
+    )
+    ref = reference(origin.url, repository, digest)
+    target = tmp_path / "blob"
+    result = run("get", ref, "-o", str(target), "--hosts-dir", str(hosts))
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    assert len(blob_requests(mirror)) == 1
+    assert origin.requests == []
+
+    # No `server`: no fallback to the registry once the mirror is down.
+    dead = f"http://127.0.0.1:{free_port()}"
+    hosts_toml.write_text(f'[host."{dead}"]\ncapabilities = ["pull"]\n')
+    failed = run("get", ref, "-o", str(tmp_path / "failed"), "--hosts-dir", str(hosts))
+    assert failed.returncode == 1, failed.stderr
+    assert netloc(dead).encode() in failed.stderr
+    assert origin.requests == []
+    # A file that is not containerd's format is bad input.
+    hosts_toml.write_text('[host."https://mirror.example"]\nclient = "client.pem"\n')
+    refused = run("get", ref, "-o", str(tmp_path / "refused"), "--hosts-dir", str(hosts))
+    assert refused.returncode == 2, refused.stderr
+    assert f"acr-blob: {hosts_toml}: ".encode() in refused.stderr
+    assert origin.requests == []
+
+
+def test_the_registrys_credentials_never_reach_a_mirror(
+    basic_registry: Deployment,
+    registry: Deployment,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    data = os.urandom(5000)
+    digest = basic_registry.push(repository, data)
+    assert registry.push(repository, data) == digest
+    mirror = fault_proxy(registry)
+    user, password = basic_registry.auth or ("", "")
+    target = tmp_path / "blob"
+    result = run(
+        "get",
+        reference(basic_registry.url, repository, digest),
+        "-o",
+        str(target),
+        "--mirror",
+        mirror.url,
+        env={"ACR_BLOB_USERNAME": user, "ACR_BLOB_PASSWORD": password},
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    assert len(blob_requests(mirror)) == 1
+    assert all(r.header("Authorization") is None for r in mirror.requests)
+
+
+def test_a_bad_mirror_url_is_a_usage_error(tmp_path: Path) -> None:
+    ref = "myregistry.azurecr.io/a@" + MISSING
+    result = run("get", ref, "-o", str(tmp_path / "x"), "--mirror", "ftp://mirror.example")
+    assert result.returncode == 2
+    assert b"acr-blob: invalid mirror URL 'ftp://mirror.example'" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache: get --cache-dir / --offline, and acr-blob cache ls|du|prune|verify
+
+
+def entry_path(cache: Path, digest: str) -> Path:
+    algorithm, _, hex_digest = digest.partition(":")
+    return cache / "blobs" / algorithm / hex_digest
+
+
+def cached_get(
+    proxy_or_registry: FaultProxy | Deployment,
+    repository: str,
+    digest: str,
+    cache: Path,
+    target: Path,
+) -> None:
+    ref = reference(proxy_or_registry.url, repository, digest)
+    result = run("get", ref, "-o", str(target), "--cache-dir", str(cache))
+    assert result.returncode == 0, result.stderr
+
+
+def test_get_with_a_cache_downloads_once(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 300_000)
+    proxy = fault_proxy(registry)
+    cache = tmp_path / "cache"
+    ref = reference(proxy.url, repository, digest)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run("get", ref, "-o", str(first), "--cache-dir", str(cache)).returncode == 0
+    result = run("get", ref, "-o", str(second), "--cache-dir", str(cache))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"verified {digest} (300000 bytes) -> {second}\n".encode()
+    assert first.read_bytes() == second.read_bytes() == data
+    assert len(blob_requests(proxy)) == 1
+    # The entry is read-only, and the targets are files of their own (never links to it).
+    entry = entry_path(cache, digest)
+    assert entry.read_bytes() == data
+    assert stat.S_IMODE(entry.stat().st_mode) & 0o222 == 0
+    assert len({path.stat().st_ino for path in (entry, first, second)}) == 3
+    assert entry.stat().st_nlink == 1
+    assert (cache / "oci-layout").read_text() == '{"imageLayoutVersion":"1.0.0"}\n'
+    # $ACR_BLOB_CACHE_DIR is the default.
+    third = tmp_path / "third"
+    from_env = run("get", ref, "-o", str(third), env={"ACR_BLOB_CACHE_DIR": str(cache)})
+    assert from_env.returncode == 0, from_env.stderr
+    assert third.read_bytes() == data
+    assert len(blob_requests(proxy)) == 1
+
+
+def test_get_to_stdout_with_a_cache(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 100_000)
+    proxy = fault_proxy(registry)
+    cache = tmp_path / "cache"
+    ref = reference(proxy.url, repository, digest)
+    for _ in range(2):
+        piped = run("get", ref, "-o", "-", "--cache-dir", str(cache))
+        assert (piped.returncode, piped.stdout) == (0, data), piped.stderr
+    assert len(blob_requests(proxy)) == 1
+
+
+def test_get_offline_takes_the_cache_and_sends_nothing(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    (digest, data), (uncached, uncached_data) = (
+        blob_factory(registry, 5000),
+        blob_factory(registry, 6000),
+    )
+    proxy = fault_proxy(registry)
+    cache = tmp_path / "cache"
+    cached_get(proxy, repository, digest, cache, tmp_path / "warm")
+    proxy.clear()
+    ref = reference(proxy.url, repository, digest)
+    target = tmp_path / "offline"
+    hit = run("get", ref, "-o", str(target), "--offline", "--cache-dir", str(cache))
+    assert hit.returncode == 0, hit.stderr
+    assert target.read_bytes() == data
+    miss_ref = reference(proxy.url, repository, uncached)
+    miss_target = tmp_path / "miss"
+    miss = run("get", miss_ref, "-o", str(miss_target), "--offline", "--cache-dir", str(cache))
+    assert miss.returncode == 1, miss.stderr
+    assert miss.stderr == f"acr-blob: {CacheMissError(uncached, str(cache))}\n".encode()
+    assert not miss_target.exists()
+    # $ACR_BLOB_OFFLINE and $ACR_BLOB_CACHE_DIR the same way.
+    env = {"ACR_BLOB_OFFLINE": "1", "ACR_BLOB_CACHE_DIR": str(cache)}
+    from_env = run("get", miss_ref, "-o", str(miss_target), env=env)
+    assert from_env.returncode == 1, from_env.stderr
+    assert f"{uncached} is not in the cache {cache}".encode() in from_env.stderr
+    assert proxy.requests == []
+    # --no-offline wins over the variable: the blob is downloaded, into the cache too.
+    online = run("get", miss_ref, "-o", str(miss_target), "--no-offline", env=env)
+    assert online.returncode == 0, online.stderr
+    assert miss_target.read_bytes() == uncached_data
+    assert entry_path(cache, uncached).read_bytes() == uncached_data
+    assert len(blob_requests(proxy)) == 1
+
+
+def test_a_cache_folder_that_cannot_be_made_is_passed_by_with_a_warning(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(registry, 3000)
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a folder")
+    target = tmp_path / "blob"
+    ref = reference(registry.url, repository, digest)
+    result = run("get", ref, "-o", str(target), "--cache-dir", str(blocker / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == data
+    warning, verified = result.stderr.decode().splitlines()
+    assert warning.startswith(f"acr-blob: not caching {digest}: "), warning
+    assert verified == f"verified {digest} (3000 bytes) -> {target}"
+
+
+def interrupt_when(args: list[str], ready: Callable[[], bool]) -> int:
+    """Run ``acr-blob *args`` and Ctrl-C it once ``ready()``; return its exit code."""
+    process = subprocess.Popen(
+        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment()
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode
+
+
+def test_an_interrupted_download_into_the_cache_follows_no_resume(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    digest, data = blob_factory(registry, 4 * MiB)
+    proxy = fault_proxy(registry)
+    proxy.add(Fault.drip(64 * 1024, 0.05), method="GET", path="/blobs/")  # 1.25 MiB/s
+    cache = tmp_path / "cache"
+    entry = entry_path(cache, digest)
+    partial = entry.with_name(f".sha256-{digest.partition(':')[2]}.partial")
+    target = tmp_path / "blob"
+    args = ["get", reference(proxy.url, repository, digest), "-o", str(target)]
+    args += ["--cache-dir", str(cache)]
+    prefix = data[: 256 * 1024]
+
+    def downloading(requests: int) -> Callable[[], bool]:
+        return lambda: len(blob_requests(proxy)) == requests and arrived(partial, prefix)
+
+    # The partial download into the cache is kept for the next get to continue...
+    assert interrupt_when(args, downloading(1)) == 130
+    kept = partial.read_bytes()
+    assert len(kept) >= len(prefix) and data.startswith(kept)
+    # ...unless --no-resume says otherwise.
+    assert interrupt_when([*args, "--no-resume"], downloading(2)) == 130
+    assert blob_requests(proxy)[1].header("Range") is None  # started again, not continued
+    assert not partial.exists()
+    assert not entry.exists() and not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "message"),
+    [
+        (["--offline"], {}, "--offline needs a cache"),
+        ([], {"ACR_BLOB_OFFLINE": "yes"}, "$ACR_BLOB_OFFLINE needs a cache"),
+        (["--max-cache-bytes", "1000"], {}, "--max-cache-bytes needs a cache"),
+        (["--max-cache-bytes", "-1", "--cache-dir", "c"], {}, "--max-cache-bytes: must be"),
+        (["--max-cache-bytes", "10GiB", "--cache-dir", "c"], {}, "--max-cache-bytes: must be"),
+        (["--cache-dir", ""], {}, "--cache-dir: must name a folder"),
+    ],
+)
+def test_bad_cache_options_are_usage_errors(
+    options: list[str], env: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    ref = "myregistry.azurecr.io/a@" + MISSING
+    result = run("get", ref, "-o", str(tmp_path / "x"), *options, env=env, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert message.encode() in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_ls_and_du_show_the_entries(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    small, large = blob_factory(registry, 1000), blob_factory(registry, 20_000)
+    cache = tmp_path / "cache"
+    started = time.time()
+    cached_get(registry, repository, small.digest, cache, tmp_path / "small")
+    cached_get(registry, repository, large.digest, cache, tmp_path / "large")
+    listed = run("cache", "ls", "--cache-dir", str(cache))
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split("  ") for line in listed.stdout.decode().splitlines()]
+    # Least recently used first.
+    assert [line[:2] for line in lines] == [[small.digest, "1000"], [large.digest, "20000"]]
+    for *_, used in lines:
+        when = datetime.datetime.strptime(used, "%Y-%m-%dT%H:%M:%SZ")
+        assert started - 2 <= when.replace(tzinfo=datetime.UTC).timestamp() <= time.time()
+    as_json = json.loads(run("cache", "ls", "--json", "--cache-dir", str(cache)).stdout)
+    assert [(e["digest"], e["size"], e["last_used"]) for e in as_json] == [
+        (small.digest, 1000, lines[0][2]),
+        (large.digest, 20_000, lines[1][2]),
+    ]
+    assert as_json[0]["path"] == str(entry_path(cache, small.digest))
+    env = {"ACR_BLOB_CACHE_DIR": str(cache)}
+    du = run("cache", "du", env=env)
+    assert (du.returncode, du.stdout, du.stderr) == (0, b"21000 bytes in 2 blobs\n", b"")
+    assert json.loads(run("cache", "du", "--json", env=env).stdout) == {
+        "bytes": 21_000,
+        "count": 2,
+    }
+
+    # A folder that does not exist is an empty cache, and stays absent.
+    absent = tmp_path / "absent"
+    empty = run("cache", "ls", "--cache-dir", str(absent))
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, b"", b"")
+    assert json.loads(run("cache", "ls", "--json", "--cache-dir", str(absent)).stdout) == []
+    nothing = run("cache", "du", "--cache-dir", str(absent))
+    assert (nothing.returncode, nothing.stdout) == (0, b"0 bytes in 0 blobs\n")
+    assert not absent.exists()
+
+
+def test_cache_prune_removes_the_least_recently_used(
+    registry: Deployment,
+    blob_factory: BlobFactory,
+    repository: str,
+    fault_proxy: FaultProxyFactory,
+    tmp_path: Path,
+) -> None:
+    older, newer = blob_factory(registry, 3000), blob_factory(registry, 4000)
+    proxy = fault_proxy(registry)
+    cache = tmp_path / "cache"
+    cached_get(proxy, repository, older.digest, cache, tmp_path / "older")
+    cached_get(proxy, repository, newer.digest, cache, tmp_path / "newer")
+    # Used again (from the cache): now `newer` is the least recently used.
+    cached_get(proxy, repository, older.digest, cache, tmp_path / "again")
+    assert len(blob_requests(proxy)) == 2
+    pruned = run("cache", "prune", "--max-bytes", "3500", "--cache-dir", str(cache))
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout == f"removed {newer.digest}  4000\n".encode()
+    listed = run("cache", "ls", "--cache-dir", str(cache)).stdout.decode()
+    assert [line.split()[0] for line in listed.splitlines()] == [older.digest]
+    # Everything fits: nothing to remove.
+    kept = run("cache", "prune", "--max-bytes", "3000", "--cache-dir", str(cache))
+    assert (kept.returncode, kept.stdout) == (0, b"")
+
+    emptied = run("cache", "prune", "--max-bytes", "0", "--cache-dir", str(cache))
+    assert (emptied.returncode, emptied.stdout) == (0, f"removed {older.digest}  3000\n".encode())
+    assert run("cache", "ls", "--cache-dir", str(cache)).stdout == b""
+    assert run("cache", "du", "--cache-dir", str(cache)).stdout == b"0 bytes in 0 blobs\n"
+    assert not entry_path(cache, older.digest).exists()
+    # The targets made from the entries are untouched; the next get downloads again.
+    assert (tmp_path / "again").read_bytes() == older.data
+    cached_get(proxy, repository, older.digest, cache, tmp_path / "refilled")
+    assert len(blob_requests(proxy)) == 3
+
+
+def test_get_with_max_cache_bytes_evicts_the_least_recently_used(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    first, second = blob_factory(registry, 3000), blob_factory(registry, 4000)
+    cache = tmp_path / "cache"
+    cached_get(registry, repository, first.digest, cache, tmp_path / "first")
+    result = run(
+        "get",
+        reference(registry.url, repository, second.digest),
+        "-o",
+        str(tmp_path / "second"),
+        "--cache-dir",
+        str(cache),
+        "--max-cache-bytes",
+        "5000",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "second").read_bytes() == second.data
+    assert not entry_path(cache, first.digest).exists()
+    assert entry_path(cache, second.digest).read_bytes() == second.data
+
+
+def test_cache_verify_removes_a_corrupted_entry(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    good, bad = blob_factory(registry, 2000), blob_factory(registry, 3000)
+    cache = tmp_path / "cache"
+    cached_get(registry, repository, good.digest, cache, tmp_path / "good")
+    cached_get(registry, repository, bad.digest, cache, tmp_path / "bad")
+    clean = run("cache", "verify", "--cache-dir", str(cache))
+    assert (clean.returncode, clean.stdout, clean.stderr) == (0, b"", b"")
+
+    entry = entry_path(cache, bad.digest)
+    entry.chmod(0o644)  # entries are read-only
+    with entry.open("r+b") as file:
+        file.seek(1234)
+        byte = file.read(1)
+        file.seek(1234)
+        file.write(bytes([byte[0] ^ 0xFF]))
+    result = run("cache", "verify", "--cache-dir", str(cache))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == f"removed {bad.digest}  3000: its content is not its digest\n".encode()
+    assert b"Traceback" not in result.stderr
+    assert not entry.exists()
+    assert entry_path(cache, good.digest).read_bytes() == good.data
+    again = run("cache", "verify", "--cache-dir", str(cache))
+    assert (again.returncode, again.stdout) == (0, b"")
+
+
+@pytest.mark.parametrize("command", [["ls"], ["du"], ["prune", "--max-bytes", "0"], ["verify"]])
+def test_cache_commands_need_a_folder(command: list[str]) -> None:
+    result = run("cache", *command, timeout=30)
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == (
+            f"acr-blob: cache {command[0]}: which cache? give --cache-dir DIR or set "
+            "$ACR_BLOB_CACHE_DIR\n"
+        ).encode()
+    )
+
+
+def test_cache_takes_no_reference(tmp_path: Path) -> None:
+    result = run("cache", "ls", "myregistry.azurecr.io/a@" + MISSING, "--cache-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert b"unrecognized arguments: myregistry.azurecr.io/a@" in result.stderr
+    assert run("cache", timeout=30).returncode == 2
+    prune = run("cache", "prune", "--cache-dir", str(tmp_path), timeout=30)
+    assert prune.returncode == 2
+    assert b"--max-bytes" in prune.stderr
+
+
+def test_cli_variables_are_the_caches() -> None:
+    assert cli.CACHE_DIR_VARIABLE == cache_module.CACHE_DIR_ENV
+    assert cli.OFFLINE_VARIABLE == cache_module.OFFLINE_ENV

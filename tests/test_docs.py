@@ -9,10 +9,12 @@ How examples in docs/**/*.md are run (the conventions for whoever writes a page)
       refresh_token   a refresh token for `username` (token registry only)
       image           with `images`: a two-platform OCI image's reference, REGISTRY/REPO:v1
       artifact        with `images`: an ORAS-style artifact's reference (two titled files)
+      cache_dir       an empty blob cache folder, outside the working directory (it does not
+                      exist yet)
   DOCKER_CONFIG points at a config.json that holds `username`/`password` for `endpoint`.
 - A ```sh block runs with `bash -e -o pipefail` the same way, with REF, REGISTRY, REPOSITORY,
-  DIGEST, ACR_BLOB_USERNAME and ACR_BLOB_PASSWORD in its environment (IMAGE and ARTIFACT with
-  `images`) and the virtualenv's bin/ first on PATH.
+  DIGEST, ACR_BLOB_USERNAME, ACR_BLOB_PASSWORD and CACHE_DIR (as cache_dir) in its environment
+  (IMAGE and ARTIFACT with `images`) and the virtualenv's bin/ first on PATH.
 - Other fences (```console, ```text, ...) are shown, not run.
 - An HTML comment on the line right before a fence configures the block, e.g.
   `<!-- test: registry=s3 needs=progress -->`:
@@ -81,6 +83,7 @@ PYTHON_NAMES = frozenset(
         "refresh_token",
         "image",
         "artifact",
+        "cache_dir",
     }
 )
 SHELL_NAMES = frozenset(
@@ -93,6 +96,7 @@ SHELL_NAMES = frozenset(
         "ACR_BLOB_PASSWORD",
         "IMAGE",
         "ARTIFACT",
+        "CACHE_DIR",
     }
 )
 # Pages whose name the site must have, besides the API reference.
@@ -149,6 +153,12 @@ FEATURES: dict[str, Callable[[], bool]] = {
     "cli-references": lambda: re.search(r"\{[\w,]*\bexists\b", _acr_blob_help()) is not None,
     "cli-max-concurrency": lambda: "--max-concurrency" in _acr_blob_help("get"),
     "cli-pull": lambda: re.search(r"\{[\w,]*\bpull\b", _acr_blob_help()) is not None,
+    "cli-mirrors": lambda: "--hosts-dir" in _acr_blob_help("get"),
+    # `acr-blob --help` lists the subcommands as {get,head,exists,cache}.
+    "cli-cache": lambda: (
+        re.search(r"\{[\w,]*\bcache\b", _acr_blob_help()) is not None
+        and "--offline" in _acr_blob_help("get")
+    ),
 }
 
 
@@ -429,12 +439,15 @@ def setting(
     pushed = [blob_factory(deployment, size) for size in BLOB_SIZES]
     blobs = {digest: data for digest, data in pushed}
     digest = pushed[0].digest
+    # Beside the working directory, whose files must all be downloaded blobs.
+    cache_dir = str(tmp_path / "cache")
     names: dict[str, object] = {
         "__name__": "__main__",
         "endpoint": deployment.url,
         "repository": repository,
         "digest": digest,
         "digests": [p.digest for p in pushed],
+        "cache_dir": cache_dir,
     }
     environment = {
         "REGISTRY": deployment.url,
@@ -442,6 +455,7 @@ def setting(
         "DIGEST": digest,
         # The CLI's image-style reference; the testbed's registries are plain http on loopback.
         "REF": f"{deployment.url}/{repository}@{digest}",
+        "CACHE_DIR": cache_dir,
     }
     if deployment.auth is not None:
         username, password = deployment.auth
@@ -465,6 +479,9 @@ def setting(
         contents = [*image.blobs.values(), *image.manifests.values(), artifact.manifest]
         contents += [artifact.config, *artifact.layers]
         blobs.update({content.digest: content.data for content in contents})
+    # As for the shell blocks: a cache or offline mode of the developer's must not leak in.
+    for name in [name for name in os.environ if name.startswith("ACR_BLOB_")]:
+        monkeypatch.delenv(name)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from ._log_redaction import disable_log_redaction, enable_log_redaction, log_redaction_enabled
 
-__all__ = ["request_logs", "wait_notice"]
+__all__ = ["request_logs", "wait_notice", "warnings_shown"]
 
 
 @contextlib.contextmanager
@@ -45,6 +45,17 @@ def wait_notice(show: bool) -> Iterator[None]:
         yield
         return
     with _to_stderr("acr-blob: %(message)s", {"acr_blob.wait": logging.INFO}):
+        yield
+
+
+@contextlib.contextmanager
+def warnings_shown(show: bool) -> Iterator[None]:
+    """acr-blob's warnings (a cache folder passed by, an entry that cannot be evicted) on
+    stderr as ``acr-blob: <message>`` lines, where no request log shows them already."""
+    if not show:
+        yield
+        return
+    with _to_stderr("acr-blob: %(message)s", {"acr_blob": logging.WARNING}):
         yield
 
 

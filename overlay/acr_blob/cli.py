@@ -4,20 +4,25 @@ A blob is named by one image-style reference (``myregistry.azurecr.io/prod/bash@
 see :func:`~acr_blob.references.parse_blob_reference`) or by three arguments,
 ``ENDPOINT REPOSITORY DIGEST``.
 
-Exit codes: 0 verified success (``exists``: the blob is there), 1 any other failure, 2 bad
-arguments or input, 3 not found, 4 authentication refused, 5 integrity failure (digest or size
-mismatch), 130 interrupted. On any failure nothing is left at the ``-o`` path.
+``acr-blob cache`` lists, measures, prunes and verifies a cache folder (``--cache-dir``, or
+``$ACR_BLOB_CACHE_DIR``) that ``get --cache-dir`` fills; it takes no reference.
+
+Exit codes: 0 verified success (``exists``: the blob is there), 1 any other failure (``cache
+verify``: bad entries were found), 2 bad arguments or input, 3 not found, 4 authentication
+refused, 5 integrity failure (digest or size mismatch), 130 interrupted. On any failure nothing
+is left at the ``-o`` path.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -35,6 +40,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._cli_progress import ProgressBar
     from ._config import Credential
+    from .cache import BlobCache
     from .models import BlobProperties
     from .references import BlobReference
 
@@ -48,6 +54,9 @@ EXIT_INTERRUPTED = 130
 
 USERNAME_VARIABLE = "ACR_BLOB_USERNAME"
 PASSWORD_VARIABLE = "ACR_BLOB_PASSWORD"
+# acr_blob.cache's CACHE_DIR_ENV and OFFLINE_ENV, named here so that --help imports no cache.
+CACHE_DIR_VARIABLE = "ACR_BLOB_CACHE_DIR"
+OFFLINE_VARIABLE = "ACR_BLOB_OFFLINE"
 
 _REFERENCE_HELP = (
     "the blob, as REGISTRY/REPOSITORY@DIGEST (myregistry.azurecr.io/prod/bash@sha256:..., "
@@ -77,6 +86,22 @@ def _concurrency(text: str) -> int:
         ) from None
 
 
+def _byte_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of bytes, got {text!r}")
+    return value
+
+
+def _folder(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="acr-blob",
@@ -90,17 +115,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"acr-blob {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("reference", metavar="REF|ENDPOINT", help=_REFERENCE_HELP)
-    common.add_argument(
+    # The blob a command is about; `cache` names none.
+    blob = argparse.ArgumentParser(add_help=False)
+    blob.add_argument("reference", metavar="REF|ENDPOINT", help=_REFERENCE_HELP)
+    blob.add_argument(
         "repository", nargs="?", metavar="REPOSITORY", help="repository, e.g. library/ubuntu"
     )
-    common.add_argument(
+    blob.add_argument(
         "digest",
         nargs="?",
         metavar="DIGEST",
         help="blob digest, sha256:<64 hex> or sha512:<128 hex>",
     )
+    # The options of every command that makes a client.
+    common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--username", help=f"user name (default ${USERNAME_VARIABLE})")
     common.add_argument(
         "--password-stdin",
@@ -108,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"read the password from standard input (default ${PASSWORD_VARIABLE})",
     )
     common.add_argument(
-        "--anonymous", action="store_true", help="send no credentials, not even Docker's"
+        "--anonymous",
+        action="store_true",
+        help="send the registry no credentials, not even Docker's",
     )
     common.add_argument(
         "--insecure",
@@ -124,6 +154,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds a connection may stay silent (default: 10 to connect, 60 to read)",
     )
+    common.add_argument(
+        "--mirror",
+        action="append",
+        metavar="URL",
+        help="ask this registry mirror for blobs before the registry (repeatable, tried in "
+        "order; the registry's credentials never go to it)",
+    )
+    common.add_argument(
+        "--hosts-dir",
+        type=_folder,
+        metavar="DIR",
+        help="containerd's hosts folder: the mirrors of DIR/<registry>/hosts.toml, after "
+        "those of --mirror (e.g. /etc/containerd/certs.d)",
+    )
+    common.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="ask the mirrors only, never the registry itself",
+    )
     common.add_argument("--json", action="store_true", help="print the blob's properties as JSON")
     common.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar, nothing printed on success"
@@ -137,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
         "(-vv: connection-level detail too)",
     )
 
-    get = commands.add_parser("get", parents=[common], help="download and verify a blob")
+    get = commands.add_parser("get", parents=[blob, common], help="download and verify a blob")
     get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
     get.add_argument(
         "--max-concurrency",
@@ -151,9 +200,69 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="neither continue a partial file left by an earlier try nor keep one on failure",
     )
-    commands.add_parser("head", parents=[common], help="show a blob's size, type and ETag")
+    get.add_argument(
+        "--cache-dir",
+        type=_folder,
+        metavar="DIR",
+        help="keep the verified blob in this cache folder, shared with other processes, and "
+        f"make the output from it next time (default ${CACHE_DIR_VARIABLE})",
+    )
+    get.add_argument(
+        "--max-cache-bytes",
+        type=_byte_count,
+        metavar="N",
+        help="after a download into the cache, evict the least recently used blobs until the "
+        "cache holds at most N bytes",
+    )
+    get.add_argument(
+        "--offline",
+        action=argparse.BooleanOptionalAction,
+        help="send nothing: take the blob from the cache or fail (default: on when "
+        f"${OFFLINE_VARIABLE} is 1, true, yes or on)",
+    )
+    commands.add_parser("head", parents=[blob, common], help="show a blob's size, type and ETag")
     commands.add_parser(
-        "exists", parents=[common], help="exit 0 if the blob is there, 3 if it is not"
+        "exists", parents=[blob, common], help="exit 0 if the blob is there, 3 if it is not"
+    )
+
+    cache = commands.add_parser(
+        "cache",
+        help="list, measure, prune or verify a blob cache folder",
+        description="The cache folder that get --cache-dir fills (an OCI image layout).",
+    )
+    cache.set_defaults(quiet=False, verbose=0)
+    folder = argparse.ArgumentParser(add_help=False)
+    folder.add_argument(
+        "--cache-dir",
+        type=_folder,
+        metavar="DIR",
+        help=f"the cache folder (default ${CACHE_DIR_VARIABLE})",
+    )
+    actions = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    ls = actions.add_parser(
+        "ls",
+        parents=[folder],
+        help="one line per blob, least recently used first: digest, size in bytes, last used",
+    )
+    ls.add_argument("--json", action="store_true", help="print a JSON list instead")
+    du = actions.add_parser(
+        "du", parents=[folder], help="the bytes all blobs take together, and how many there are"
+    )
+    du.add_argument("--json", action="store_true", help="print a JSON object instead")
+    prune = actions.add_parser(
+        "prune",
+        parents=[folder],
+        help="remove the least recently used blobs until the rest fit in --max-bytes; print "
+        "each one removed (blobs being read stay)",
+    )
+    prune.add_argument(
+        "--max-bytes", type=_byte_count, required=True, metavar="N", help="bytes to keep at most"
+    )
+    actions.add_parser(
+        "verify",
+        parents=[folder],
+        help="hash every blob again, remove those whose content is not their digest and print "
+        "them; exit 1 if there were any",
     )
     return parser
 
@@ -226,6 +335,9 @@ def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> N
 
 
 def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
+    if args.command == "cache":
+        return _run_cache(args)
+
     import attrs
 
     from ._cli_logs import wait_notice
@@ -235,6 +347,7 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
     target = _target(args)
     if args.command == "get" and args.output == "-" and args.json:
         raise _UsageError("--json needs -o FILE: with -o - stdout carries the blob")
+    cache_options = _cache_options(args) if args.command == "get" else {}
     verify: bool | str = args.ca_cert or True
     with BlobClient(
         target.endpoint,
@@ -242,6 +355,10 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
         timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
         verify=verify,
         allow_insecure=args.insecure,
+        mirrors=args.mirror,
+        hosts_dir=args.hosts_dir,
+        fallback_to_origin=False if args.no_fallback else None,
+        **cache_options,
     ) as client:
         if args.command == "head":
             _print_properties(client.get_blob_properties(target.repository, target.digest), args)
@@ -286,17 +403,99 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
         return EXIT_OK
 
 
+def _cache_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``get``'s client options for the cache, checked (the client reads the environment for
+    what is not given; so does this check)."""
+    from .cache import env_cache_dir, env_offline
+
+    cache_dir = args.cache_dir or env_cache_dir()
+    offline = env_offline() if args.offline is None else args.offline
+    if cache_dir is None:
+        needs = None
+        if args.max_cache_bytes is not None:
+            needs = "--max-cache-bytes"
+        elif offline:
+            needs = "--offline" if args.offline else f"${OFFLINE_VARIABLE}"
+        if needs is not None:
+            raise _UsageError(
+                f"{needs} needs a cache: give --cache-dir DIR or set ${CACHE_DIR_VARIABLE}"
+            )
+    return {
+        "cache_dir": cache_dir,
+        "max_cache_bytes": args.max_cache_bytes,
+        "offline": offline,
+        # The download into the cache follows --no-resume too.
+        "resume": not args.no_resume,
+    }
+
+
+def _cache_folder(args: argparse.Namespace) -> BlobCache:
+    from .cache import BlobCache, env_cache_dir
+
+    root = args.cache_dir or env_cache_dir()
+    if root is None:
+        raise _UsageError(
+            f"cache {args.cache_command}: which cache? give --cache-dir DIR or set "
+            f"${CACHE_DIR_VARIABLE}"
+        )
+    return BlobCache(root)
+
+
+def _when(timestamp: float) -> str:
+    """A time as ISO 8601 in UTC, to the second: ``2026-12-02T02:24:54Z``."""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    """``acr-blob cache ls|du|prune|verify``: a folder that does not exist is an empty cache."""
+    cache = _cache_folder(args)
+    if args.cache_command == "ls":
+        entries = cache.entries()
+        if args.json:
+            listed = [
+                {
+                    "digest": entry.digest,
+                    "size": entry.size,
+                    "last_used": _when(entry.last_used),
+                    "path": os.fspath(entry.path),
+                }
+                for entry in entries
+            ]
+            print(json.dumps(listed, indent=2))
+        else:
+            for entry in entries:
+                print(f"{entry.digest}  {entry.size}  {_when(entry.last_used)}")
+        return EXIT_OK
+    if args.cache_command == "du":
+        entries = cache.entries()
+        total = sum(entry.size for entry in entries)
+        if args.json:
+            print(json.dumps({"bytes": total, "count": len(entries)}))
+        else:
+            print(f"{total} bytes in {len(entries)} blob{'' if len(entries) == 1 else 's'}")
+        return EXIT_OK
+    if args.cache_command == "prune":
+        for entry in cache.prune(args.max_bytes):
+            print(f"removed {entry.digest}  {entry.size}")
+        return EXIT_OK
+    bad = cache.verify()
+    for entry in bad:
+        print(f"removed {entry.digest}  {entry.size}: its content is not its digest")
+    return EXIT_FAILURE if bad else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``acr-blob`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    from ._cli_logs import request_logs
+    from ._cli_logs import request_logs, warnings_shown
     from ._cli_progress import ProgressBar
 
     # The bar only where someone watches, and not mixed into request logs.
     show_bar = args.command == "get" and not (args.quiet or args.verbose) and sys.stderr.isatty()
     bar = ProgressBar(sys.stderr) if show_bar else None
     try:
-        with request_logs(args.verbose):
+        with request_logs(args.verbose), warnings_shown(not args.verbose):
             return _run(args, bar)
     except KeyboardInterrupt:
         _end_line(bar)

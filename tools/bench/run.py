@@ -47,6 +47,8 @@ THROTTLED_REPOSITORY = "bench/throttled"
 DRIP_SIZE = 64 * KIB
 BASELINE = "requests+hashlib"
 TLS_BASELINE = "TLS requests+hashlib"
+CACHE_BASELINE = "disk copy (shutil.copyfile)"
+CACHE_HIT = "acr-blob cache hit"
 LIMIT_CASES = ("raw-curl", "hash-limit")
 PEERS_MISSING = "not installed (tools/compare/install-peers.sh)"
 NO_CONCURRENCY = "not available yet (BlobClient.download_blob_to_file has no max_concurrency)"
@@ -65,6 +67,8 @@ class Case:
     runner: str
     throttled: bool = False
     tls: bool = False  # from a second registry that serves https with a self-signed certificate
+    # From a blob cache that holds the blob (filled once, before the rounds): no network.
+    cached: bool = False
     max_concurrency: int | None = None
     module: str | None = None  # what must import in the peers' interpreter
 
@@ -100,6 +104,8 @@ CASES = [
     Case("TLS acr-blob-file", "acr-blob-file", "project", tls=True),
     Case("TLS acr-blob-async", "acr-blob-async", "project", tls=True),
     Case("TLS acr-blob-async-file", "acr-blob-async-file", "project", tls=True),
+    Case(CACHE_BASELINE, "copy-entry", "project", cached=True),
+    Case(CACHE_HIT, "acr-blob-cache-hit", "project", cached=True),
     Case("throttled raw-curl", "curl", "curl", throttled=True),
     Case("throttled acr-blob-file", "acr-blob-file", "project", throttled=True),
     Case("throttled acr-blob-stream", "acr-blob-stream", "project", throttled=True),
@@ -408,6 +414,7 @@ def run_once(
     workdir: Path,
     env: dict[str, str],
     ca_cert: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     # Generous: 5 MB/s would be far below any client here.
     timeout = 60.0 + blob.size / (5 * MB)
@@ -422,7 +429,10 @@ def run_once(
             "repository": blob.repository,
             "digest": blob.digest,
             "size": blob.size,
-            "options": {"max_concurrency": case.max_concurrency},
+            "options": {
+                "max_concurrency": case.max_concurrency,
+                "cache_dir": None if cache_dir is None else str(cache_dir),
+            },
             "ca_cert": None if ca_cert is None else str(ca_cert),
         }
         result = run_worker(command, request, workdir, timeout, env)
@@ -481,6 +491,19 @@ def warm_up(registry: Deployment, blobs: Sequence[Blob]) -> None:
                     pass
 
 
+def fill_cache(registry: Deployment, blob: Blob, workdir: Path) -> Path:
+    """A blob cache in ``workdir`` that holds ``blob``, as a first download left it (so its
+    entry is also in the page cache, as a cache hit right after that download finds it)."""
+    from acr_blob import BlobClient
+
+    cache_dir = workdir / "cache"
+    target = workdir / "cache-fill"
+    with BlobClient(registry.url, verify=registry.verify, cache_dir=cache_dir) as client:
+        client.download_blob_to_file(blob.repository, blob.digest, target)
+    target.unlink()
+    return cache_dir
+
+
 def push_blob(registry: Deployment, repository: str, size: int, workdir: Path) -> Blob:
     path = workdir / f"push-{repository.replace('/', '-')}"
     try:
@@ -531,6 +554,10 @@ def run_cases(
                 f"bench: throttling proxy {proxy.url}: {DRIP_SIZE} B every {interval * 1e3:.2f} ms"
             )
         warm_up(registry, blobs)
+        cache_dir: Path | None = None
+        if any(case.cached for case in runnable):
+            cache_dir = fill_cache(registry, blob, workdir)
+            _log(f"bench: blob cache {cache_dir}, holding the blob")
         tls_registry: Deployment | None = None
         tls_blob: Blob | None = None
         if any(case.tls for case in runnable):
@@ -545,7 +572,14 @@ def run_cases(
                 assert target is not None and served is not None
                 url = proxy_url if case.throttled else served.url
                 result = run_once(
-                    case, the_plan.commands[case.name], url, target, workdir, env, served.ca_cert
+                    case,
+                    the_plan.commands[case.name],
+                    url,
+                    target,
+                    workdir,
+                    env,
+                    served.ca_cert,
+                    cache_dir if case.cached else None,
                 )
                 result["round"] = round_number
                 results[case.name].runs.append(result)
@@ -632,6 +666,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
     by_name = {result.case.name: result for result in results}
     baseline = by_name[BASELINE].median_mbps if BASELINE in by_name else None
     tls_baseline = by_name[TLS_BASELINE].median_mbps if TLS_BASELINE in by_name else None
+    copy_baseline = by_name[CACHE_BASELINE].median_mbps if CACHE_BASELINE in by_name else None
     limits: dict[str, float] = {}
     for name in LIMIT_CASES:
         speed = by_name[name].median_mbps if name in by_name else None
@@ -653,6 +688,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             "kind": result.case.kind,
             "throttled": result.case.throttled,
             "tls": result.case.tls,
+            "cached": result.case.cached,
             "max_concurrency": result.case.max_concurrency,
             "size": result.size,
             "unavailable": result.unavailable,
@@ -662,6 +698,8 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         }
         if result.case.tls:
             entry["vs_tls_baseline"] = _ratio(median, tls_baseline)
+        elif result.case.cached:
+            entry["vs_cache_baseline"] = _ratio(median, copy_baseline)
         elif not result.case.throttled:
             entry["vs_baseline"] = _ratio(median, baseline)
             entry["vs_limit"] = _ratio(median, limit)
@@ -693,6 +731,10 @@ def _notes(result: CaseResult, entry: dict[str, Any], by_name: dict[str, CaseRes
         notes.append("the TLS rows' baseline")
     elif entry.get("vs_tls_baseline") is not None:
         notes.append(f"vs TLS requests+hashlib: {_fmt_ratio(entry['vs_tls_baseline'])}")
+    if result.case.name == CACHE_BASELINE:
+        notes.append("the cache hit's baseline")
+    elif entry.get("vs_cache_baseline") is not None:
+        notes.append(f"vs disk copy: {_fmt_ratio(entry['vs_cache_baseline'])}")
     if "speedup_vs_n1" in entry:
         notes.append(f"speedup vs N=1: {_fmt_ratio(entry['speedup_vs_n1'])}")
     failed = [run for run in result.runs if not run.get("ok")]
@@ -767,6 +809,16 @@ def render(
             "- TLS rows: the same blob from a second registry serving https (TLS 1.3, a "
             "self-signed P-256 certificate the clients trust), compared with requests + hashlib "
             "over the same TLS: the encryption costs the registry, on the same 2 cores, too"
+        )
+    if any(result.case.cached for result in results):
+        lines.append(
+            "- Cache rows: the same blob, already in a blob cache (`cache_dir`), filled by one "
+            "download just before the rounds, so its entry is in the page cache; acr-blob cache "
+            "hit is `download_blob_to_file` of it with `offline=True` (no request at all: a "
+            "reflink where the filesystem has them, else a copy, then fsync and rename), "
+            "compared with the disk's own copy speed: `shutil.copyfile` of the entry file to a "
+            "new file beside the target, fsync included. Near 1.00x means a hit costs what "
+            "copying the file costs; far above it, the filesystem made a reflink"
         )
     if throttled:
         lines.append(
