@@ -4,6 +4,9 @@ A blob is named by one image-style reference (``myregistry.azurecr.io/prod/bash@
 see :func:`~acr_blob.references.parse_blob_reference`) or by three arguments,
 ``ENDPOINT REPOSITORY DIGEST``.
 
+``acr-blob manifest``, ``resolve`` and ``pull`` name an image or artifact by tag or digest
+(:mod:`._cli_images`).
+
 ``acr-blob cache`` lists, measures, prunes and verifies a cache folder (``--cache-dir``, or
 ``$ACR_BLOB_CACHE_DIR``) that ``get --cache-dir`` fills; it takes no reference.
 
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._cli_images import IMAGE_COMMANDS, add_image_commands, run_image_command
 from ._version import __version__
 from .errors import (
     AuthenticationError,
@@ -186,7 +190,36 @@ def _parser() -> argparse.ArgumentParser:
         "(-vv: connection-level detail too)",
     )
 
-    get = commands.add_parser("get", parents=[blob, common], help="download and verify a blob")
+    # The options of the commands that download: the cache, and resumption.
+    cached = argparse.ArgumentParser(add_help=False)
+    cached.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="neither continue a partial file left by an earlier try nor keep one on failure",
+    )
+    cached.add_argument(
+        "--cache-dir",
+        type=_folder,
+        metavar="DIR",
+        help="keep the verified blob in this cache folder, shared with other processes, and "
+        f"make the output from it next time (default ${CACHE_DIR_VARIABLE})",
+    )
+    cached.add_argument(
+        "--max-cache-bytes",
+        type=_byte_count,
+        metavar="N",
+        help="after a download into the cache, evict the least recently used blobs until the "
+        "cache holds at most N bytes",
+    )
+    cached.add_argument(
+        "--offline",
+        action=argparse.BooleanOptionalAction,
+        help="send nothing: take the blob from the cache or fail (default: on when "
+        f"${OFFLINE_VARIABLE} is 1, true, yes or on)",
+    )
+    get = commands.add_parser(
+        "get", parents=[blob, common, cached], help="download and verify a blob"
+    )
     get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
     get.add_argument(
         "--max-concurrency",
@@ -195,35 +228,11 @@ def _parser() -> argparse.ArgumentParser:
         help="download over up to N connections (parallel ranges; to stdout, at most 32 MiB "
         "of parts wait in memory)",
     )
-    get.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="neither continue a partial file left by an earlier try nor keep one on failure",
-    )
-    get.add_argument(
-        "--cache-dir",
-        type=_folder,
-        metavar="DIR",
-        help="keep the verified blob in this cache folder, shared with other processes, and "
-        f"make the output from it next time (default ${CACHE_DIR_VARIABLE})",
-    )
-    get.add_argument(
-        "--max-cache-bytes",
-        type=_byte_count,
-        metavar="N",
-        help="after a download into the cache, evict the least recently used blobs until the "
-        "cache holds at most N bytes",
-    )
-    get.add_argument(
-        "--offline",
-        action=argparse.BooleanOptionalAction,
-        help="send nothing: take the blob from the cache or fail (default: on when "
-        f"${OFFLINE_VARIABLE} is 1, true, yes or on)",
-    )
     commands.add_parser("head", parents=[blob, common], help="show a blob's size, type and ETag")
     commands.add_parser(
         "exists", parents=[blob, common], help="exit 0 if the blob is there, 3 if it is not"
     )
+    add_image_commands(commands, common, cached, _concurrency)
 
     cache = commands.add_parser(
         "cache",
@@ -337,29 +346,18 @@ def _print_properties(properties: BlobProperties, args: argparse.Namespace) -> N
 def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
     if args.command == "cache":
         return _run_cache(args)
+    if args.command in IMAGE_COMMANDS:
+        return run_image_command(args, bar, lambda endpoint: _client_options(args, endpoint))
 
     import attrs
 
     from ._cli_logs import wait_notice
-    from ._config import DEFAULT_TIMEOUT
     from ._sync import BlobClient
 
     target = _target(args)
     if args.command == "get" and args.output == "-" and args.json:
         raise _UsageError("--json needs -o FILE: with -o - stdout carries the blob")
-    cache_options = _cache_options(args) if args.command == "get" else {}
-    verify: bool | str = args.ca_cert or True
-    with BlobClient(
-        target.endpoint,
-        _credential(args, target.endpoint),
-        timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
-        verify=verify,
-        allow_insecure=args.insecure,
-        mirrors=args.mirror,
-        hosts_dir=args.hosts_dir,
-        fallback_to_origin=False if args.no_fallback else None,
-        **cache_options,
-    ) as client:
+    with BlobClient(target.endpoint, **_client_options(args, target.endpoint)) as client:
         if args.command == "head":
             _print_properties(client.get_blob_properties(target.repository, target.digest), args)
             return EXIT_OK
@@ -401,6 +399,22 @@ def _run(args: argparse.Namespace, bar: ProgressBar | None) -> int:
                 file=sys.stderr,
             )
         return EXIT_OK
+
+
+def _client_options(args: argparse.Namespace, endpoint: str) -> dict[str, Any]:
+    """The client's options from the command's arguments (and the environment)."""
+    from ._config import DEFAULT_TIMEOUT
+
+    return {
+        "credential": _credential(args, endpoint),
+        "timeout": DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+        "verify": args.ca_cert or True,
+        "allow_insecure": args.insecure,
+        "mirrors": args.mirror,
+        "hosts_dir": args.hosts_dir,
+        "fallback_to_origin": False if args.no_fallback else None,
+        **(_cache_options(args) if "cache_dir" in args else {}),
+    }
 
 
 def _cache_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -492,7 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._cli_progress import ProgressBar
 
     # The bar only where someone watches, and not mixed into request logs.
-    show_bar = args.command == "get" and not (args.quiet or args.verbose) and sys.stderr.isatty()
+    show_bar = (
+        args.command in ("get", "pull") and not (args.quiet or args.verbose) and sys.stderr.isatty()
+    )
     bar = ProgressBar(sys.stderr) if show_bar else None
     try:
         with request_logs(args.verbose), warnings_shown(not args.verbose):
