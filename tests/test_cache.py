@@ -283,8 +283,10 @@ def test_max_cache_bytes_evicts_the_least_recently_used(
     driver = Driver(mode, proxied.url, cache_dir=cache_dir, max_cache_bytes=int(2.5 * size))
     driver.to_file(REPOSITORY, first, tmp_path / "1")
     driver.to_file(REPOSITORY, second, tmp_path / "2")
-    # Used again: now the second is the least recently used.
-    os.utime(entry_of(cache_dir, second), (1_000_000, 1_000_000))
+    # The first is the older, until it is used again: then the second is the least recently
+    # used.
+    os.utime(entry_of(cache_dir, first), (1_000_000, 1_000_000))
+    os.utime(entry_of(cache_dir, second), (2_000_000, 2_000_000))
     driver.to_file(REPOSITORY, first, tmp_path / "1b")
     driver.to_file(REPOSITORY, third, tmp_path / "3")
     kept = sorted(entry.digest for entry in BlobCache(cache_dir).entries())
@@ -304,8 +306,11 @@ def test_eviction_skips_an_entry_being_read(tmp_path: Path) -> None:
     cache = BlobCache(tmp_path / "cache")
     path = cache.prepare(digest)
     path.write_bytes(data)
+    os.utime(path, (1_000_000, 1_000_000))
     held = cache.open(digest)
     assert held is not None
+    # Opened is used (whatever the mount's atime rules): eviction orders by it.
+    assert path.stat().st_atime > 1_000_000 and path.stat().st_mtime == 1_000_000
     with held:
         assert cache.prune(0) == []
         assert path.exists()
