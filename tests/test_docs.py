@@ -364,7 +364,7 @@ def test_examples_are_found_and_few_are_skipped() -> None:
     for page in ("index.md", "authentication.md", "errors.md", "cli.md"):
         assert page in pages
     for block in BLOCKS:
-        unknown = set(block.options) - {"placeholders", "registry", "needs", "skip"}
+        unknown = set(block.options) - {"placeholders", "registry", "needs", "skip", "images"}
         assert not unknown, f"{block.id}: unknown test options {unknown}"
         assert set(block.needs) <= set(FEATURES), f"{block.id}: unknown feature {block.needs}"
         assert block.options.get("registry", "token") in DEPLOYMENTS, block.id
