@@ -357,3 +357,34 @@ def test_skopeo_reads_the_cache_as_an_oci_layout(
     # The manifest and config are blobs too, and as entries they verify.
     assert len(BlobCache(cache_dir).entries()) == 3
     assert BlobCache(cache_dir).verify() == []
+
+
+def test_cache_dir_false_turns_the_environments_cache_off(
+    proxied: FaultProxy, blob: tuple[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest, _ = blob
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    Driver("sync", proxied.url, cache_dir=False).to_file(REPOSITORY, digest, tmp_path / "a")
+    assert not (tmp_path / "cache").exists()
+    Driver("sync", proxied.url).to_file(REPOSITORY, digest, tmp_path / "b")
+    assert entry_of(tmp_path / "cache", digest).exists()
+
+
+def test_verify_reports_a_bad_entry_being_read_and_keeps_the_order_of_use(
+    tmp_path: Path,
+) -> None:
+    good, bad = b"good", b"bad"
+    cache = BlobCache(tmp_path / "cache")
+    digests = [parse_digest("sha256:" + hashlib.sha256(d).hexdigest()) for d in (good, bad)]
+    for digest, data in zip(digests, (good, b"not what it says"), strict=True):
+        path = cache.prepare(digest)
+        path.write_bytes(data)
+        os.utime(path, (1_000_000, 1_000_000))
+    held = cache.open(digests[1])
+    assert held is not None
+    with held:
+        assert [entry.digest for entry in cache.verify()] == [str(digests[1])]
+        assert entry_of(tmp_path / "cache", str(digests[1])).exists()  # in use: kept
+    assert next(entry.last_used for entry in cache.entries()) == 1_000_000
+    assert [entry.digest for entry in cache.verify()] == [str(digests[1])]
+    assert [entry.digest for entry in cache.entries()] == [str(digests[0])]

@@ -1143,7 +1143,7 @@ def test_cache_verify_removes_a_corrupted_entry(
         file.write(bytes([byte[0] ^ 0xFF]))
     result = run("cache", "verify", "--cache-dir", str(cache))
     assert result.returncode == 1, result.stderr
-    assert result.stdout == f"removed {bad.digest}  3000: its content is not its digest\n".encode()
+    assert result.stdout == f"removed: {bad.digest}  3000: its content is not its digest\n".encode()
     assert b"Traceback" not in result.stderr
     assert not entry.exists()
     assert entry_path(cache, good.digest).read_bytes() == good.data

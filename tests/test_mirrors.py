@@ -432,3 +432,19 @@ def test_mirror_options_are_checked_before_any_request() -> None:
         BlobClient("r.example", mirrors="https://m.example")  # type: ignore[arg-type]
     assert Mirror("m.example:5000/").url == "https://m.example:5000"
     assert "password" not in repr(Mirror("https://m.example", credential=("u", "password")))
+
+
+def test_hosts_toml_falls_back_to_default_and_names_docker_hub_docker_io(tmp_path: Path) -> None:
+    write_hosts_toml(tmp_path, "https://_default", '[host."https://everyone.example"]\n')
+    write_hosts_toml(tmp_path, "https://docker.io", '[host."https://hub-mirror.example"]\n')
+    with BlobClient("other.example", hosts_dir=tmp_path):
+        pass
+    config = read_hosts_toml(tmp_path, "other.example")
+    assert config is not None and [m.url for m in config.mirrors] == ["https://everyone.example"]
+    from acr_blob.mirrors import HostPlan
+
+    plan = HostPlan.of("https://registry-1.docker.io", None, tmp_path, None)
+    assert [m.url for m in plan.mirrors] == [
+        "https://hub-mirror.example"
+    ] and plan.ns == "docker.io"
+    assert not plan.fallback  # no server = "...": no fallback

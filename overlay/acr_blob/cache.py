@@ -138,10 +138,17 @@ class BlobCache:
         with held:
             return None if held.size > limit else b"".join(held.chunks())
 
-    def open(self, digest: Digest) -> HeldEntry | None:
-        """The entry for ``digest``, held for reading (eviction skips it), or ``None``."""
+    def open(self, digest: Digest, *, use: bool = True) -> HeldEntry | None:
+        """The entry for ``digest``, held for reading (eviction skips it), or ``None``;
+        ``use`` marks it used now (its place in the eviction order)."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Not used: reading it must not count as a use either (only the owner may ask that).
+        quiet = 0 if use else getattr(os, "O_NOATIME", 0)
         try:
-            fd = os.open(self.entry_path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.entry_path(digest), flags | quiet)
+            except PermissionError:
+                fd = os.open(self.entry_path(digest), flags)
         except OSError:
             return None
         try:
@@ -153,7 +160,8 @@ class BlobCache:
         except BaseException:
             os.close(fd)
             raise
-        _touch(fd, status)
+        if use:
+            _touch(fd, status)
         return HeldEntry(fd, digest, status.st_size)
 
     def entries(self) -> list[CacheEntry]:
@@ -197,17 +205,24 @@ class BlobCache:
         return removed
 
     def verify(self) -> list[CacheEntry]:
-        """Hash every entry; remove and return those whose content is not their digest."""
+        """Hash every entry (their order of use kept); return those whose content is not
+        their digest, each removed unless someone was reading it."""
         bad = []
         for entry in self.entries():
-            held = self.open(parse_digest(entry.digest))
+            held = self.open(parse_digest(entry.digest), use=False)
             if held is None:
                 continue
             with held:
                 good = held.hashes_to_digest()
-            if not good and _remove_unheld(entry.path):
-                logger.warning("removed %s from the cache: its content is not its digest", entry)
+            if not good:
                 bad.append(entry)
+                removed = _remove_unheld(entry.path)
+                logger.warning(
+                    "%s in the cache %s: its content is not its digest (%s)",
+                    entry.digest,
+                    self.root,
+                    "removed" if removed else "in use: not removed",
+                )
         return bad
 
 

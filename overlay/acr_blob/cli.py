@@ -495,7 +495,8 @@ def _run_cache(args: argparse.Namespace) -> int:
         return EXIT_OK
     bad = cache.verify()
     for entry in bad:
-        print(f"removed {entry.digest}  {entry.size}: its content is not its digest")
+        what = "in use, not removed" if os.path.lexists(entry.path) else "removed"
+        print(f"{what}: {entry.digest}  {entry.size}: its content is not its digest")
     return EXIT_FAILURE if bad else EXIT_OK
 
 

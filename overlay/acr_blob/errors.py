@@ -549,7 +549,7 @@ class CacheMissError(BlobError):
         try:
             client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
         except CacheMissError as error:
-            print(error)  # sha256:... is not in the cache /var/cache/acr-blob (offline)
+            print(error)  # sha256:... is not in the cache /var/cache/acr-blob (offline: ...)
     """
 
     def __init__(self, digest: str, cache_dir: str | os.PathLike[str] | None) -> None:

@@ -128,8 +128,9 @@ def as_mirrors(mirrors: Iterable[Mirror | str] | None) -> tuple[Mirror, ...]:
 
 
 def read_hosts_toml(hosts_dir: str | os.PathLike[str], registry: str) -> HostsConfig | None:
-    """The mirrors ``hosts_dir/<registry>/hosts.toml`` names for ``registry`` (``host[:port]``),
-    or ``None`` when there is no such file (the origin alone, then).
+    """The mirrors ``hosts_dir/<registry>/hosts.toml`` names for ``registry`` (``host[:port]``;
+    ``docker.io`` for Docker Hub), else ``hosts_dir/_default/hosts.toml``'s, as containerd
+    reads them; ``None`` when there is neither (the origin alone, then).
 
     The format is containerd's: ``server`` (the origin; absent means no fallback to it), and
     ``[host."URL"]`` tables, tried in the file's order, with ``capabilities``, ``skip_verify``,
@@ -141,14 +142,18 @@ def read_hosts_toml(hosts_dir: str | os.PathLike[str], registry: str) -> HostsCo
 
         config = read_hosts_toml("/etc/containerd/certs.d", "myregistry.azurecr.io")
     """
-    folder = Path(hosts_dir) / registry
-    path = folder / "hosts.toml"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    for name in (registry, "_default"):
+        folder = Path(hosts_dir) / name
+        path = folder / "hosts.toml"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            break
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise HostsConfigError(f"cannot read it: {error}", path=path) from None
+    else:
         return None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise HostsConfigError(f"cannot read it: {error}", path=path) from None
     hosts = data.get("host", {})
     if not isinstance(hosts, dict):
         raise HostsConfigError("[host] must be a table of tables", path=path)
@@ -265,14 +270,14 @@ class HostPlan:
         """``mirrors=`` first, then those of ``hosts_dir``'s ``hosts.toml`` for the origin;
         ``fallback`` (default: ``True``, or what ``hosts.toml`` says) keeps the origin last."""
         netloc = httpx.URL(origin_url).netloc.decode("ascii")
+        host = httpx.URL(origin_url).host
+        ns = "docker.io" if is_docker_hub(host) else netloc
         listed = as_mirrors(mirrors)
-        config = read_hosts_toml(hosts_dir, netloc) if hosts_dir is not None else None
+        config = read_hosts_toml(hosts_dir, ns) if hosts_dir is not None else None
         if config is not None:
             listed += config.mirrors
             if fallback is None:
                 fallback = config.fallback
-        host = httpx.URL(origin_url).host
-        ns = "docker.io" if is_docker_hub(host) else netloc
         return cls(origin_url, listed, True if fallback is None else fallback, ns)
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import httpx
 
@@ -69,9 +70,10 @@ class AsyncBlobClient:
     credential never goes to them. ``fallback_to_origin=False`` (or a ``hosts.toml`` without
     ``server``) leaves the origin out.
 
-    ``cache_dir`` (default: ``$ACR_BLOB_CACHE_DIR``, else none) keeps each verified blob once
-    for all processes that share the folder (:mod:`acr_blob.cache`), ``max_cache_bytes``
-    bounds it, and ``offline`` (default: ``$ACR_BLOB_OFFLINE``) serves from it alone.
+    ``cache_dir`` (default: ``$ACR_BLOB_CACHE_DIR``, else none; ``False``: none whatever the
+    environment says) keeps each verified blob once for all processes that share the folder
+    (:mod:`acr_blob.cache`), ``max_cache_bytes`` bounds it, and ``offline`` (default:
+    ``$ACR_BLOB_OFFLINE``) serves from it alone.
 
     The sync and the async client take the same arguments and behave alike; the async one
     never holds up its event loop on the disk.
@@ -98,14 +100,14 @@ class AsyncBlobClient:
         mirrors: Iterable[Mirror | str] | None = None,
         hosts_dir: str | os.PathLike[str] | None = None,
         fallback_to_origin: bool | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         max_cache_bytes: int | None = None,
         offline: bool | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         plan = HostPlan.of(normalize_endpoint(endpoint), mirrors, hosts_dir, fallback_to_origin)
-        cache_dir = cache_dir if cache_dir is not None else env_cache_dir()
-        self._cache = None if cache_dir is None else BlobCache(cache_dir, max_cache_bytes)
+        cache_dir = env_cache_dir() if cache_dir is None else cache_dir
+        self._cache = BlobCache(cache_dir, max_cache_bytes) if cache_dir else None
         self._offline = env_offline() if offline is None else offline
         self._hosts = open_hosts(
             plan,
