@@ -388,3 +388,57 @@ def test_verify_reports_a_bad_entry_being_read_and_keeps_the_order_of_use(
     assert next(entry.last_used for entry in cache.entries()) == 1_000_000
     assert [entry.digest for entry in cache.verify()] == [str(digests[1])]
     assert [entry.digest for entry in cache.entries()] == [str(digests[0])]
+
+
+@contextlib.contextmanager
+def xfs_with_reflinks(path: Path) -> Iterator[Path]:
+    """An XFS file system with reflinks, on a loop device, mounted at ``path`` (root only)."""
+    if os.geteuid() != 0:
+        skip_or_fail("mounting a loop device needs root")
+    image = path.with_suffix(".img")
+    with image.open("wb") as file:
+        file.truncate(320 << 20)  # sparse: XFS wants 300 MiB at least
+    made = subprocess.run(
+        ["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        skip_or_fail(f"cannot make an XFS file system: {made.stderr.strip()}")
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        skip_or_fail(f"cannot mount a loop device here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+        image.unlink()
+
+
+def shares_extents(path: Path) -> bool:
+    shown = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True)
+    return shown.returncode == 0 and "shared" in shown.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hit_on_a_reflink_file_system_is_a_reflink_and_stays_apart(
+    proxied: FaultProxy, blob: tuple[str, bytes], tmp_path: Path, mode: str
+) -> None:
+    digest, data = blob
+    with xfs_with_reflinks(tmp_path / "xfs") as disk:
+        driver = Driver(mode, proxied.url, cache_dir=disk / "cache")
+        driver.to_file(REPOSITORY, digest, disk / "first.bin")
+        entry = entry_of(disk / "cache", digest)
+        target = disk / "second.bin"
+        driver.to_file(REPOSITORY, digest, target)
+        assert blob_gets(proxied) == 1
+        # The hit cost no copy: the target shares the entry's blocks (FICLONE, or
+        # copy_file_range, which XFS turns into a reflink too; a plain copy fails this)...
+        assert shares_extents(target) and shares_extents(entry)
+        assert target.stat().st_ino != entry.stat().st_ino
+        # ...until it is written, when it gets blocks of its own.
+        with target.open("r+b") as file:
+            file.write(b"edited")
+        assert entry.read_bytes() == data
+        assert target.read_bytes()[6:] == data[6:]
