@@ -67,20 +67,26 @@ def add_image_commands(
     )
 
 
-def image_target(args: argparse.Namespace) -> ImageReference:
-    """The image the arguments name, refused over plain http beyond loopback."""
+def refuse_plain_http(endpoint: str, insecure: bool) -> None:
+    """Every command's check of its registry: plain http only to loopback, or ``--insecure``."""
     import httpx
 
     from ._protocol import is_loopback
+
+    host = httpx.URL(endpoint).host
+    if endpoint.startswith("http://") and not is_loopback(host) and not insecure:
+        raise ValueError(
+            f"refusing plain http to {endpoint}: anyone on the way could read or alter "
+            "the traffic; use https, or --insecure if you must"
+        )
+
+
+def image_target(args: argparse.Namespace) -> ImageReference:
+    """The image the arguments name, refused over plain http beyond loopback."""
     from .references import parse_image_reference
 
     target = parse_image_reference(args.reference)
-    host = httpx.URL(target.endpoint).host
-    if target.endpoint.startswith("http://") and not is_loopback(host) and not args.insecure:
-        raise ValueError(
-            f"refusing plain http to {target.endpoint}: anyone on the way could read or alter "
-            "the traffic; use https, or --insecure if you must"
-        )
+    refuse_plain_http(target.endpoint, args.insecure)
     return target
 
 

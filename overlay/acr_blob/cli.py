@@ -27,9 +27,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from ._cli_images import IMAGE_COMMANDS, add_image_commands, run_image_command
+from ._cli_images import (
+    IMAGE_COMMANDS,
+    add_image_commands,
+    refuse_plain_http,
+    run_image_command,
+)
 from ._version import __version__
 from .errors import (
     AuthenticationError,
@@ -283,7 +286,6 @@ class _UsageError(Exception):
 def _target(args: argparse.Namespace) -> BlobReference:
     """The blob the arguments name, checked, and refused over plain http beyond loopback."""
     from ._config import normalize_endpoint
-    from ._protocol import is_loopback
     from .references import BlobReference, parse_blob_reference, parse_digest, validate_repository
 
     if args.repository is None:
@@ -298,12 +300,7 @@ def _target(args: argparse.Namespace) -> BlobReference:
             validate_repository(args.repository),
             str(parse_digest(args.digest)),
         )
-    host = httpx.URL(target.endpoint).host
-    if target.endpoint.startswith("http://") and not is_loopback(host) and not args.insecure:
-        raise _UsageError(
-            f"refusing plain http to {target.endpoint}: anyone on the way could read or alter "
-            "the traffic; use https, or --insecure if you must"
-        )
+    refuse_plain_http(target.endpoint, args.insecure)
     return target
 
 
