@@ -1,9 +1,10 @@
-"""An OCI image layout that a pull writes: ``oci-layout``, ``blobs/<alg>/<hex>``, ``index.json``.
+"""OCI image layouts: ``oci-layout``, ``blobs/<alg>/<hex>`` and (for a pull) ``index.json``.
 
-Blobs are written whole or not at all (each is a verified download, renamed into place), and
-``index.json`` only once every blob of the image is there: a pull that fails leaves complete
-blobs for the next pull to skip, and no index entry that names an image with a blob missing.
-"""
+The blob cache (:mod:`acr_blob.cache`) and a pull's destination are both layouts, made by
+:func:`prepare_layout`. In a pull's, blobs are written whole or not at all (each is a verified
+download, renamed into place), and ``index.json`` only once every blob of the image is there:
+a pull that fails leaves complete blobs for the next pull to skip, and no index entry that
+names an image with a blob missing."""
 
 from __future__ import annotations
 
@@ -21,10 +22,41 @@ from typing import Any
 from ._files import PartialFile
 from .errors import ManifestError
 from .manifests import REF_NAME
-from .references import parse_digest
+from .references import Digest, parse_digest
 
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}\n'
 _INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+_READ_SIZE = 1 << 20
+
+
+def blob_path(root: Path, digest: Digest) -> Path:
+    """Where the layout at ``root`` keeps the blob ``digest``."""
+    return root / "blobs" / digest.algorithm / digest.hex
+
+
+def prepare_layout(root: Path, algorithm: str) -> None:
+    """Make the layout's folders for blobs of ``algorithm`` and its ``oci-layout`` file; raises
+    ``OSError`` when ``root`` cannot be written, or holds a link where a folder belongs."""
+    blobs = root / "blobs"
+    for folder in (root, blobs, blobs / algorithm):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o755, parents=folder == root)
+        # The folders below the root are the layout's own: a link there was planted.
+        if folder != root and not stat.S_ISDIR(os.lstat(folder).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder (a link?)", str(folder))
+    layout = root / "oci-layout"
+    if not os.path.lexists(layout):
+        write_whole(layout, _LAYOUT)
+
+
+def hashes_to(fd: int, digest: Digest) -> bool:
+    """Whether the file open at ``fd`` holds exactly the bytes of ``digest``."""
+    hasher = hashlib.new(digest.algorithm)
+    offset = 0
+    while chunk := os.pread(fd, _READ_SIZE, offset):
+        hasher.update(chunk)
+        offset += len(chunk)
+    return hasher.hexdigest() == digest.hex
 
 
 def write_whole(path: Path, data: bytes) -> None:
@@ -56,33 +88,28 @@ class OciLayout:
 
     def prepare(self) -> None:
         """Make the folder, its ``oci-layout`` file and ``blobs/sha256``."""
-        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        layout = self.root / "oci-layout"
-        if not os.path.lexists(layout):
-            write_whole(layout, _LAYOUT)
+        prepare_layout(self.root, "sha256")
 
     def blob_path(self, digest: str) -> Path:
+        """Where the blob goes (its folder made, for a digest of another algorithm)."""
         checked = parse_digest(digest)
-        folder = self.root / "blobs" / checked.algorithm
-        folder.mkdir(exist_ok=True)
-        return folder / checked.hex
+        prepare_layout(self.root, checked.algorithm)
+        return blob_path(self.root, checked)
 
     def has_blob(self, digest: str, size: int) -> bool:
         """Whether the blob is there whole: a regular file of ``size`` bytes that hashes to
         ``digest`` (read once through, never followed through a link)."""
-        checked = parse_digest(digest)
         try:
             fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return False
-        with os.fdopen(fd, "rb") as file:
+        try:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode) or status.st_size != size:
                 return False
-            hasher = hashlib.new(checked.algorithm)
-            while chunk := file.read(1 << 20):
-                hasher.update(chunk)
-        return hasher.hexdigest() == checked.hex
+            return hashes_to(fd, parse_digest(digest))
+        finally:
+            os.close(fd)
 
     def write_blob(self, digest: str, data: bytes) -> None:
         """A small blob (a manifest) that is in memory, unless it is there already."""

@@ -31,7 +31,7 @@ from .errors import (
     TooManyRedirectsError,
 )
 from .models import BlobProperties
-from .references import Digest, parse_digest, validate_repository
+from .references import Digest, is_tag, parse_digest, validate_repository
 from .retry import parse_retry_after
 
 logger = logging.getLogger("acr_blob")
@@ -84,16 +84,13 @@ def manifest_request_kwargs(
     """:func:`blob_request_kwargs` for a manifest: ``reference`` is a tag or a digest (the
     digest, when it is one, is returned checked)."""
     digest = parse_digest(reference) if ":" in reference else None
-    if digest is None and not _TAG.fullmatch(reference):
+    if digest is None and not is_tag(reference):
         raise InvalidDigestError(
             reference, "neither a digest nor a tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})"
         )
     kwargs = build(validate_repository(repository), str(digest or reference), **params)
     kwargs["url"] = unquote(kwargs["url"])
     return kwargs, digest
-
-
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def is_loopback(host: str) -> bool:

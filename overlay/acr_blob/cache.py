@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import stat
@@ -33,6 +32,7 @@ import httpx
 from ._concurrency import arun_blocking
 from ._files import PartialFile
 from ._fs import is_at
+from ._layout import blob_path, hashes_to, prepare_layout
 from .models import BlobProperties
 from .references import Digest, parse_digest
 
@@ -45,7 +45,6 @@ CACHE_DIR_ENV = "ACR_BLOB_CACHE_DIR"
 OFFLINE_ENV = "ACR_BLOB_OFFLINE"
 """The environment variable (``1``) that makes clients without ``offline`` work offline."""
 
-_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}\n'
 _READ_SIZE = 1024 * 1024
 _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # errnos of a reflink the filesystem (or the pair of filesystems) cannot make.
@@ -104,21 +103,12 @@ class BlobCache:
 
     def entry_path(self, digest: Digest) -> Path:
         """Where the entry for ``digest`` is (or will be)."""
-        return self.root / "blobs" / digest.algorithm / digest.hex
+        return blob_path(self.root, digest)
 
     def prepare(self, digest: Digest) -> Path:
         """Make the layout's folders for ``digest`` and return its entry's path; raises
         ``OSError`` when the folder cannot be written, or holds a link where a folder belongs."""
-        blobs = self.root / "blobs"
-        for folder in (self.root, blobs, blobs / digest.algorithm):
-            with contextlib.suppress(FileExistsError):
-                folder.mkdir(mode=0o755, parents=folder == self.root)
-            # The folders below the root are the cache's own: a link there was planted.
-            if folder != self.root and not stat.S_ISDIR(os.lstat(folder).st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "not a folder (a link?)", str(folder))
-        layout = self.root / "oci-layout"
-        if not os.path.lexists(layout):
-            _write_new(layout, _LAYOUT)
+        prepare_layout(self.root, digest.algorithm)
         return self.entry_path(digest)
 
     def store(self, digest: Digest, data: bytes) -> None:
@@ -213,7 +203,7 @@ class BlobCache:
             if held is None:
                 continue
             with held:
-                good = held.hashes_to_digest()
+                good = hashes_to(held.fd, held.digest)
             if not good:
                 bad.append(entry)
                 removed = _remove_unheld(entry.path)
@@ -246,18 +236,16 @@ class HeldEntry:
             partial.commit()
         return self.properties
 
+    def read_at(self, offset: int) -> bytes:
+        """The next bytes from ``offset`` on (``b""`` at the end)."""
+        return os.pread(self.fd, _READ_SIZE, offset)
+
     def chunks(self) -> Iterator[bytes]:
         """The entry's bytes, from its start."""
         offset = 0
-        while chunk := os.pread(self.fd, _READ_SIZE, offset):
+        while chunk := self.read_at(offset):
             offset += len(chunk)
             yield chunk
-
-    def hashes_to_digest(self) -> bool:
-        hasher = hashlib.new(self.digest.algorithm)
-        for chunk in self.chunks():
-            hasher.update(chunk)
-        return hasher.hexdigest() == self.digest.hex
 
     def response(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> httpx.Response:
         """An answer that serves the entry as a registry would (a ``200`` with its size), read
@@ -312,7 +300,7 @@ class AsyncEntryStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         offset = 0
-        while chunk := await arun_blocking(os.pread, self._entry.fd, _READ_SIZE, offset):
+        while chunk := await arun_blocking(self._entry.read_at, offset):
             offset += len(chunk)
             yield chunk
 
@@ -374,20 +362,6 @@ def _remove_unheld(path: Path) -> bool:
             logger.warning("cannot evict %s from the cache: %s", path, error)
             return False
         return True
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a file that must not exist yet (another process may be writing it: fine)."""
-    try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
-        )
-    except FileExistsError:
-        return
-    try:
-        os.write(fd, data)
     finally:
         os.close(fd)
 

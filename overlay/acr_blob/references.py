@@ -128,6 +128,17 @@ DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 """The key ``docker login`` stores Docker Hub's credentials under (and asks helpers for)."""
 
 
+def is_tag(text: str) -> bool:
+    """Whether ``text`` is a tag (``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``, letters of any script).
+
+    Example::
+
+        >>> is_tag("5.2-alpine"), is_tag("-latest")
+        (True, False)
+    """
+    return _TAG.fullmatch(text) is not None
+
+
 def is_docker_hub(host: str) -> bool:
     """Whether ``host`` (a host name without port, any case) is one of Docker Hub's names.
 

@@ -75,12 +75,14 @@ class Sender:
         mirror: Mirror | None = None,
         ns: str | None = None,
     ) -> None:
+        """``mirror`` and ``ns`` (the origin's name, which every request to the mirror
+        carries) for a mirror's sender."""
         self.http = http
         self.mirror = mirror
         # A mirror gets one try: its failures move on to the next host, at once.
         self.retry = retry if mirror is None else retry.once()
         self._max_redirects = max_redirects
-        self._ns = ns if mirror is not None else None
+        self._ns = ns
         self.name = mirror.host if mirror is not None else http.base_url.netloc.decode("ascii")
 
     def send(
@@ -324,7 +326,8 @@ def open_hosts(
             **options,
         )
         http = api.get_httpx_client()
-        return Sender(http, retry, max_redirects, mirror=mirror, ns=plan.ns)
+        ns = plan.ns if mirror is not None else None
+        return Sender(http, retry, max_redirects, mirror=mirror, ns=ns)
 
     origin = sender(plan.origin_url, credential, timeout=timeout, verify=verify)
     mirrors = [
