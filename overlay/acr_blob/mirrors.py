@@ -17,16 +17,22 @@ import ssl
 import threading
 import time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import httpx
 
 from ._config import Credential, TimeoutTypes, VerifyTypes, parse_http_url
 from .docker_config import docker_config_credential
-from .errors import DockerConfigError, HostsConfigError
+from .errors import (
+    BlobError,
+    BlobNotFoundError,
+    DeadlineExceededError,
+    DockerConfigError,
+    HostsConfigError,
+)
 from .references import is_docker_hub
 
 __all__ = ["DEAD_MIRROR_SECONDS", "HostsConfig", "Mirror", "read_hosts_toml"]
@@ -247,6 +253,103 @@ class MirrorHealth:
                 del self._failed_at[host]
                 return False
             return True
+
+
+class HostSender(Protocol):
+    """What :class:`HostList` and :class:`HostRoute` need of a sender (sync or async)."""
+
+    name: str
+    mirror: Mirror | None
+
+
+S = TypeVar("S", bound=HostSender)
+
+
+class HostList(Generic[S]):
+    """A client's hosts: its mirrors in order, then the origin (unless ``fallback`` is off).
+    Mirrors that failed lately are skipped while others remain (see :class:`MirrorHealth`);
+    each client's sender kind makes its routes from :meth:`in_order`."""
+
+    def __init__(self, origin: S, mirrors: Sequence[S] = (), *, fallback: bool = True) -> None:
+        self.origin = origin
+        self.mirrors = list(mirrors)
+        # Without a mirror to pull from, the origin is the one host left.
+        self.fallback = fallback or not any(
+            m.mirror and "pull" in m.mirror.capabilities for m in self.mirrors
+        )
+        self.health = MirrorHealth()
+
+    def in_order(self, capability: str) -> list[S]:
+        """The hosts to ask, in order: the mirrors with ``capability`` (``"resolve"`` for a
+        manifest by tag) that are not being skipped, then the origin."""
+        able = [m for m in self.mirrors if m.mirror and capability in m.mirror.capabilities]
+        live = [m for m in able if not self.health.is_dead(m.name)]
+        if self.fallback:
+            return [*live, self.origin]
+        if not able:
+            raise HostsConfigError(
+                f"no mirror has the {capability!r} capability, and the origin is not a fallback"
+            )
+        return live or able
+
+
+class HostRoute(Generic[S]):
+    """One download's way through its hosts: :attr:`sender` is the host serving it, and
+    :meth:`move_on` gives up on that host for the next one.
+
+    The error of the last host carries each earlier host's failure
+    (:attr:`~acr_blob.errors.BlobError.hosts_tried`). A host whose failure was anything but
+    "not found" is skipped by the client's next downloads for a while.
+    """
+
+    def __init__(self, hosts: Sequence[S], health: MirrorHealth, what: str) -> None:
+        self._hosts = list(hosts)
+        self._health = health
+        self._what = what
+        self._tried: list[tuple[str, str]] = []
+        self._announced: S | None = None
+        # Whether bytes of the download now under way came from a mirror.
+        self.mirror_bytes = False
+
+    @property
+    def sender(self) -> S:
+        return self._hosts[0]
+
+    def served(self) -> None:
+        """The host serving the download answered: logged when it is a new one."""
+        if self._announced is not self.sender:
+            self._announced = self.sender
+            logger.info("%s from %s", self._what, self.sender.name)
+        self.mirror_bytes = self.mirror_bytes or self.sender.mirror is not None
+
+    def blame(self, error: BlobError) -> None:
+        """The bytes of the host serving the download proved wrong (``error``): a mirror is
+        skipped by the client's next downloads for a while."""
+        if self.mirror_bytes and self.sender.mirror is not None:
+            logger.warning("%s from mirror %s: %s", self._what, self.sender.name, error)
+            self._health.failed(self.sender.name)
+
+    def move_on(self, error: BaseException) -> bool:
+        """Give up on the host serving the download after ``error``; ``False`` when it was the
+        last host (``error`` then names the ones tried before)."""
+        if isinstance(error, DeadlineExceededError) or not isinstance(
+            error, BlobError | httpx.TransportError
+        ):
+            return False  # the deadline is the whole download's, not a host's
+        if len(self._hosts) < 2:
+            if self._tried and isinstance(error, BlobError) and not error.hosts_tried:
+                error.hosts_tried = tuple(self._tried)
+            return False
+        failed = self._hosts.pop(0)
+        self._tried.append(
+            (failed.name, str(error) if isinstance(error, BlobError) else repr(error))
+        )
+        if not isinstance(error, BlobNotFoundError):
+            self._health.failed(failed.name)
+        logger.info(
+            "%s: %s failed (%s); trying %s", self._what, failed.name, error, self.sender.name
+        )
+        return True
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ through them: any failure at a mirror moves on to the next host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -29,12 +29,8 @@ from .._protocol import (
 )
 from .._ranges import range_header
 from ..errors import (
-    BlobError,
-    BlobNotFoundError,
     BlobSizeError,
-    DeadlineExceededError,
     DigestMismatchError,
-    HostsConfigError,
     ManifestError,
     RedirectError,
     RegistryError,
@@ -42,7 +38,7 @@ from ..errors import (
     TransportError,
 )
 from ..manifests import MANIFEST_MEDIA_TYPES
-from ..mirrors import HostPlan, Mirror, MirrorHealth, mirror_credential, mirror_timeout
+from ..mirrors import HostList, HostPlan, HostRoute, Mirror, mirror_credential, mirror_timeout
 from ..references import Digest
 from ..retry import RetryPolicy, retry_delay
 
@@ -193,61 +189,21 @@ def _read_error_body(response: httpx.Response) -> bytes:
     return bytes(body[:ERROR_BODY_LIMIT])
 
 
-class Hosts:
-    """A client's hosts: its mirrors in order, then the origin (unless ``fallback`` is off).
-    Mirrors that failed lately are skipped while others remain (see
-    :class:`~acr_blob.mirrors.MirrorHealth`)."""
-
-    def __init__(
-        self, origin: Sender, mirrors: Sequence[Sender] = (), *, fallback: bool = True
-    ) -> None:
-        self.origin = origin
-        self.mirrors = list(mirrors)
-        # Without a mirror to pull from, the origin is the one host left.
-        self.fallback = fallback or not any(
-            m.mirror and "pull" in m.mirror.capabilities for m in self.mirrors
-        )
-        self.health = MirrorHealth()
+class Hosts(HostList["Sender"]):
+    """A client's hosts: its mirrors in order, then the origin (see
+    :class:`~acr_blob.mirrors.HostList`)."""
 
     def route(self, what: str, capability: str = "pull") -> Route:
-        """The way through the hosts for one download (or request) of ``what``: the mirrors
-        with ``capability`` (``"resolve"`` for a manifest by tag), then the origin."""
-        able = [m for m in self.mirrors if m.mirror and capability in m.mirror.capabilities]
-        live = [m for m in able if not self.health.is_dead(m.name)]
-        if self.fallback:
-            return Route([*live, self.origin], self.health, what)
-        if not able:
-            raise HostsConfigError(
-                f"no mirror has the {capability!r} capability, and the origin is not a fallback"
-            )
-        return Route(live or able, self.health, what)
+        """The way through the hosts for one download (or request) of ``what``."""
+        return Route(self.in_order(capability), self.health, what)
 
     def close(self) -> None:
         for sender in [*self.mirrors, self.origin]:
             sender.close()
 
 
-class Route:
-    """One download's way through its hosts: :attr:`sender` is the host serving it, and
-    :meth:`move_on` gives up on that host for the next one.
-
-    The error of the last host carries each earlier host's failure
-    (:attr:`~acr_blob.errors.BlobError.hosts_tried`). A host whose failure was anything but
-    "not found" is skipped by the client's next downloads for a while.
-    """
-
-    def __init__(self, hosts: Sequence[Sender], health: MirrorHealth, what: str) -> None:
-        self._hosts = list(hosts)
-        self._health = health
-        self._what = what
-        self._tried: list[tuple[str, str]] = []
-        self._announced: Sender | None = None
-        # Whether bytes of the download now under way came from a mirror.
-        self.mirror_bytes = False
-
-    @property
-    def sender(self) -> Sender:
-        return self._hosts[0]
+class Route(HostRoute["Sender"]):
+    """One download's way through its hosts (see :class:`~acr_blob.mirrors.HostRoute`)."""
 
     def open(self, attempt: Callable[[Sender], T]) -> T:
         """``attempt(sender)`` at the host serving the download, and at the next ones while it
@@ -259,40 +215,8 @@ class Route:
                 if not self.move_on(error):
                     raise
                 continue
-            if self._announced is not self.sender:
-                self._announced = self.sender
-                logger.info("%s from %s", self._what, self.sender.name)
-            self.mirror_bytes = self.mirror_bytes or self.sender.mirror is not None
+            self.served()
             return result
-
-    def blame(self, error: BlobError) -> None:
-        """The bytes of the host serving the download proved wrong (``error``): a mirror is
-        skipped by the client's next downloads for a while."""
-        if self.mirror_bytes and self.sender.mirror is not None:
-            logger.warning("%s from mirror %s: %s", self._what, self.sender.name, error)
-            self._health.failed(self.sender.name)
-
-    def move_on(self, error: BaseException) -> bool:
-        """Give up on the host serving the download after ``error``; ``False`` when it was the
-        last host (``error`` then names the ones tried before)."""
-        if isinstance(error, DeadlineExceededError) or not isinstance(
-            error, BlobError | httpx.TransportError
-        ):
-            return False  # the deadline is the whole download's, not a host's
-        if len(self._hosts) < 2:
-            if self._tried and isinstance(error, BlobError) and not error.hosts_tried:
-                error.hosts_tried = tuple(self._tried)
-            return False
-        failed = self._hosts.pop(0)
-        self._tried.append(
-            (failed.name, str(error) if isinstance(error, BlobError) else repr(error))
-        )
-        if not isinstance(error, BlobNotFoundError):
-            self._health.failed(failed.name)
-        logger.info(
-            "%s: %s failed (%s); trying %s", self._what, failed.name, error, self.sender.name
-        )
-        return True
 
 
 def _check_location(response: httpx.Response) -> None:
