@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -243,14 +244,22 @@ class AsyncBlobClient:
     ) -> BlobProperties:
         """Download into ``target`` in turn with whoever else downloads it (see
         :class:`~acr_blob._file_lock.DownloadTurn`)."""
-        with DownloadTurn(target, digest, deadline) as turn:
-            while (delay := turn.next_delay()) is not None:
-                await asleep(delay)
+        async with self._turn(target, digest, deadline) as turn:
             if (done := turn.completed_meanwhile()) is not None:
                 return done
             return await self._take_turn(
                 turn, repository, digest, deadline, report, concurrency, keep=keep
             )
+
+    @asynccontextmanager
+    async def _turn(
+        self, target: Path, digest: Digest, deadline: float | None
+    ) -> AsyncIterator[DownloadTurn]:
+        """The turn at downloading ``digest`` into ``target``, once the wait for it is over."""
+        with DownloadTurn(target, digest, deadline) as turn:
+            while (delay := turn.next_delay()) is not None:
+                await asleep(delay)
+            yield turn
 
     async def _take_turn(
         self,
@@ -291,18 +300,16 @@ class AsyncBlobClient:
         entry should feed, too: none after a download into the cache has reported."""
         cache = self._cache
         entry = None if cache is None else await arun_blocking(cache.open, digest)
-        if entry is not None or cache is None:
-            if entry is None and self._offline:
-                raise CacheMissError(str(digest), None)
+        if entry is not None:
             return entry, report
         if self._offline:
-            raise CacheMissError(str(digest), cache.root)
+            raise CacheMissError(str(digest), None if cache is None else cache.root)
+        if cache is None:
+            return None, report
         try:
             path = await arun_blocking(cache.prepare, digest)
             # Waiters take the entry that the holder made, whose use since changed its times.
-            with DownloadTurn(path, digest, deadline) as turn:
-                while (delay := turn.next_delay()) is not None:
-                    await asleep(delay)
+            async with self._turn(path, digest, deadline) as turn:
                 entry = await arun_blocking(cache.open, digest)
                 if entry is None:
                     await self._take_turn(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -244,14 +245,22 @@ class BlobClient:
     ) -> BlobProperties:
         """Download into ``target`` in turn with whoever else downloads it (see
         :class:`~acr_blob._file_lock.DownloadTurn`)."""
-        with DownloadTurn(target, digest, deadline) as turn:
-            while (delay := turn.next_delay()) is not None:
-                sleep(delay)
+        with self._turn(target, digest, deadline) as turn:
             if (done := turn.completed_meanwhile()) is not None:
                 return done
             return self._take_turn(
                 turn, repository, digest, deadline, report, concurrency, keep=keep
             )
+
+    @contextmanager
+    def _turn(
+        self, target: Path, digest: Digest, deadline: float | None
+    ) -> Iterator[DownloadTurn]:
+        """The turn at downloading ``digest`` into ``target``, once the wait for it is over."""
+        with DownloadTurn(target, digest, deadline) as turn:
+            while (delay := turn.next_delay()) is not None:
+                sleep(delay)
+            yield turn
 
     def _take_turn(
         self,
@@ -292,18 +301,16 @@ class BlobClient:
         entry should feed, too: none after a download into the cache has reported."""
         cache = self._cache
         entry = None if cache is None else run_blocking(cache.open, digest)
-        if entry is not None or cache is None:
-            if entry is None and self._offline:
-                raise CacheMissError(str(digest), None)
+        if entry is not None:
             return entry, report
         if self._offline:
-            raise CacheMissError(str(digest), cache.root)
+            raise CacheMissError(str(digest), None if cache is None else cache.root)
+        if cache is None:
+            return None, report
         try:
             path = run_blocking(cache.prepare, digest)
             # Waiters take the entry that the holder made, whose use since changed its times.
-            with DownloadTurn(path, digest, deadline) as turn:
-                while (delay := turn.next_delay()) is not None:
-                    sleep(delay)
+            with self._turn(path, digest, deadline) as turn:
                 entry = run_blocking(cache.open, digest)
                 if entry is None:
                     self._take_turn(
