@@ -10,6 +10,7 @@ import httpx
 
 from acr_blob_api import Client
 
+from ._adaptive import AUTO, Concurrency
 from ._protocol import is_loopback
 from ._version import __version__
 from .auth import RegistryAuth
@@ -53,11 +54,15 @@ _HEADERS = {
 MAX_CONCURRENCY = 64
 
 
-def check_concurrency(value: int) -> int:
-    """``max_concurrency`` must be a whole number of connections, 1 to 64."""
+def check_concurrency(value: object, *, auto: bool = True) -> Concurrency:
+    """``max_concurrency`` must be a whole number of connections, 1 to 64, or (where ``auto``)
+    ``"auto"``."""
+    if auto and value == AUTO:
+        return AUTO
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENCY:
+        also = ' or "auto"' if auto else ""
         raise ValueError(
-            f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}, got {value!r}"
+            f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}{also}, got {value!r}"
         )
     return value
 

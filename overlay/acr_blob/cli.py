@@ -45,6 +45,7 @@ from .errors import (
 # What the commands need (the client, its settings, attrs, the progress bar and logs) is
 # imported when a command runs, so that `acr-blob --help` costs little more than httpx.
 if TYPE_CHECKING:
+    from ._adaptive import Concurrency
     from ._cli_progress import ProgressBar
     from ._config import Credential
     from .cache import BlobCache
@@ -82,14 +83,27 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _concurrency(text: str) -> int:
+def _blob_count(text: str) -> int:
+    """``--max-concurrency`` of ``pull``: blobs side by side."""
     from ._config import MAX_CONCURRENCY, check_concurrency
 
     try:
-        return check_concurrency(int(text))
+        return int(check_concurrency(int(text), auto=False))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be a whole number from 1 to {MAX_CONCURRENCY}, got {text!r}"
+        ) from None
+
+
+def _connections(text: str) -> Concurrency:
+    """``--max-concurrency`` of ``get``: connections for one blob, or ``auto``."""
+    from ._config import MAX_CONCURRENCY, check_concurrency
+
+    try:
+        return check_concurrency(text.strip().lower() if text.strip().isalpha() else int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto or a whole number from 1 to {MAX_CONCURRENCY}, got {text!r}"
         ) from None
 
 
@@ -226,16 +240,16 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("-o", "--output", required=True, help="file to write, or - for stdout")
     get.add_argument(
         "--max-concurrency",
-        type=_concurrency,
-        metavar="N",
+        type=_connections,
+        metavar="N|auto",
         help="download over up to N connections (parallel ranges; to stdout, at most 32 MiB "
-        "of parts wait in memory)",
+        "of parts wait in memory); auto starts with one and adds connections while they pay",
     )
     commands.add_parser("head", parents=[blob, common], help="show a blob's size, type and ETag")
     commands.add_parser(
         "exists", parents=[blob, common], help="exit 0 if the blob is there, 3 if it is not"
     )
-    add_image_commands(commands, common, cached, _concurrency)
+    add_image_commands(commands, common, cached, _blob_count)
 
     cache = commands.add_parser(
         "cache",

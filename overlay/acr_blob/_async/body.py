@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import overload
 
 import httpx
@@ -11,14 +11,14 @@ from .._fast_read import AsyncFastReader, Lend
 
 
 @overload
-def abody_chunks(response: httpx.Response) -> AsyncIterator[bytes]: ...
+def abody_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]: ...
 @overload
 def abody_chunks(
     response: httpx.Response, lend: Lend | None, deadline: float | None = None
-) -> AsyncIterator[bytes | memoryview]: ...
+) -> AsyncGenerator[bytes | memoryview, None]: ...
 async def abody_chunks(
     response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
-) -> AsyncIterator[bytes | memoryview]:
+) -> AsyncGenerator[bytes | memoryview, None]:
     """The raw body of ``response``: through the fast reader where it applies, else httpx's.
 
     With ``lend``, the fast reader receives straight into the views it hands out (when the

@@ -15,6 +15,7 @@ import httpx
 
 from acr_blob_api.api.blob import check_blob_exists
 
+from .._adaptive import Concurrency
 from .._concurrency import arun_blocking, asleep
 from .._config import (
     DEFAULT_TIMEOUT,
@@ -65,6 +66,11 @@ class AsyncBlobClient:
     connection errors) and how broken bodies are resumed. ``resume`` (default on) keeps a
     failed :meth:`download_blob_to_file`'s partial file for the next call to continue.
 
+    ``max_concurrency`` is how many connections one large blob may use as parallel ``Range``
+    parts (default 1: one stream). ``"auto"`` starts each download as one stream and adds
+    parts while they raise the total rate (up to 8), drops them again when the process runs
+    out of CPU, and sheds them on 429/503 (see :mod:`acr_blob._adaptive`).
+
     ``mirrors`` (:class:`~acr_blob.mirrors.Mirror` objects or URLs) and ``hosts_dir``
     (containerd's ``hosts.toml`` folders) name registries that are asked for blobs before the
     origin, in order; any failure at one moves on to the next host, and the origin's
@@ -96,7 +102,7 @@ class AsyncBlobClient:
         verify: VerifyTypes = True,
         max_redirects: int = 10,
         allow_insecure: bool = False,
-        max_concurrency: int = 1,
+        max_concurrency: Concurrency = 1,
         resume: bool = True,
         mirrors: Iterable[Mirror | str] | None = None,
         hosts_dir: str | os.PathLike[str] | None = None,
@@ -135,7 +141,7 @@ class AsyncBlobClient:
         digest: str,
         *,
         progress: ProgressCallback | None = None,
-        max_concurrency: int | None = None,
+        max_concurrency: Concurrency | None = None,
     ) -> AsyncBlobDownload:
         """Request a blob and return once its headers are in; iterate the result for the bytes.
 
@@ -145,7 +151,8 @@ class AsyncBlobClient:
 
         ``max_concurrency`` (default: the client's) above 1 fetches a large blob as ``Range``
         parts over that many connections and hands the bytes out in order; the parts that
-        arrive early wait in memory, at most 32 MiB of them.
+        arrive early wait in memory, at most 32 MiB of them. ``"auto"`` decides the number
+        as the download runs.
 
         With a cache, the bytes come from the blob's entry, verified again as they pass; a
         blob not yet there is downloaded into the cache first (``progress`` reports that).
@@ -184,7 +191,7 @@ class AsyncBlobClient:
         path: str | os.PathLike[str],
         *,
         progress: ProgressCallback | None = None,
-        max_concurrency: int | None = None,
+        max_concurrency: Concurrency | None = None,
         resume: bool | None = None,
     ) -> BlobProperties:
         """Download, verify, fsync and rename into ``path``; on failure nothing is at ``path``.
@@ -203,7 +210,8 @@ class AsyncBlobClient:
         ``max_concurrency`` (default: the client's) above 1 fetches a large blob as disjoint
         ``Range`` parts of the same (redirected) URL over that many connections, written in
         place and hashed in order; a small blob, or a server that ignores ``Range``, gets one
-        stream. ``progress`` works as for :meth:`download_blob`.
+        stream. ``"auto"`` starts with one stream and adds parts while they pay.
+        ``progress`` works as for :meth:`download_blob`.
 
         With a cache, ``path`` is made from the blob's entry by a reflink where the filesystem
         has them, else a copy (never a link: editing ``path`` leaves the entry as it was); a
@@ -238,7 +246,7 @@ class AsyncBlobClient:
         digest: Digest,
         deadline: float | None,
         report: ProgressReporter | None,
-        concurrency: int,
+        concurrency: Concurrency,
         *,
         keep: bool,
     ) -> BlobProperties:
@@ -268,7 +276,7 @@ class AsyncBlobClient:
         digest: Digest,
         deadline: float | None,
         report: ProgressReporter | None,
-        concurrency: int,
+        concurrency: Concurrency,
         *,
         keep: bool,
         read_only: bool = False,
@@ -293,7 +301,7 @@ class AsyncBlobClient:
         digest: Digest,
         deadline: float | None,
         report: ProgressReporter | None,
-        concurrency: int,
+        concurrency: Concurrency,
     ) -> tuple[HeldEntry | None, ProgressReporter | None]:
         """The cache's entry for ``digest``, held, downloaded into the cache first when it is
         missing; ``None`` without a usable cache. Returns the progress reporter reading the
@@ -333,7 +341,7 @@ class AsyncBlobClient:
         await arun_blocking(cache.prune)
         return entry, None
 
-    def _concurrency(self, max_concurrency: int | None) -> int:
+    def _concurrency(self, max_concurrency: Concurrency | None) -> Concurrency:
         return check_concurrency(
             self._max_concurrency if max_concurrency is None else max_concurrency
         )
@@ -436,7 +444,8 @@ class AsyncBlobClient:
             if platform is None
             else Platform.parse(platform)
         )
-        concurrency = self._concurrency(max_concurrency)
+        concurrency = check_concurrency(max_concurrency, auto=False)
+        assert isinstance(concurrency, int)
 
         async def fetch(repository: str, name: str) -> Manifest:
             return await self.get_manifest(repository, name)

@@ -4,13 +4,18 @@
 closes it), the verifier, the deadline, resumption (at the next host when a mirror fails, see
 :mod:`.sender`), and the parallel parts with the probe that decides on them.
 :func:`download_to_partial` is the download into a partial file.
+
+With ``max_concurrency="auto"`` a download starts as one stream, steered by a
+:class:`~acr_blob._adaptive.ConcurrencyController`: when it asks for more connections, the
+stream stops where it is (everything before is written and hashed), and parallel parts take
+the rest over from there, started and stopped by the controller.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import BinaryIO, overload
 
@@ -19,12 +24,15 @@ import httpx
 
 from acr_blob_api.api.blob import get_blob
 
+from .._adaptive import AUTO, CEILING, Concurrency, ConcurrencyController
 from .._concurrency import arun_blocking
 from .._fast_read import Lend
 from .._files import PartialFile
+from .._part_map import Span
 from .._progress import ProgressReporter
 from .._protocol import properties_from
 from .._ranges import (
+    MIN_PART,
     PlanParts,
     check_part,
     plan_parts,
@@ -45,9 +53,9 @@ from ..errors import (
 )
 from ..models import BlobProperties
 from ..references import Digest
-from ..retry import Resumptions
+from ..retry import Resumptions, parse_retry_after
 from .body import abody_chunks
-from .ranged import AsyncOpenPart, AsyncParallelChunks, AsyncRangedDownload
+from .ranged import AsyncParallelChunks, AsyncRangedDownload
 from .sender import HOST_FAILURES, AsyncRoute, AsyncSender
 
 logger = logging.getLogger("acr_blob")
@@ -56,6 +64,9 @@ logger = logging.getLogger("acr_blob")
 _BAD_PARTIAL = (DigestMismatchError, BlobSizeError, ResumeError)
 # What makes a part's request fall back to the registry, or parallel parts to one stream.
 _PART_FAILURES = (RegistryError, TransportError, ResumeError, RedirectError)
+# Answers that say the server wants fewer requests.
+_THROTTLED = (429, 503)
+Parts = list[tuple[int, int]]
 
 
 class AsyncBlobDownload:
@@ -83,7 +94,7 @@ class AsyncBlobDownload:
         *,
         deadline: float | None,
         reporter: ProgressReporter | None = None,
-        concurrency: int = 1,
+        concurrency: Concurrency = 1,
     ) -> None:
         self._route = route
         self._repository = repository
@@ -91,9 +102,14 @@ class AsyncBlobDownload:
         self._response = response
         self._deadline = deadline
         self._reporter = reporter
-        self._concurrency = concurrency
+        self._concurrency = concurrency if isinstance(concurrency, int) else 1
+        self._controller = ConcurrencyController() if concurrency == AUTO else None
+        # Parts planned for: the connections there are, or may come to be.
+        self._planned = CEILING if self._controller is not None else self._concurrency
         self._started = False
         self._parallel: AsyncParallelChunks | None = None
+        # Where one stream hands over to parts ("auto"): the parts, and the first one's answer.
+        self._handover: tuple[Parts, httpx.Response] | None = None
         self._resumptions = Resumptions(route.sender.retry, verifier.received)
         self.properties = attrs.evolve(
             properties_from(response, verifier.digest), size=verifier.size
@@ -108,7 +124,7 @@ class AsyncBlobDownload:
         *,
         deadline: float | None,
         reporter: ProgressReporter | None = None,
-        concurrency: int = 1,
+        concurrency: Concurrency = 1,
     ) -> AsyncBlobDownload:
         """Request the blob from ``verifier.received`` on; return once its headers are in."""
         response = await _request_blob(route, repository, verifier, deadline)
@@ -137,7 +153,7 @@ class AsyncBlobDownload:
         """The requested digest, which the content is verified against."""
         return self.properties.digest
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
         self._start()
         return self._chunks(split=True)
 
@@ -177,38 +193,87 @@ class AsyncBlobDownload:
         self._started = True
 
     @overload
-    def _chunks(self, lend: None = None, *, split: bool = ...) -> AsyncIterator[bytes]: ...
+    def _chunks(self, lend: None = None, *, split: bool = ...) -> AsyncGenerator[bytes, None]: ...
     @overload
     def _chunks(
         self, lend: Lend | None, *, split: bool = ...
-    ) -> AsyncIterator[bytes | memoryview]: ...
+    ) -> AsyncGenerator[bytes | memoryview, None]: ...
     async def _chunks(
         self, lend: Lend | None = None, *, split: bool = False
-    ) -> AsyncIterator[bytes | memoryview]:
-        """The verified bytes; with ``split``, as parallel parts where they pay."""
+    ) -> AsyncGenerator[bytes | memoryview, None]:
+        """The verified bytes; with ``split``, as parallel parts where they pay. Under
+        ``"auto"``, one stream until the controller wants more connections: iterating, parts
+        then hand out the rest; to a file (no ``split``), the bytes end there, unverified, and
+        :meth:`_save_into` goes on in parts."""
         try:
-            self._parallel = await self._split() if split else None
-            if self._parallel is not None:
-                async for piece in self._parallel.chunks():
-                    self._verifier.feed(piece)
-                    self._received()
-                    yield piece
-                self._verified()
-                return
-            while True:
-                try:
-                    async for raw in abody_chunks(self._response, lend, self._deadline):
-                        chunk = self._verifier.feed(raw)
-                        self._received()
-                        if chunk:
-                            yield chunk
-                    break
-                except (httpx.TransportError, ResumeError) as error:
-                    await self._response.aclose()
-                    await self._resume(error)
+            if split and self._controller is None:
+                self._parallel = await self._split()
+            if self._parallel is None:
+                async for chunk in self._stream(lend, plan_stream_parts if split else plan_parts):
+                    yield chunk
+                if self._handover is None:
+                    self._verified()
+                    return
+                if not split:
+                    return
+                parts, probe = self._handover
+                self._handover = None
+                self._parallel = self._parallel_chunks(parts, [probe])
+            async for piece in self._parallel.chunks():
+                self._verifier.feed(piece)
+                self._received()
+                yield piece
             self._verified()
         finally:
             await self.aclose()
+
+    async def _stream(
+        self, lend: Lend | None, plan: PlanParts
+    ) -> AsyncGenerator[bytes | memoryview, None]:
+        """The bytes of one stream, resumed when it breaks off; under ``"auto"`` it stops early
+        once :meth:`_hand_over` has opened the first part (``plan`` cuts the rest)."""
+        while True:
+            body = abody_chunks(self._response, lend, self._deadline)
+            try:
+                async for raw in body:
+                    chunk = self._verifier.feed(raw)
+                    self._received()
+                    if chunk:
+                        yield chunk
+                    if self._wants_parts() and await self._hand_over(plan):
+                        return
+                return
+            except (httpx.TransportError, ResumeError) as error:
+                await self._response.aclose()
+                await self._resume(error)
+            finally:
+                await body.aclose()
+
+    def _wants_parts(self) -> bool:
+        """Whether the controller asks for more than the one stream, and parts can pay."""
+        controller, size = self._controller, self._verifier.size
+        if controller is None or size is None:
+            return False
+        received = self._verifier.received
+        if size - received < 2 * MIN_PART:
+            self._controller = None  # too little left for parts to pay
+            return False
+        return controller.observe(time.monotonic(), received) > 1
+
+    async def _hand_over(self, plan: PlanParts) -> bool:
+        """Open the first part of the rest; ``False`` (one stream goes on) when the server
+        refused it."""
+        assert self._controller is not None and self._verifier.size is not None
+        parts = plan(self._verifier.received, self._verifier.size, self._planned)
+        try:
+            probe = await self._open_direct(*parts[0])
+        except _PART_FAILURES as error:
+            if self._controller.target > 1:  # not a 429 or 503, which shed the parts
+                logger.info("parallel ranges unavailable (%s); going on as one stream", error)
+                self._controller = None
+            return False
+        self._handover = parts, probe
+        return True
 
     async def _resume(self, error: Exception) -> None:
         """Reopen the body at the first byte not yet received, or raise saying how far it got."""
@@ -283,6 +348,10 @@ class AsyncBlobDownload:
                         appender.write(chunk)
             finally:
                 await arun_blocking(appender.close)
+            if self._handover is not None:
+                parts, probe = self._handover
+                self._handover = None
+                await self._save_parts(partial, parts, [probe])
         finally:
             await self.aclose()
 
@@ -296,68 +365,90 @@ class AsyncBlobDownload:
         probed = await self._probe_parts(plan, bool(done))
         if probed is None:
             return False
-        parts, responses, open_part = probed
+        parts, responses = probed
+        await self._save_parts(partial, parts, responses, done)
+        return True
+
+    async def _save_parts(
+        self,
+        partial: PartialFile,
+        parts: Parts,
+        responses: list[httpx.Response],
+        done: Sequence[Span] = (),
+    ) -> None:
+        """Fetch ``parts`` into ``partial`` (``responses`` are open for the first ones)."""
+        controller = self._controller
         await AsyncRangedDownload(
             partial,
             self._verifier,
             parts,
             responses,
-            open_part,
-            concurrency=self._concurrency,
+            self._open_part,
+            concurrency=self._concurrency if controller is None else controller.target,
             policy=self._sender.retry,
             deadline=self._deadline,
             reporter=self._reporter,
             done=done,
+            controller=controller,
         ).run()
         self._verified()
-        return True
 
     async def _split(self) -> AsyncParallelChunks | None:
         """Parallel parts for iterating, or ``None`` for one stream (see :meth:`_probe_parts`)."""
         probed = await self._probe_parts(plan_stream_parts)
         if probed is None:
             return None
-        parts, responses, open_part = probed
+        return self._parallel_chunks(*probed)
+
+    def _parallel_chunks(
+        self, parts: Parts, responses: list[httpx.Response]
+    ) -> AsyncParallelChunks:
         return AsyncParallelChunks(
             parts,
             responses,
-            open_part,
-            concurrency=self._concurrency,
+            self._open_part,
+            concurrency=self._planned,
             policy=self._sender.retry,
             on_wait=self._check_deadline,
+            controller=self._controller,
         )
 
     async def _probe_parts(
         self, plan: PlanParts, resuming_parts: bool = False
-    ) -> tuple[list[tuple[int, int]], list[httpx.Response], AsyncOpenPart] | None:
+    ) -> tuple[Parts, list[httpx.Response]] | None:
         """The parts of the rest of the blob, the answers open for the first ones (its own, and
         the probe for the second), and how to open the others; ``None`` when parallel ranges
         are not worth it (a small blob) or the server does not honour ``Range`` (the answer is
         then still unread). With ``resuming_parts`` (a part map) it goes on in parts whatever
-        is left, for one stream would fetch again the spans already there."""
+        is left, for one stream would fetch again the spans already there (under ``"auto"``,
+        only then: else it starts as one stream)."""
         size, offset = self._verifier.size, self._verifier.received
-        if size is None or self._concurrency < 2:
+        auto = self._controller is not None
+        if size is None or (self._concurrency < 2 and not (auto and resuming_parts)):
             return None
-        parts = plan(offset, size, self._concurrency)
+        parts = plan(offset, size, self._planned)
         remaining = sum(end - first for first, end in parts)
         if not parts or not (resuming_parts or worth_splitting(remaining, self._concurrency)):
             return None
         if len(parts) == 1:
             # Nothing to probe: the first answer serves the one part, if it honoured Range.
             honoured = not offset or self._response.status_code == 206
-            return (parts, [self._response], self._open_part) if honoured else None
+            return (parts, [self._response]) if honoured else None
         try:
             probe = await self._open_direct(*parts[1])
         except _PART_FAILURES as error:
             logger.info("parallel ranges unavailable (%s); downloading as one stream", error)
             return None
-        return parts, [self._response, probe], self._open_part
+        return parts, [self._response, probe]
 
     async def _open_direct(self, first: int, end: int) -> httpx.Response:
         """A checked ``206`` for those bytes of the URL the first answer came from."""
         answer = await self._sender.open_range(
             self._response.url, first, end, self._verifier.digest
         )
+        if answer.status_code in _THROTTLED and self._controller is not None:
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+            self._controller.throttled(time.monotonic(), retry_after)
         return await self._checked_part(answer, first, end)
 
     async def _open_part(self, first: int, end: int) -> httpx.Response:
@@ -416,7 +507,7 @@ async def download_to_partial(
     *,
     deadline: float | None,
     reporter: ProgressReporter | None,
-    concurrency: int,
+    concurrency: Concurrency,
 ) -> BlobProperties:
     """Resume or start the download into ``partial``, then commit it. Bad partial data is
     thrown away and the blob downloaded once more; so are the bytes of a mirror that failed,
@@ -456,7 +547,7 @@ async def _download_into(
     verifier: BodyVerifier,
     deadline: float | None,
     reporter: ProgressReporter | None,
-    concurrency: int,
+    concurrency: Concurrency,
 ) -> BlobProperties:
     offset = verifier.received
     try:

@@ -7,6 +7,10 @@ cache), reports progress, watches the deadline and keeps the part map. Iterating
 ahead of the one being handed out, and the caller hands them out in order. A part that breaks
 off is resumed from its last byte, through the registry again (a fresh redirect).
 
+With a :class:`~acr_blob._adaptive.ConcurrencyController` (``max_concurrency="auto"``), the
+caller's loop samples the rate and starts workers up to the controller's target; a worker
+above the target stops before it takes its next part.
+
 Workers are threads for the sync client and tasks for the async one; disk work runs in a worker
 thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrency`).
 """
@@ -20,6 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 
 import httpx
 
+from .._adaptive import ConcurrencyController
 from .._concurrency import AsyncLock, AsyncSignal, AsyncWorkers, WorkersStopped, arun_blocking
 from .._files import PartialFile
 from .._part_map import Span
@@ -48,9 +53,11 @@ async def apart_pieces(
     open_part: AsyncOpenPart,
     policy: RetryPolicy,
     workers: AsyncWorkers,
+    controller: ConcurrencyController | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them);
-    a part that breaks off is resumed from its last byte. Close the generator to stop early."""
+    a part that breaks off is resumed from its last byte (and ``controller`` told). Close the
+    generator to stop early."""
     position, resumptions = first, Resumptions(policy, first)
     while position < end:
         if response is None:
@@ -69,6 +76,8 @@ async def apart_pieces(
         except httpx.TransportError as error:
             if workers.stopped:  # its socket was shut on purpose
                 raise WorkersStopped from error
+            if controller is not None:
+                controller.connection_failed(time.monotonic())
             delay = part_resume_delay(resumptions, error, (first, end), position)
             logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
             if delay:
@@ -84,7 +93,8 @@ class AsyncRangedDownload:
 
     ``first_responses`` are answers already open for the first parts; ``done`` are spans
     complete before the download began (from a part map). :meth:`run` feeds ``verifier`` the
-    bytes in order and raises the first failure.
+    bytes in order and raises the first failure. With ``controller``, ``concurrency`` is only
+    the number of workers to start with.
     """
 
     def __init__(
@@ -100,6 +110,7 @@ class AsyncRangedDownload:
         deadline: float | None,
         reporter: ProgressReporter | None,
         done: Sequence[Span] = (),
+        controller: ConcurrencyController | None = None,
     ) -> None:
         assert verifier.size is not None
         self._partial = partial
@@ -115,7 +126,10 @@ class AsyncRangedDownload:
         self._saved_at = 0.0
         self._first = list(zip(parts, first_responses, strict=False))
         self._count = max(concurrency, len(first_responses))
-        self._queue = iter(parts[len(self._first) :])
+        self._parts = parts
+        self._next = len(self._first)  # the next part a worker takes
+        self._running = 0
+        self._controller = controller
         self._lock = AsyncLock()
         self._changed = AsyncSignal()
         self._workers = AsyncWorkers("acr-blob-range")
@@ -125,7 +139,7 @@ class AsyncRangedDownload:
         await self._save_map()
         starts = [*self._first] + [(None, None)] * (self._count - len(self._first))
         for part, response in starts:
-            self._workers.start(self._work, part, response)
+            self._start_worker(part, response)
         failed = True
         try:
             await self._hash_in_order()
@@ -150,16 +164,33 @@ class AsyncRangedDownload:
                 await arun_blocking(self._hash, hashed, end)
                 hashed = end
             self._tick()
+            self._steer()
             await self._save_map()
+
+    def _start_worker(
+        self, part: tuple[int, int] | None = None, response: httpx.Response | None = None
+    ) -> None:
+        self._running += 1
+        self._workers.start(self._work, part, response)
+
+    def _steer(self) -> None:
+        """Start workers up to the controller's target, while parts are left to take."""
+        if self._controller is None:
+            return
+        received = self._start + self._frontier.written
+        target = self._controller.observe(time.monotonic(), received)
+        while self._running < target and self._next < len(self._parts):
+            self._start_worker()
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
         try:
             while True:
                 if part is None:
                     async with self._lock:
-                        part = next(self._queue, None)
-                    if part is None:
-                        return
+                        if self._next >= len(self._parts) or self._above_target():
+                            self._running -= 1
+                            return
+                        part, self._next = self._parts[self._next], self._next + 1
                 await self._fetch(*part, response)
                 self._frontier.complete(part[0])
                 self._changed.set()
@@ -167,9 +198,14 @@ class AsyncRangedDownload:
         finally:
             self._changed.set()
 
+    def _above_target(self) -> bool:
+        return self._controller is not None and self._running > self._controller.target
+
     async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
         position, pending, gathered = first, list[bytes](), 0
-        pieces = apart_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        pieces = apart_pieces(
+            first, end, response, self._open_part, self._policy, self._workers, self._controller
+        )
         try:
             async for piece in pieces:
                 pending.append(piece)
@@ -256,7 +292,8 @@ class AsyncParallelChunks:
     registry's own answer for part 0, the probe for part 1). ``on_wait`` is called at least
     every :data:`~acr_blob._progress.INTERVAL` seconds while the next bytes have not arrived
     (the deadline). Iterate :meth:`chunks` once; :meth:`aclose` stops the workers and closes
-    what is open.
+    what is open. With ``controller``, ``concurrency`` is the most workers there may be (the
+    window is theirs), and the controller's target how many run.
     """
 
     def __init__(
@@ -268,6 +305,7 @@ class AsyncParallelChunks:
         concurrency: int,
         policy: RetryPolicy,
         on_wait: Callable[[], None],
+        controller: ConcurrencyController | None = None,
     ) -> None:
         self._parts = parts
         self._slots = [_PartSlot() for _ in parts]
@@ -276,7 +314,11 @@ class AsyncParallelChunks:
         self._policy = policy
         self._on_wait = on_wait
         self._window = stream_window(concurrency)
-        self._count = max(concurrency, len(first_responses))
+        self._controller = controller
+        start = concurrency if controller is None else controller.target
+        self._count = max(start, len(first_responses))
+        self._running = 0
+        self._received = 0
         self._next = 0  # the next part a worker takes
         self._head = 0  # the part being handed out
         self._lock = AsyncLock()
@@ -286,7 +328,7 @@ class AsyncParallelChunks:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for _ in range(self._count):
-            self._workers.start(self._work)
+            self._start_worker()
         try:
             for index, slot in enumerate(self._slots):
                 finished = False
@@ -297,9 +339,11 @@ class AsyncParallelChunks:
                         finished = slot.done
                     self._workers.raise_failure()
                     self._on_wait()
+                    self._steer()
                     if not (chunks or finished):
                         await self._arrived.wait(INTERVAL)
                     for chunk in chunks:
+                        self._received += len(chunk)
                         yield chunk
                 async with self._lock:
                     self._head = index + 1
@@ -313,12 +357,28 @@ class AsyncParallelChunks:
             await response.aclose()
         self._opened.clear()
 
+    def _start_worker(self) -> None:
+        self._running += 1
+        self._workers.start(self._work)
+
+    def _steer(self) -> None:
+        """Start workers up to the controller's target, while parts are left to take."""
+        if self._controller is None:
+            return
+        received = self._parts[0][0] + self._received
+        target = self._controller.observe(time.monotonic(), received)
+        while self._running < target and self._next < len(self._parts):
+            self._start_worker()
+
     async def _take(self) -> tuple[int, httpx.Response | None] | None:
-        """The next part, with its answer if one is already open; ``None`` when all are taken."""
+        """The next part, with its answer if one is already open; ``None`` when all are taken,
+        or when this worker is one above the controller's target."""
         while True:
             self._freed.clear()
             async with self._lock:
-                if self._workers.stopped or self._next >= len(self._parts):
+                above = self._controller is not None and self._running > self._controller.target
+                if self._workers.stopped or self._next >= len(self._parts) or above:
+                    self._running -= 1
                     return None
                 if self._next < self._head + self._window:
                     index, self._next = self._next, self._next + 1
@@ -335,7 +395,9 @@ class AsyncParallelChunks:
     async def _fetch(self, index: int, response: httpx.Response | None) -> None:
         first, end = self._parts[index]
         slot = self._slots[index]
-        pieces = apart_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        pieces = apart_pieces(
+            first, end, response, self._open_part, self._policy, self._workers, self._controller
+        )
         try:
             async for piece in pieces:
                 async with self._lock:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import overload
 
 import httpx
@@ -12,14 +12,14 @@ from .._fast_read import FastReader, Lend
 
 
 @overload
-def body_chunks(response: httpx.Response) -> Iterator[bytes]: ...
+def body_chunks(response: httpx.Response) -> Generator[bytes, None]: ...
 @overload
 def body_chunks(
     response: httpx.Response, lend: Lend | None, deadline: float | None = None
-) -> Iterator[bytes | memoryview]: ...
+) -> Generator[bytes | memoryview, None]: ...
 def body_chunks(
     response: httpx.Response, lend: Lend | None = None, deadline: float | None = None
-) -> Iterator[bytes | memoryview]:
+) -> Generator[bytes | memoryview, None]:
     """The raw body of ``response``: through the fast reader where it applies, else httpx's.
 
     With ``lend``, the fast reader receives straight into the views it hands out (when the

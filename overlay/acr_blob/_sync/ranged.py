@@ -8,6 +8,10 @@ cache), reports progress, watches the deadline and keeps the part map. Iterating
 ahead of the one being handed out, and the caller hands them out in order. A part that breaks
 off is resumed from its last byte, through the registry again (a fresh redirect).
 
+With a :class:`~acr_blob._adaptive.ConcurrencyController` (``max_concurrency="auto"``), the
+caller's loop samples the rate and starts workers up to the controller's target; a worker
+above the target stops before it takes its next part.
+
 Workers are threads for the sync client and tasks for the async one; disk work runs in a worker
 thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrency`).
 """
@@ -21,6 +25,7 @@ from collections.abc import Generator, Iterator, Awaitable, Callable, Sequence
 
 import httpx
 
+from .._adaptive import ConcurrencyController
 from .._concurrency import Lock, Signal, Workers, WorkersStopped, run_blocking
 from .._files import PartialFile
 from .._part_map import Span
@@ -49,9 +54,11 @@ def part_pieces(
     open_part: OpenPart,
     policy: RetryPolicy,
     workers: Workers,
+    controller: ConcurrencyController | None = None,
 ) -> Generator[bytes, None]:
     """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them);
-    a part that breaks off is resumed from its last byte. Close the generator to stop early."""
+    a part that breaks off is resumed from its last byte (and ``controller`` told). Close the
+    generator to stop early."""
     position, resumptions = first, Resumptions(policy, first)
     while position < end:
         if response is None:
@@ -70,6 +77,8 @@ def part_pieces(
         except httpx.TransportError as error:
             if workers.stopped:  # its socket was shut on purpose
                 raise WorkersStopped from error
+            if controller is not None:
+                controller.connection_failed(time.monotonic())
             delay = part_resume_delay(resumptions, error, (first, end), position)
             logger.debug("resuming part %d-%d at %d after %r", first, end - 1, position, error)
             if delay:
@@ -85,7 +94,8 @@ class RangedDownload:
 
     ``first_responses`` are answers already open for the first parts; ``done`` are spans
     complete before the download began (from a part map). :meth:`run` feeds ``verifier`` the
-    bytes in order and raises the first failure.
+    bytes in order and raises the first failure. With ``controller``, ``concurrency`` is only
+    the number of workers to start with.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class RangedDownload:
         deadline: float | None,
         reporter: ProgressReporter | None,
         done: Sequence[Span] = (),
+        controller: ConcurrencyController | None = None,
     ) -> None:
         assert verifier.size is not None
         self._partial = partial
@@ -116,7 +127,10 @@ class RangedDownload:
         self._saved_at = 0.0
         self._first = list(zip(parts, first_responses, strict=False))
         self._count = max(concurrency, len(first_responses))
-        self._queue = iter(parts[len(self._first) :])
+        self._parts = parts
+        self._next = len(self._first)  # the next part a worker takes
+        self._running = 0
+        self._controller = controller
         self._lock = Lock()
         self._changed = Signal()
         self._workers = Workers("acr-blob-range")
@@ -126,7 +140,7 @@ class RangedDownload:
         self._save_map()
         starts = [*self._first] + [(None, None)] * (self._count - len(self._first))
         for part, response in starts:
-            self._workers.start(self._work, part, response)
+            self._start_worker(part, response)
         failed = True
         try:
             self._hash_in_order()
@@ -151,16 +165,33 @@ class RangedDownload:
                 run_blocking(self._hash, hashed, end)
                 hashed = end
             self._tick()
+            self._steer()
             self._save_map()
+
+    def _start_worker(
+        self, part: tuple[int, int] | None = None, response: httpx.Response | None = None
+    ) -> None:
+        self._running += 1
+        self._workers.start(self._work, part, response)
+
+    def _steer(self) -> None:
+        """Start workers up to the controller's target, while parts are left to take."""
+        if self._controller is None:
+            return
+        received = self._start + self._frontier.written
+        target = self._controller.observe(time.monotonic(), received)
+        while self._running < target and self._next < len(self._parts):
+            self._start_worker()
 
     def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
         try:
             while True:
                 if part is None:
                     with self._lock:
-                        part = next(self._queue, None)
-                    if part is None:
-                        return
+                        if self._next >= len(self._parts) or self._above_target():
+                            self._running -= 1
+                            return
+                        part, self._next = self._parts[self._next], self._next + 1
                 self._fetch(*part, response)
                 self._frontier.complete(part[0])
                 self._changed.set()
@@ -168,9 +199,14 @@ class RangedDownload:
         finally:
             self._changed.set()
 
+    def _above_target(self) -> bool:
+        return self._controller is not None and self._running > self._controller.target
+
     def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
         position, pending, gathered = first, list[bytes](), 0
-        pieces = part_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        pieces = part_pieces(
+            first, end, response, self._open_part, self._policy, self._workers, self._controller
+        )
         try:
             for piece in pieces:
                 pending.append(piece)
@@ -257,7 +293,8 @@ class ParallelChunks:
     registry's own answer for part 0, the probe for part 1). ``on_wait`` is called at least
     every :data:`~acr_blob._progress.INTERVAL` seconds while the next bytes have not arrived
     (the deadline). Iterate :meth:`chunks` once; :meth:`close` stops the workers and closes
-    what is open.
+    what is open. With ``controller``, ``concurrency`` is the most workers there may be (the
+    window is theirs), and the controller's target how many run.
     """
 
     def __init__(
@@ -269,6 +306,7 @@ class ParallelChunks:
         concurrency: int,
         policy: RetryPolicy,
         on_wait: Callable[[], None],
+        controller: ConcurrencyController | None = None,
     ) -> None:
         self._parts = parts
         self._slots = [_PartSlot() for _ in parts]
@@ -277,7 +315,11 @@ class ParallelChunks:
         self._policy = policy
         self._on_wait = on_wait
         self._window = stream_window(concurrency)
-        self._count = max(concurrency, len(first_responses))
+        self._controller = controller
+        start = concurrency if controller is None else controller.target
+        self._count = max(start, len(first_responses))
+        self._running = 0
+        self._received = 0
         self._next = 0  # the next part a worker takes
         self._head = 0  # the part being handed out
         self._lock = Lock()
@@ -287,7 +329,7 @@ class ParallelChunks:
 
     def chunks(self) -> Iterator[bytes]:
         for _ in range(self._count):
-            self._workers.start(self._work)
+            self._start_worker()
         try:
             for index, slot in enumerate(self._slots):
                 finished = False
@@ -298,9 +340,11 @@ class ParallelChunks:
                         finished = slot.done
                     self._workers.raise_failure()
                     self._on_wait()
+                    self._steer()
                     if not (chunks or finished):
                         self._arrived.wait(INTERVAL)
                     for chunk in chunks:
+                        self._received += len(chunk)
                         yield chunk
                 with self._lock:
                     self._head = index + 1
@@ -314,12 +358,28 @@ class ParallelChunks:
             response.close()
         self._opened.clear()
 
+    def _start_worker(self) -> None:
+        self._running += 1
+        self._workers.start(self._work)
+
+    def _steer(self) -> None:
+        """Start workers up to the controller's target, while parts are left to take."""
+        if self._controller is None:
+            return
+        received = self._parts[0][0] + self._received
+        target = self._controller.observe(time.monotonic(), received)
+        while self._running < target and self._next < len(self._parts):
+            self._start_worker()
+
     def _take(self) -> tuple[int, httpx.Response | None] | None:
-        """The next part, with its answer if one is already open; ``None`` when all are taken."""
+        """The next part, with its answer if one is already open; ``None`` when all are taken,
+        or when this worker is one above the controller's target."""
         while True:
             self._freed.clear()
             with self._lock:
-                if self._workers.stopped or self._next >= len(self._parts):
+                above = self._controller is not None and self._running > self._controller.target
+                if self._workers.stopped or self._next >= len(self._parts) or above:
+                    self._running -= 1
                     return None
                 if self._next < self._head + self._window:
                     index, self._next = self._next, self._next + 1
@@ -336,7 +396,9 @@ class ParallelChunks:
     def _fetch(self, index: int, response: httpx.Response | None) -> None:
         first, end = self._parts[index]
         slot = self._slots[index]
-        pieces = part_pieces(first, end, response, self._open_part, self._policy, self._workers)
+        pieces = part_pieces(
+            first, end, response, self._open_part, self._policy, self._workers, self._controller
+        )
         try:
             for piece in pieces:
                 with self._lock:

@@ -1,0 +1,243 @@
+"""``max_concurrency="auto"``: how many connections one download uses, decided as it runs.
+
+A download starts as one stream. :class:`ConcurrencyController` is told, between chunks, how
+many bytes have arrived and when; every window it measures the rate and the CPU (the
+process's CPU time against wall time, and where the system tells, the machine's idle time),
+and steers the number of connections by trial:
+
+- up: while there is CPU to spare and the ceiling is not reached, it tries more
+  connections (doubling at first, like TCP's slow start, then one at a time) and keeps them
+  only when the total rate rose by :data:`GAIN`; a trial that did not pay is undone, and the
+  next one waits longer (a link's cap can change, so it is tried again later);
+- down: while CPU-bound with more than one connection, it tries one fewer and
+  keeps that unless the rate fell (each connection costs CPU; on a fast link a CPU-bound
+  download gets slower with more of them);
+- shed: a 429 or 503 from the server, or connection errors that repeat, take one connection
+  away at once and hold the count for a while (``Retry-After``, at the least).
+
+CPU-bound means the process uses a core's worth of CPU time (Python's own work on the bytes,
+receiving, hashing and writing, runs on one core at a time), or the machine has almost no idle
+CPU left: on a small machine, or from a registry on the same machine, the server's work takes
+the cores that more connections would need.
+
+The controller only counts; the drivers in ``_async/ranged.py`` start and stop the parts. Its
+decisions, with the rates they were made on, are logged at DEBUG. It reads no clock itself and
+takes its CPU readings from ``cpu_times``, so that tests replay recorded sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+logger = logging.getLogger("acr_blob")
+
+AUTO: Literal["auto"] = "auto"
+Concurrency: TypeAlias = int | Literal["auto"]
+"""``max_concurrency``: a fixed number of connections, or ``"auto"``."""
+
+CEILING = 8
+"""The most connections ``"auto"`` uses for one download."""
+WINDOW = 0.25
+"""Seconds of each measurement; the first window after a change is not measured (new
+connections need a round trip or two before they carry bytes)."""
+GAIN = 1.15
+"""The rise in total rate that more connections must bring to be kept."""
+LOSS = 0.95
+"""A CPU-bound download keeps one connection fewer unless the rate fell below this share."""
+CPU_BOUND = 0.85
+"""Process CPU seconds per wall second at or above which the download is CPU-bound."""
+IDLE_FLOOR = 0.10
+"""The share of the machine's CPU left idle below which the download is CPU-bound."""
+# Windows before another trial up after one that did not pay (doubling after each, to a cap).
+BACKOFF_FIRST = 8
+BACKOFF_MAX = 64
+# Connection errors within this many windows that make the download shed one connection.
+ERRORS_TO_SHED = 2
+ERROR_WINDOWS = 8
+
+
+CpuTimes: TypeAlias = Callable[[], tuple[float, float | None]]
+"""``() -> (process CPU seconds, the machine's idle CPU seconds over all cores or None)``."""
+
+
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0
+
+
+_TICKS = _clock_ticks()
+
+
+def cpu_times() -> tuple[float, float | None]:
+    """The process's CPU time, and the machine's idle time from ``/proc/stat`` (Linux; else
+    ``None``)."""
+    idle: float | None = None
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = stat.readline().split()
+        if fields and fields[0] == b"cpu" and len(fields) > 5:
+            idle = (int(fields[4]) + int(fields[5])) / _TICKS  # idle and iowait
+    except (OSError, ValueError):
+        pass
+    return time.process_time(), idle
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class ConcurrencyController:
+    """The target number of connections of one ``"auto"`` download (thread-safe).
+
+    Feed :meth:`observe` with ``(seconds, bytes received so far)`` (``time.monotonic()`` and
+    a byte count) as often as convenient; it returns the target, and reads ``cpu_times`` once
+    a window. :meth:`throttled` and :meth:`connection_failed` report trouble. ``cores`` is
+    the number of cores the machine's idle time is spread over.
+    """
+
+    def __init__(
+        self,
+        ceiling: int = CEILING,
+        *,
+        window: float = WINDOW,
+        cpu_times: CpuTimes = cpu_times,
+        cores: int | None = None,
+    ) -> None:
+        self.ceiling = ceiling
+        self.target = 1
+        self._window = window
+        self._cpu_times = cpu_times
+        self._cores = cores or available_cores()
+        self._lock = threading.Lock()
+        # The window being measured: where it started, and whether it only lets a change settle.
+        self._start: tuple[float, int, float, float | None] | None = None
+        self._settling = True
+        # The count that was kept, with its last rate; a trial is `target != kept`.
+        self._kept = 1
+        self._kept_rate: float | None = None
+        self._slow_start = True
+        self._up_wait = 0  # windows before the next trial up
+        self._backoff = BACKOFF_FIRST
+        self._down_wait = 0
+        self._hold_until = 0.0  # no trial up before this (after a 429/503)
+        self._errors: list[int] = []  # the window numbers of recent connection errors
+        self._windows = 0
+        self.history: list[tuple[float, int]] = []
+        """``(seconds, target)`` at the start and at every change, for reports."""
+
+    def observe(self, now: float, received: int) -> int:
+        """Record a sample; return the number of connections to run."""
+        with self._lock:
+            if not self.history:
+                self.history.append((now, self.target))
+            if self._start is None:
+                self._start = (now, received, *self._cpu_times())
+                return self.target
+            began, before, cpu_before, idle_before = self._start
+            elapsed = now - began
+            if elapsed < self._window:
+                return self.target
+            cpu, idle = self._cpu_times()
+            self._start = (now, received, cpu, idle)
+            self._windows += 1
+            if self._settling:
+                self._settling = False
+                return self.target
+            rate = (received - before) / elapsed
+            busy = (cpu - cpu_before) / elapsed >= CPU_BOUND
+            if idle is not None and idle_before is not None:
+                busy = busy or (idle - idle_before) / (elapsed * self._cores) < IDLE_FLOOR
+            self._decide(now, rate, busy)
+            return self.target
+
+    def throttled(self, now: float, retry_after: float | None = None) -> int:
+        """The server answered 429 or 503: one connection fewer, held for a while."""
+        with self._lock:
+            hold = max(retry_after or 0.0, self._window * BACKOFF_FIRST)
+            self._hold_until = max(self._hold_until, now + hold)
+            self._slow_start = False
+            if self.target > 1:
+                self._change(now, max(1, min(self.target, self._kept) - 1), "shed (throttled)")
+                self._kept, self._kept_rate = self.target, None
+            return self.target
+
+    def connection_failed(self, now: float) -> int:
+        """A connection broke: after :data:`ERRORS_TO_SHED` within a few windows, one fewer."""
+        with self._lock:
+            self._errors = [w for w in self._errors if self._windows - w < ERROR_WINDOWS]
+            self._errors.append(self._windows)
+            if len(self._errors) >= ERRORS_TO_SHED and self.target > 1:
+                self._errors.clear()
+                self._slow_start = False
+                self._up_wait = max(self._up_wait, self._backoff)
+                self._change(now, max(1, min(self.target, self._kept) - 1), "shed (errors)")
+                self._kept, self._kept_rate = self.target, None
+            return self.target
+
+    def _decide(self, now: float, rate: float, busy: bool) -> None:
+        self._up_wait = max(0, self._up_wait - 1)
+        self._down_wait = max(0, self._down_wait - 1)
+        kept_rate = self._kept_rate
+        if self.target > self._kept and kept_rate is not None:
+            if rate >= GAIN * kept_rate:
+                self._accept(rate, f"kept: {_mb(rate)} MB/s vs {_mb(kept_rate)} MB/s")
+            else:
+                self._slow_start = False
+                self._up_wait, self._backoff = self._backoff, min(2 * self._backoff, BACKOFF_MAX)
+                self._change(
+                    now,
+                    self._kept,
+                    f"undone: {_mb(rate)} MB/s with {self.target} vs {_mb(kept_rate)} MB/s",
+                )
+                return
+        elif self.target < self._kept and kept_rate is not None:
+            if rate >= LOSS * kept_rate:
+                self._accept(rate, f"kept: {_mb(rate)} MB/s vs {_mb(kept_rate)} MB/s")
+            else:
+                self._down_wait = self._backoff
+                self._change(
+                    now,
+                    self._kept,
+                    f"undone: {_mb(rate)} MB/s with {self.target} vs {_mb(kept_rate)} MB/s",
+                )
+                return
+        else:
+            self._kept, self._kept_rate = self.target, rate
+        if busy and self.target > 1 and not self._down_wait:
+            self._change(now, self.target - 1, f"CPU-bound at {_mb(rate)} MB/s: try fewer")
+        elif (
+            not busy
+            and self.target < self.ceiling
+            and not self._up_wait
+            and now >= self._hold_until
+        ):
+            more = self.target * 2 if self._slow_start else self.target + 1
+            self._change(now, min(more, self.ceiling), f"{_mb(rate)} MB/s: try more")
+        elif busy:
+            logger.debug("auto: CPU-bound at %s MB/s with %d", _mb(rate), self.target)
+
+    def _accept(self, rate: float, why: str) -> None:
+        logger.debug("auto: %d connection(s) %s", self.target, why)
+        self._kept, self._kept_rate = self.target, rate
+        self._backoff = BACKOFF_FIRST
+
+    def _change(self, now: float, target: int, why: str) -> None:
+        logger.debug("auto: %d -> %d connection(s), %s", self.target, target, why)
+        self.target = target
+        self._settling = True
+        self.history.append((now, target))
+
+
+def _mb(rate: float) -> str:
+    return f"{rate / 1e6:.1f}"
