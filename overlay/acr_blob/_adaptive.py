@@ -75,7 +75,7 @@ def _clock_ticks() -> float:
 _TICKS = _clock_ticks()
 
 
-def cpu_times() -> tuple[float, float | None]:
+def read_cpu_times() -> tuple[float, float | None]:
     """The process's CPU time, and the machine's idle time from ``/proc/stat`` (Linux; else
     ``None``)."""
     idle: float | None = None
@@ -101,9 +101,10 @@ class ConcurrencyController:
     """The target number of connections of one ``"auto"`` download (thread-safe).
 
     Feed :meth:`observe` with ``(seconds, bytes received so far)`` (``time.monotonic()`` and
-    a byte count) as often as convenient; it returns the target, and reads ``cpu_times`` once
-    a window. :meth:`throttled` and :meth:`connection_failed` report trouble. ``cores`` is
-    the number of cores the machine's idle time is spread over.
+    a byte count) as often as convenient; it returns the target, and reads ``cpu_times``
+    (default :func:`read_cpu_times`) once a window. :meth:`throttled` and
+    :meth:`connection_failed` report trouble. ``cores`` is the number of cores the machine's
+    idle time is spread over.
     """
 
     def __init__(
@@ -111,13 +112,13 @@ class ConcurrencyController:
         ceiling: int = CEILING,
         *,
         window: float = WINDOW,
-        cpu_times: CpuTimes = cpu_times,
+        cpu_times: CpuTimes | None = None,
         cores: int | None = None,
     ) -> None:
         self.ceiling = ceiling
         self.target = 1
         self._window = window
-        self._cpu_times = cpu_times
+        self._cpu_times = cpu_times or read_cpu_times
         self._cores = cores or available_cores()
         self._lock = threading.Lock()
         # The window being measured: where it started, and whether it only lets a change settle.
