@@ -32,6 +32,7 @@ ROOT = HERE.parent.parent
 CATALOG = HERE / "catalog.json"
 PEERS_PYTHON = ROOT / ".compare" / "venv" / "bin" / "python"
 RUNNERS = HERE / "runners"
+CONTAINERD_RUNNER = ROOT / ".compare" / "go" / "containerd-runner"  # tools/compare/go/build.sh
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ CLIENTS = [
         wants_tls=True,
     ),
     Client("skopeo", [sys.executable, str(RUNNERS / "skopeo.py")], "skopeo", wants_tag=True),
+    Client("containerd", [str(CONTAINERD_RUNNER)], CONTAINERD_RUNNER),
+    Client("containerd-ingest", [str(CONTAINERD_RUNNER), "-ingest"], CONTAINERD_RUNNER),
 ]
 
 
