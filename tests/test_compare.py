@@ -43,6 +43,23 @@ def test_every_scenario_passes_for_acr_blob(tmp_path: Path) -> None:
     assert "| n/a" not in table
 
 
+@pytest.mark.usefixtures("registry_binary_path")
+def test_the_containerd_runner_tells_its_two_ways_of_taking_a_blob_apart() -> None:
+    # A plain skip, in CI too: CI runs the catalog against acr-blob only, and the runner is
+    # built by `make compare` (tools/compare/go/build.sh), from Go packages CI does not install.
+    if not compare.CONTAINERD_RUNNER.exists():
+        pytest.skip(f"{compare.CONTAINERD_RUNNER} is not built: tools/compare/go/build.sh")
+    results = compare.run(["containerd", "containerd-ingest"], ["plain", "flipped-byte"])
+    seen = {key: (v["result"], v["observation"]) for key, v in results["verdicts"].items()}
+    assert seen == {
+        "plain|containerd": ("pass", "downloaded the right bytes"),
+        "flipped-byte|containerd": ("fail", "reported success (wrong bytes)"),
+        "plain|containerd-ingest": ("pass", "downloaded the right bytes"),
+        "flipped-byte|containerd-ingest": ("pass", "detected: errdefs.ErrFailedPrecondition"),
+    }
+    assert results["clients"]["containerd"] == ["containerd remotes/docker 1.6.20 (Fetch)"]
+
+
 # The pull judges on hand-made results: each way a pull can go wrong is told apart.
 
 

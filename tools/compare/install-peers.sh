@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the other clients `make compare` runs: Python peers in .compare/venv, the JavaScript
-# SDK in tools/compare/js/node_modules, skopeo from Debian. What cannot be installed is reported;
+# SDK in tools/compare/js/node_modules, skopeo from Debian, and the containerd runner built from
+# Debian's Go sources (tools/compare/go/build.sh). What cannot be installed is reported;
 # those clients' cells then say so (n/a) instead of failing the run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,4 +26,5 @@ if ! command -v skopeo >/dev/null 2>&1; then
     echo "warning: skopeo missing (apt-get install skopeo); it will be n/a" >&2
   fi
 fi
+tools/compare/go/build.sh
 exit 0

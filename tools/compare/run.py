@@ -3,6 +3,7 @@
 Each client runs in its own process through a runner (tools/compare/runners/, js/runner.mjs)
 that reads a request as JSON on stdin and answers, on stdout, only what it observed:
     {"client": NAME, "unsupported": null | REASON, "downloads": [{"ok", "error", "elapsed"}]}
+A blob's request gives its `size` too, for clients that fetch by descriptor (containerd's).
 A pull scenario's request also names `tag`, `pull` ("image" or "files") and `platform`, and its
 one "download" is the pull into `output_dir/pull-0`.
 The verdicts come from tools/compare/scenarios.py. Output: docs/parity.md and docs/parity.json.
@@ -31,6 +32,7 @@ ROOT = HERE.parent.parent
 CATALOG = HERE / "catalog.json"
 PEERS_PYTHON = ROOT / ".compare" / "venv" / "bin" / "python"
 RUNNERS = HERE / "runners"
+CONTAINERD_RUNNER = ROOT / ".compare" / "go" / "containerd-runner"  # tools/compare/go/build.sh
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ CLIENTS = [
         wants_tls=True,
     ),
     Client("skopeo", [sys.executable, str(RUNNERS / "skopeo.py")], "skopeo", wants_tag=True),
+    Client("containerd", [str(CONTAINERD_RUNNER)], CONTAINERD_RUNNER),
+    Client("containerd-ingest", [str(CONTAINERD_RUNNER), "-ingest"], CONTAINERD_RUNNER),
 ]
 
 

@@ -94,6 +94,8 @@ class Setup:
             "registry": self.registry,
             "repository": self.repository,
             "digest": self.digest,
+            # The blob's size, as a manifest gives it with the digest (None for a pull).
+            "size": None if scenario.get("pull") else len(self.data),
             "credentials": credentials,
             "ca_cert": str(self.ca_cert) if self.ca_cert else None,
             "output_dir": str(output_dir),

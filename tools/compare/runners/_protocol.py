@@ -7,6 +7,9 @@ it download the blob `downloads` times to `output_dir/blob-<i>`, and writes what
     {"client": "NAME VERSION", "unsupported": null | "why",
      "downloads": [{"ok": bool, "error": null | "Type: message", "elapsed": seconds}]}
 
+The request also gives the blob's `size`, as a manifest would give it with the digest, for
+clients whose fetch takes a whole descriptor (containerd's); the others ignore it.
+
 A pull scenario's request also names `tag`, `pull` ("image": the `platform` image of the
 tag, or "files": the artifact's titled layers as files) and `platform` ("os/arch"); its one
 download is the pull into the folder `output_dir/pull-<i>` (`Request.destination`). A runner
@@ -69,6 +72,7 @@ class Request:
     tag: str | None = None
     pull: str | None = None
     platform: str | None = None
+    size: int | None = None
 
     @property
     def https(self) -> bool:
@@ -117,6 +121,7 @@ class Request:
                 tag=_optional(raw, "tag"),
                 pull=_optional(raw, "pull"),
                 platform=_optional(raw, "platform"),
+                size=None if raw.get("size") is None else int(raw["size"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestError(f"malformed request: {describe(exc)}") from exc
