@@ -106,6 +106,22 @@ def test_a_link_capped_in_total_keeps_the_count_that_paid_and_tries_again_later(
     assert windows[5] - windows[4] == 2 * BACKOFF_FIRST + 1
 
 
+def test_a_window_that_stalled_does_not_make_a_trial_look_like_a_gain() -> None:
+    # The link gives 200 MB/s however many connections; one window at one connection stalls
+    # (a busy machine) just before the second trial up.
+    # The first trial is undone at window 4; one window settles, then the backoff's measured
+    # windows pass, the last of which stalls.
+    stalled = 4 + 1 + BACKOFF_FIRST
+
+    def rate(n: int) -> float:
+        return 15 * MB if run.window == stalled else 200 * MB
+
+    run = Run(rate)
+    run.windows(40)
+    assert run.targets()[:5] == [1, 2, 1, 2, 1]
+    assert run.changes[2][0] == stalled
+
+
 def test_when_cpu_bound_fewer_connections_are_kept_while_the_rate_holds() -> None:
     run = Run(capped_per_connection)
     run.windows(8)

@@ -27,6 +27,7 @@ takes its CPU readings from ``cpu_times``, so that tests replay recorded sequenc
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -56,6 +57,8 @@ IDLE_FLOOR = 0.10
 # Windows before another trial up after one that did not pay (doubling after each, to a cap).
 BACKOFF_FIRST = 8
 BACKOFF_MAX = 64
+# Windows at the kept count whose best rate a trial must beat.
+KEPT_WINDOWS = 3
 # Connection errors within this many windows that make the download shed one connection.
 ERRORS_TO_SHED = 2
 ERROR_WINDOWS = 8
@@ -124,9 +127,11 @@ class ConcurrencyController:
         # The window being measured: where it started, and whether it only lets a change settle.
         self._start: tuple[float, int, float, float | None] | None = None
         self._settling = True
-        # The count that was kept, with its last rate; a trial is `target != kept`.
+        # The count that was kept, with its last few rates; a trial is `target != kept`. A trial
+        # is judged against the best of them: one window that stalled (a busy machine, a
+        # garbage collection) must not make any trial look like a gain.
         self._kept = 1
-        self._kept_rate: float | None = None
+        self._kept_rates: collections.deque[float] = collections.deque(maxlen=KEPT_WINDOWS)
         self._slow_start = True
         self._up_wait = 0  # windows before the next trial up
         self._backoff = BACKOFF_FIRST
@@ -170,7 +175,7 @@ class ConcurrencyController:
             self._slow_start = False
             if self.target > 1:
                 self._change(now, max(1, min(self.target, self._kept) - 1), "shed (throttled)")
-                self._kept, self._kept_rate = self.target, None
+                self._keep()
             return self.target
 
     def connection_failed(self, now: float) -> int:
@@ -183,13 +188,13 @@ class ConcurrencyController:
                 self._slow_start = False
                 self._up_wait = max(self._up_wait, self._backoff)
                 self._change(now, max(1, min(self.target, self._kept) - 1), "shed (errors)")
-                self._kept, self._kept_rate = self.target, None
+                self._keep()
             return self.target
 
     def _decide(self, now: float, rate: float, busy: bool) -> None:
         self._up_wait = max(0, self._up_wait - 1)
         self._down_wait = max(0, self._down_wait - 1)
-        kept_rate = self._kept_rate
+        kept_rate = max(self._kept_rates, default=None)
         if self.target > self._kept and kept_rate is not None:
             if rate >= GAIN * kept_rate:
                 self._accept(rate, f"kept: {_mb(rate)} MB/s vs {_mb(kept_rate)} MB/s")
@@ -214,7 +219,7 @@ class ConcurrencyController:
                 )
                 return
         else:
-            self._kept, self._kept_rate = self.target, rate
+            self._kept_rates.append(rate)
         if busy and self.target > 1 and not self._down_wait:
             self._change(now, self.target - 1, f"CPU-bound at {_mb(rate)} MB/s: try fewer")
         elif (
@@ -230,8 +235,14 @@ class ConcurrencyController:
 
     def _accept(self, rate: float, why: str) -> None:
         logger.debug("auto: %d connection(s) %s", self.target, why)
-        self._kept, self._kept_rate = self.target, rate
+        self._keep(rate)
         self._backoff = BACKOFF_FIRST
+
+    def _keep(self, rate: float | None = None) -> None:
+        self._kept = self.target
+        self._kept_rates.clear()
+        if rate is not None:
+            self._kept_rates.append(rate)
 
     def _change(self, now: float, target: int, why: str) -> None:
         logger.debug("auto: %d -> %d connection(s), %s", self.target, target, why)
