@@ -381,12 +381,35 @@ def test_max_concurrency_fetches_parallel_ranges(
     assert len(ranged) >= 2, [r.header("Range") for r in proxy.requests]
 
 
+def test_max_concurrency_auto_downloads_verified_bytes(
+    registry: Deployment, blob_factory: BlobFactory, repository: str, tmp_path: Path
+) -> None:
+    digest, data = blob_factory(registry, 17 * MiB)
+    ref = reference(registry.url, repository, digest)
+    result = run("get", ref, "-o", str(tmp_path / "blob"), "--max-concurrency", "auto", "-v")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "blob").read_bytes() == data
+    piped = run("get", ref, "-o", "-", "--max-concurrency", "AUTO")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == data
+    # pull's --max-concurrency counts blobs side by side: a number only.
+    refused = run(
+        "pull",
+        f"{registry.url}/{repository}:latest",
+        str(tmp_path / "p"),
+        "--max-concurrency",
+        "auto",
+    )
+    assert refused.returncode == 2 and b"must be a whole number" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "option",
     [
         ["--max-concurrency", "0"],
         ["--max-concurrency", "65"],
         ["--max-concurrency", "two"],
+        ["--max-concurrency", "autoo"],
         ["--timeout", "0"],
         ["--timeout", "-1"],
         ["--timeout", "nan"],

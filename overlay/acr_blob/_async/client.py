@@ -69,7 +69,7 @@ class AsyncBlobClient:
     ``max_concurrency`` is how many connections one large blob may use as parallel ``Range``
     parts (default 1: one stream). ``"auto"`` starts each download as one stream and adds
     parts while they raise the total rate (up to 8), drops them again when the process runs
-    out of CPU, and sheds them on 429/503 (see :mod:`acr_blob._adaptive`).
+    out of CPU, and sheds them on 429/503.
 
     ``mirrors`` (:class:`~acr_blob.mirrors.Mirror` objects or URLs) and ``hosts_dir``
     (containerd's ``hosts.toml`` folders) name registries that are asked for blobs before the
