@@ -369,3 +369,43 @@ def test_auto_on_a_small_blob_is_one_request(
     )
     assert (tmp_path / "blob").read_bytes() == pushed.data
     assert len(proxied.requests) == 1
+
+
+class Scripted(ConcurrencyController):
+    """Targets by the seconds since the first sample: 1, then 2 from 0.3 s, then 1 again
+    from 0.6 s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: float | None = None
+
+    def observe(self, now: float, received: int) -> int:
+        self.first = now if self.first is None else self.first
+        self.target = 2 if 0.3 <= now - self.first < 0.6 else 1
+        return self.target
+
+
+def test_a_file_download_back_at_one_connection_goes_on_as_one_stream(
+    mode: str,
+    proxied: FaultProxy,
+    blob: tuple[str, str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for flavour in ("_async", "_sync"):
+        monkeypatch.setattr(f"acr_blob.{flavour}.download.ConcurrencyController", Scripted)
+    repository, digest, data = blob
+    # Slower than DRIP: the parts under way at 0.6 s leave more than two parts' worth.
+    proxied.add(Fault.drip(64 << 10, (64 << 10) / (20 * MB)), method="GET", path=BLOBS)
+    Driver(mode, proxied.url, retry=NO_WAIT, max_concurrency="auto").to_file(
+        repository, digest, tmp_path / "blob"
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    ranges = [r.header("Range") for r in proxied.requests]
+    assert ranges[0] is None
+    # Parts, then one open-ended request from where the parts ended: the stream again.
+    assert ranges[-1] is not None and ranges[-1].endswith("-")
+    parts = [r for r in ranges[1:-1] if r is not None]
+    assert len(parts) >= 2 and not any(r.endswith("-") for r in parts)
+    last = max(int(r.removeprefix("bytes=").split("-")[1]) for r in parts)
+    assert ranges[-1] == f"bytes={last + 1}-"

@@ -339,19 +339,30 @@ class AsyncBlobDownload:
             await arun_blocking(partial.preallocate, size)
             if await self._save_ranges(partial):
                 return
-            appender = await arun_blocking(partial.appending, size)
-            try:
-                async for chunk in self._chunks(appender.lend):
-                    if appender.may_wait(len(chunk)):
-                        await arun_blocking(appender.write, chunk)
-                    else:
-                        appender.write(chunk)
-            finally:
-                await arun_blocking(appender.close)
-            if self._handover is not None:
+            while True:
+                appender = await arun_blocking(partial.appending, size)
+                try:
+                    async for chunk in self._chunks(appender.lend):
+                        if appender.may_wait(len(chunk)):
+                            await arun_blocking(appender.write, chunk)
+                        else:
+                            appender.write(chunk)
+                finally:
+                    await arun_blocking(appender.close)
+                if self._handover is None:
+                    return
                 parts, probe = self._handover
                 self._handover = None
-                await self._save_parts(partial, parts, [probe])
+                handed_back = await self._save_parts(partial, parts, [probe])
+                if handed_back is None:
+                    return
+                # "auto" came down to one connection: one stream again, from there.
+                logger.debug("auto: one stream again from byte %d", handed_back)
+                await arun_blocking(partial.forget_parts, handed_back)
+                await arun_blocking(partial.preallocate, size)
+                self._response = await _request_blob(
+                    self._route, self._repository, self._verifier, self._deadline
+                )
         finally:
             await self.aclose()
 
@@ -366,7 +377,8 @@ class AsyncBlobDownload:
         if probed is None:
             return False
         parts, responses = probed
-        await self._save_parts(partial, parts, responses, done)
+        handed_back = await self._save_parts(partial, parts, responses, done)
+        assert handed_back is None, "parts after a part map never hand back"
         return True
 
     async def _save_parts(
@@ -375,10 +387,11 @@ class AsyncBlobDownload:
         parts: Parts,
         responses: list[httpx.Response],
         done: Sequence[Span] = (),
-    ) -> None:
-        """Fetch ``parts`` into ``partial`` (``responses`` are open for the first ones)."""
+    ) -> int | None:
+        """Fetch ``parts`` into ``partial`` (``responses`` are open for the first ones); see
+        :meth:`AsyncRangedDownload.run` for what it returns."""
         controller = self._controller
-        await AsyncRangedDownload(
+        handed_back = await AsyncRangedDownload(
             partial,
             self._verifier,
             parts,
@@ -391,7 +404,9 @@ class AsyncBlobDownload:
             done=done,
             controller=controller,
         ).run()
-        self._verified()
+        if handed_back is None:
+            self._verified()
+        return handed_back
 
     async def _split(self) -> AsyncParallelChunks | None:
         """Parallel parts for iterating, or ``None`` for one stream (see :meth:`_probe_parts`)."""

@@ -9,7 +9,9 @@ off is resumed from its last byte, through the registry again (a fresh redirect)
 
 With a :class:`~acr_blob._adaptive.ConcurrencyController` (``max_concurrency="auto"``), the
 caller's loop samples the rate and starts workers up to the controller's target; a worker
-above the target stops before it takes its next part.
+above the target stops before it takes its next part. To a file, a target of one hands the
+rest back to one stream: the workers finish their parts, and :meth:`AsyncRangedDownload.run`
+returns where the stream is to go on.
 
 Workers are threads for the sync client and tasks for the async one; disk work runs in a worker
 thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrency`).
@@ -29,7 +31,14 @@ from .._concurrency import AsyncLock, AsyncSignal, AsyncWorkers, WorkersStopped,
 from .._files import PartialFile
 from .._part_map import Span
 from .._progress import INTERVAL, ProgressReporter
-from .._ranges import HASH_READ, MAP_INTERVAL, Frontier, part_resume_delay, stream_window
+from .._ranges import (
+    HASH_READ,
+    MAP_INTERVAL,
+    MIN_PART,
+    Frontier,
+    part_resume_delay,
+    stream_window,
+)
 from .._verify import BodyVerifier
 from ..errors import DeadlineExceededError, TransportError
 from ..retry import Resumptions, RetryPolicy
@@ -94,7 +103,8 @@ class AsyncRangedDownload:
     ``first_responses`` are answers already open for the first parts; ``done`` are spans
     complete before the download began (from a part map). :meth:`run` feeds ``verifier`` the
     bytes in order and raises the first failure. With ``controller``, ``concurrency`` is only
-    the number of workers to start with.
+    the number of workers to start with; without ``done`` spans, the parts then tile the rest
+    of the blob, and a target of one hands what is left back to one stream.
     """
 
     def __init__(
@@ -130,11 +140,15 @@ class AsyncRangedDownload:
         self._next = len(self._first)  # the next part a worker takes
         self._running = 0
         self._controller = controller
+        self._may_hand_back = controller is not None and not done
+        self._handing_back = False
         self._lock = AsyncLock()
         self._changed = AsyncSignal()
         self._workers = AsyncWorkers("acr-blob-range")
 
-    async def run(self) -> None:
+    async def run(self) -> int | None:
+        """Fetch, write and hash; ``None`` once every byte is in, else the offset from which
+        one stream is to go on (every byte before it written and hashed, none after)."""
         # Before any hole: the map is what tells holes from data.
         await self._save_map()
         starts = [*self._first] + [(None, None)] * (self._count - len(self._first))
@@ -142,7 +156,7 @@ class AsyncRangedDownload:
             self._start_worker(part, response)
         failed = True
         try:
-            await self._hash_in_order()
+            handed_back = await self._hash_in_order()
             failed = False
         finally:
             await self._workers.stop()
@@ -150,10 +164,13 @@ class AsyncRangedDownload:
                 await response.aclose()
             if failed:
                 await arun_blocking(self._keep_what_arrived)
+        return handed_back
 
-    async def _hash_in_order(self) -> None:
+    async def _hash_in_order(self) -> int | None:
         hashed = self._start
         while hashed < self._size:
+            if self._handing_back and not self._running and hashed == self._frontier.prefix:
+                return hashed
             self._changed.clear()
             self._workers.raise_failure()
             prefix = self._frontier.prefix
@@ -166,6 +183,7 @@ class AsyncRangedDownload:
             self._tick()
             self._steer()
             await self._save_map()
+        return None
 
     def _start_worker(
         self, part: tuple[int, int] | None = None, response: httpx.Response | None = None
@@ -179,7 +197,12 @@ class AsyncRangedDownload:
             return
         received = self._start + self._frontier.written
         target = self._controller.observe(time.monotonic(), received)
-        while self._running < target and self._next < len(self._parts):
+        parts_left = self._next < len(self._parts)
+        if target == 1 and self._may_hand_back and parts_left:
+            # One stream costs less CPU than one part after another (nothing is read back to
+            # be hashed), where enough is left for that to matter.
+            self._handing_back = self._size - self._parts[self._next][0] >= 2 * MIN_PART
+        while not self._handing_back and parts_left and self._running < target:
             self._start_worker()
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
@@ -187,7 +210,11 @@ class AsyncRangedDownload:
             while True:
                 if part is None:
                     async with self._lock:
-                        if self._next >= len(self._parts) or self._above_target():
+                        if (
+                            self._next >= len(self._parts)
+                            or self._above_target()
+                            or self._handing_back
+                        ):
                             self._running -= 1
                             return
                         part, self._next = self._parts[self._next], self._next + 1

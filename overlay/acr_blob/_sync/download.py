@@ -340,19 +340,30 @@ class BlobDownload:
             run_blocking(partial.preallocate, size)
             if self._save_ranges(partial):
                 return
-            appender = run_blocking(partial.appending, size)
-            try:
-                for chunk in self._chunks(appender.lend):
-                    if appender.may_wait(len(chunk)):
-                        run_blocking(appender.write, chunk)
-                    else:
-                        appender.write(chunk)
-            finally:
-                run_blocking(appender.close)
-            if self._handover is not None:
+            while True:
+                appender = run_blocking(partial.appending, size)
+                try:
+                    for chunk in self._chunks(appender.lend):
+                        if appender.may_wait(len(chunk)):
+                            run_blocking(appender.write, chunk)
+                        else:
+                            appender.write(chunk)
+                finally:
+                    run_blocking(appender.close)
+                if self._handover is None:
+                    return
                 parts, probe = self._handover
                 self._handover = None
-                self._save_parts(partial, parts, [probe])
+                handed_back = self._save_parts(partial, parts, [probe])
+                if handed_back is None:
+                    return
+                # "auto" came down to one connection: one stream again, from there.
+                logger.debug("auto: one stream again from byte %d", handed_back)
+                run_blocking(partial.forget_parts, handed_back)
+                run_blocking(partial.preallocate, size)
+                self._response = _request_blob(
+                    self._route, self._repository, self._verifier, self._deadline
+                )
         finally:
             self.close()
 
@@ -367,7 +378,8 @@ class BlobDownload:
         if probed is None:
             return False
         parts, responses = probed
-        self._save_parts(partial, parts, responses, done)
+        handed_back = self._save_parts(partial, parts, responses, done)
+        assert handed_back is None, "parts after a part map never hand back"
         return True
 
     def _save_parts(
@@ -376,10 +388,11 @@ class BlobDownload:
         parts: Parts,
         responses: list[httpx.Response],
         done: Sequence[Span] = (),
-    ) -> None:
-        """Fetch ``parts`` into ``partial`` (``responses`` are open for the first ones)."""
+    ) -> int | None:
+        """Fetch ``parts`` into ``partial`` (``responses`` are open for the first ones); see
+        :meth:`RangedDownload.run` for what it returns."""
         controller = self._controller
-        RangedDownload(
+        handed_back = RangedDownload(
             partial,
             self._verifier,
             parts,
@@ -392,7 +405,9 @@ class BlobDownload:
             done=done,
             controller=controller,
         ).run()
-        self._verified()
+        if handed_back is None:
+            self._verified()
+        return handed_back
 
     def _split(self) -> ParallelChunks | None:
         """Parallel parts for iterating, or ``None`` for one stream (see :meth:`_probe_parts`)."""
