@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -43,6 +44,8 @@ _EXCERPT_LENGTH = 200
 _CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STORAGE_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9_.\-]{1,100})\s*</Code>")
+# Sent with every request; Azure services log it beside their own request id.
+CLIENT_REQUEST_ID = "x-ms-client-request-id"
 # Query values (signatures, SAS tokens) and authorization schemes' credentials, wherever a
 # server echoes them into an error body.
 _SECRETS = re.compile(
@@ -352,6 +355,16 @@ def excerpt(body: bytes) -> str:
     text = "".join(ch for ch in text if ch.isprintable())
     text = _SECRETS.sub(lambda m: m.group("keep") + "<redacted>", text)
     return text[:_EXCERPT_LENGTH]
+
+
+def stamp_client_request_id(request: httpx.Request) -> None:
+    """Give ``request`` an ``x-ms-client-request-id`` of its own, as a request hook.
+
+    Every request sent gets a fresh one, each try, redirect hop and token request included
+    (httpx copies a request's headers into its redirect): the id then names one line of the
+    service's log, the one of the request that failed.
+    """
+    request.headers[CLIENT_REQUEST_ID] = str(uuid.uuid4())
 
 
 def registry_errors(body: bytes) -> list[Any]:
