@@ -326,6 +326,9 @@ def test_acr_refuses_an_unknown_aad_token(
     assert caught.value.status_code == 401
     assert "/oauth2/exchange" in caught.value.url
     assert "forged" not in str(caught.value)
+    (exchange,) = fresh_token_server.requests
+    assert caught.value.client_request_id == exchange.header("x-ms-client-request-id")
+    assert caught.value.request_id is None
 
 
 def test_anonymous_acr_pull(

@@ -37,7 +37,7 @@ from acr_blob_api.models import (
 )
 from acr_blob_api.types import UNSET, Unset
 
-from ._protocol import is_loopback, origin, redact_url, registry_errors
+from ._protocol import is_loopback, origin, redact_url, registry_errors, request_ids
 from .challenges import parse_challenges
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .errors import AuthenticationError, InsecureCredentialError
@@ -368,6 +368,7 @@ class RegistryAuth(httpx.Auth):
                 excerpt="the token server's answer has no token",
                 url=redact_url(response.request.url),
                 scope=scope,
+                **request_ids(response),
             )
         self._tokens.put(key, token, _lifetime(answer, token))
         return token
@@ -399,6 +400,7 @@ class RegistryAuth(httpx.Auth):
                 excerpt="the exchange answered no refresh token",
                 url=redact_url(response.request.url),
                 scope=scope,
+                **request_ids(response),
             )
         lifetime = _jwt_lifetime(refresh_token) or REFRESH_TOKEN_LIFETIME
         self._refresh_tokens.put(cache_key, refresh_token, lifetime)
@@ -433,6 +435,7 @@ def _json(response: httpx.Response, scope: str) -> dict[str, Any]:
             registry_errors(response.content),
             url=url,
             scope=scope,
+            **request_ids(response),
         )
     try:
         document = response.json()
@@ -444,6 +447,7 @@ def _json(response: httpx.Response, scope: str) -> dict[str, Any]:
             excerpt="the token server's answer is not JSON",
             url=url,
             scope=scope,
+            **request_ids(response),
         )
     return document
 
