@@ -89,6 +89,7 @@ class AsyncBlobDownload:
         self._repository = repository
         self._verifier = verifier
         self._response = response
+        self._parts_url = response.url
         self._deadline = deadline
         self._reporter = reporter
         self._concurrency = concurrency
@@ -354,10 +355,8 @@ class AsyncBlobDownload:
         return parts, [self._response, probe], self._open_part
 
     async def _open_direct(self, first: int, end: int) -> httpx.Response:
-        """A checked ``206`` for those bytes of the URL the first answer came from."""
-        answer = await self._sender.open_range(
-            self._response.url, first, end, self._verifier.digest
-        )
+        """A checked ``206`` for those bytes of the URL the last redirect led to."""
+        answer = await self._sender.open_range(self._parts_url, first, end, self._verifier.digest)
         return await self._checked_part(answer, first, end)
 
     async def _open_part(self, first: int, end: int) -> httpx.Response:
@@ -374,7 +373,9 @@ class AsyncBlobDownload:
             self._deadline,
             range_=range_header(first, end),
         )
-        return await self._checked_part(answer, first, end)
+        part = await self._checked_part(answer, first, end)
+        self._parts_url = part.url  # the parts after this one skip the URL that just failed
+        return part
 
     async def _checked_part(self, answer: httpx.Response, first: int, end: int) -> httpx.Response:
         assert self._verifier.size is not None
