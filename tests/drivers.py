@@ -39,6 +39,37 @@ class Recorder:
         return self.respond(request)
 
 
+def azure_storage_error(
+    request: httpx.Request,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    *,
+    body: bool = True,
+) -> httpx.Response:
+    """An error of Azure Blob Storage as the live service sends it (in the Azure SDKs'
+    recordings): XML that starts with a UTF-8 byte-order mark, with ``x-ms-error-code``, its own
+    ``x-ms-request-id`` and the client's ``x-ms-client-request-id`` echoed. ``body=False`` for
+    the answer to a HEAD, which has the headers alone."""
+    xml = (
+        '\ufeff<?xml version="1.0" encoding="utf-8"?><Error><Code>'
+        f"{code}</Code><Message>{message}\nRequestId:{request_id}\n"
+        "Time:2026-11-20T10:15:30.1234567Z</Message></Error>"
+    )
+    headers = {
+        "Content-Type": "application/xml",
+        "Server": "Windows-Azure-Blob/1.0 Microsoft-HTTPAPI/2.0",
+        "x-ms-request-id": request_id,
+        "x-ms-version": "2021-08-06",
+        "x-ms-error-code": code,
+        "Connection": "close",
+    }
+    if "x-ms-client-request-id" in request.headers:
+        headers["x-ms-client-request-id"] = request.headers["x-ms-client-request-id"]
+    return httpx.Response(status, headers=headers, content=xml.encode() if body else b"")
+
+
 class Driver:
     """One client configuration; each call opens a client, does one thing and closes it."""
 

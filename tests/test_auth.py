@@ -26,6 +26,7 @@ from acr_blob import (
     BlobNotFoundError,
     RefreshTokenCredential,
     RegistryAuth,
+    __version__,
     docker_config_credential,
 )
 from tests.conftest import AAD_TOKEN, TOKEN_AUTH
@@ -230,6 +231,8 @@ def test_refresh_token_credential_uses_the_oauth2_form(
     (request,) = server.requests
     assert (request.method, request.grant_type) == ("POST", "refresh_token")
     assert request.param("client_id") == "acr-blob"
+    # A Docker token server's realm (/token): ACR's api-version is not its business.
+    assert request.query == {}
 
 
 def test_oauth2_password_grant(
@@ -242,6 +245,7 @@ def test_oauth2_password_grant(
     assert token_registry.token_server is not None
     (request,) = token_registry.token_server.requests
     assert (request.method, request.grant_type, request.basic_user) == ("POST", "password", None)
+    assert request.query == {}
 
 
 class FakeAadCredential:
@@ -282,6 +286,11 @@ def test_acr_exchange_of_an_aad_token(
     assert exchange[0].param("access_token") == AAD_TOKEN
     assert [(r.method, r.grant_type) for r in token] == [("POST", "refresh_token")]
     assert credential.scopes == [("https://containerregistry.azure.net/.default",)]
+    # What every Azure SDK sends ACR's OAuth2 endpoints: the API version in the query, and
+    # the client's own User-Agent on these requests of the auth flow too.
+    for request in [*exchange, *token]:
+        assert request.query == {"api-version": ("2021-07-01",)}
+        assert request.header("User-Agent") == f"acr-blob/{__version__}"
 
 
 def test_acr_refresh_token_is_reused_across_scopes(
@@ -317,6 +326,9 @@ def test_acr_refuses_an_unknown_aad_token(
     assert caught.value.status_code == 401
     assert "/oauth2/exchange" in caught.value.url
     assert "forged" not in str(caught.value)
+    (exchange,) = fresh_token_server.requests
+    assert caught.value.client_request_id == exchange.header("x-ms-client-request-id")
+    assert caught.value.request_id is None
 
 
 def test_anonymous_acr_pull(

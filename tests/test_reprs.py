@@ -69,6 +69,16 @@ def test_every_error_class_has_the_readable_repr() -> None:
         (StorageError(403, "AccessDenied", url="http://s.test/b?<redacted>"),
          "StorageError('storage answered 403 for http://s.test/b?<redacted>: AccessDenied', "
          "status_code=403, code='AccessDenied')"),
+        # The service's ids end the message (what its support asks for); the client's does not.
+        (StorageError(403, "AuthorizationPermissionMismatch", request_id="r-1",
+                      client_request_id="c-1"),
+         "StorageError('storage answered 403: AuthorizationPermissionMismatch "
+         "[x-ms-request-id: r-1]', status_code=403, code='AuthorizationPermissionMismatch')"),
+        (AuthenticationError(401, [AcrErrorInfo(code="UNAUTHORIZED")], scope="repository:a:pull",
+                             correlation_id="k-2"),
+         "AuthenticationError('registry answered 401: UNAUTHORIZED (scope repository:a:pull) "
+         "[x-ms-correlation-request-id: k-2]', status_code=401, codes=['UNAUTHORIZED'], "
+         "scope='repository:a:pull')"),
         (DigestMismatchError(DIGEST, OTHER, source="Docker-Content-Digest"),
          f"DigestMismatchError('digest mismatch: requested {DIGEST}, Docker-Content-Digest "
          f"header is {OTHER}', source='Docker-Content-Digest')"),

@@ -119,6 +119,7 @@ def api_client(
     timeout: TimeoutTypes,
     verify: VerifyTypes,
     transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None,
+    on_request: Callable[[httpx.Request], Any],
     on_response: Callable[[httpx.Response], Any],
     allow_insecure: bool = False,
     headers: Mapping[str, str] | None = None,
@@ -126,8 +127,9 @@ def api_client(
     """The generated client for ``base_url`` (a normalized endpoint, or a mirror's URL),
     configured for blob downloads: redirects are followed by the overlay.
 
-    ``on_response`` is httpx's response hook (a coroutine function for the async client): it
-    sees each answer before httpx builds the redirect from it. ``headers`` go with every
+    ``on_request`` and ``on_response`` are httpx's hooks (coroutine functions for the async
+    client): the first sees every request sent, token requests and redirect hops included,
+    the second each answer before httpx builds the redirect from it. ``headers`` go with every
     request, besides the client's own.
     """
     host = httpx.URL(base_url).host
@@ -146,7 +148,7 @@ def api_client(
         verify = ssl.create_default_context(cafile=verify)
     httpx_args: dict[str, Any] = {
         "auth": to_auth(credential, allow_insecure=allow_insecure),
-        "event_hooks": {"response": [on_response]},
+        "event_hooks": {"request": [on_request], "response": [on_response]},
     }
     if transport is not None:
         httpx_args["transport"] = transport

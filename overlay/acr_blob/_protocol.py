@@ -10,8 +10,9 @@ import ipaddress
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import unquote
 
 import httpx
@@ -43,6 +44,10 @@ _EXCERPT_LENGTH = 200
 _CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STORAGE_CODE = re.compile(rb"<Code>\s*([A-Za-z0-9_.\-]{1,100})\s*</Code>")
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+# Sent with every request; Azure services log it beside their own request id.
+CLIENT_REQUEST_ID = "x-ms-client-request-id"
+_MAX_ID_LENGTH = 128
 # Query values (signatures, SAS tokens) and authorization schemes' credentials, wherever a
 # server echoes them into an error body.
 _SECRETS = re.compile(
@@ -354,6 +359,51 @@ def excerpt(body: bytes) -> str:
     return text[:_EXCERPT_LENGTH]
 
 
+class RequestIds(TypedDict):
+    """The ids of the request an error answers, as the error classes take them."""
+
+    request_id: str | None
+    correlation_id: str | None
+    client_request_id: str | None
+
+
+def stamp_client_request_id(request: httpx.Request) -> None:
+    """Give ``request`` an ``x-ms-client-request-id`` of its own, as a request hook.
+
+    Every request sent gets a fresh one, each try, redirect hop and token request included
+    (httpx copies a request's headers into its redirect): the id then names one line of the
+    service's log, the one of the request that failed.
+    """
+    request.headers[CLIENT_REQUEST_ID] = str(uuid.uuid4())
+
+
+def _id_header(response: httpx.Response, name: str) -> str | None:
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    # A header is the server's text, going into messages: printable, and short.
+    return "".join(c for c in value.strip() if c.isprintable())[:_MAX_ID_LENGTH] or None
+
+
+def request_ids(response: httpx.Response) -> RequestIds:
+    """The service's ids of the request ``response`` answers, and the one acr-blob sent."""
+    return RequestIds(
+        request_id=_id_header(response, "x-ms-request-id"),
+        correlation_id=_id_header(response, "x-ms-correlation-request-id"),
+        client_request_id=response.request.headers.get(CLIENT_REQUEST_ID),
+    )
+
+
+def storage_error_code(response: httpx.Response, body: bytes) -> str | None:
+    """Azure's ``x-ms-error-code`` (also on a HEAD, which has no body), else the XML's
+    ``<Code>`` (S3's, or Azure's after its byte-order mark)."""
+    header: str = response.headers.get("x-ms-error-code", "").strip()
+    if _ERROR_CODE.fullmatch(header):
+        return header
+    match = _STORAGE_CODE.search(body)
+    return match.group(1).decode("ascii") if match else None
+
+
 def registry_errors(body: bytes) -> list[Any]:
     try:
         document = json.loads(body)
@@ -379,10 +429,10 @@ def _error_for(
 ) -> RegistryError | StorageError:
     status = response.status_code
     url = redact_url(response.request.url)
+    ids = request_ids(response)
     if not follower.is_registry(response.request.url):
-        match = _STORAGE_CODE.search(body)
-        code = match.group(1).decode("ascii") if match else None
-        return StorageError(status, code, excerpt=excerpt(body), url=url)
+        code = storage_error_code(response, body)
+        return StorageError(status, code, excerpt=excerpt(body), url=url, **ids)
     cls: type[RegistryError] = RegistryError
     if status == 404:
         cls = BlobNotFoundError
@@ -392,6 +442,6 @@ def _error_for(
         challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
         scope = next((c.get("scope") for c in challenges if c.get("scope")), None)
         return AuthenticationError(
-            status, registry_errors(body), excerpt=excerpt(body), url=url, scope=scope
+            status, registry_errors(body), excerpt=excerpt(body), url=url, scope=scope, **ids
         )
-    return cls(status, registry_errors(body), excerpt=excerpt(body), url=url)
+    return cls(status, registry_errors(body), excerpt=excerpt(body), url=url, **ids)

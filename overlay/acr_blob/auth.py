@@ -31,11 +31,13 @@ from acr_blob_api.api.tag import list_tags
 from acr_blob_api.models import (
     AcrAccessToken,
     AcrAccessTokenRequest,
+    AcrApiVersion,
     AcrRefreshToken,
     AcrRefreshTokenRequest,
 )
+from acr_blob_api.types import UNSET, Unset
 
-from ._protocol import is_loopback, origin, redact_url, registry_errors
+from ._protocol import is_loopback, origin, redact_url, registry_errors, request_ids
 from .challenges import parse_challenges
 from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
 from .errors import AuthenticationError, InsecureCredentialError
@@ -127,6 +129,13 @@ _REPOSITORY_MARKERS = tuple(marker for _, marker in _SHAPES)
 _EXCHANGE_PATH: str = exchange_aad_access_token_for_acr_refresh_token._get_kwargs(
     body=AcrRefreshTokenRequest(grant_type="access_token", service="")
 )["url"]
+# ACR's own token endpoint. Docker token servers take the same OAuth2 form at other paths
+# (`/token`, `/service/token`) and have no API versions: a realm at this path is ACR's.
+_ACR_TOKEN_PATH: str = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
+    body=AcrAccessTokenRequest(grant_type="refresh_token", service="", scope="")
+)["url"]
+# What every Azure SDK sends to ACR's /oauth2/exchange and /oauth2/token.
+_API_VERSION = AcrApiVersion.V2021_07_01
 
 
 def _repository(request: httpx.Request) -> str:
@@ -197,7 +206,7 @@ class RegistryAuth(httpx.Auth):
             with self._thread_lock(key):
                 token = self._tokens.get(key)
                 if token is None or token == sent:
-                    fetch = self._fetch(key)
+                    fetch = self._fetch(key, request.headers.get("User-Agent"))
                     reply: httpx.Response | None = None
                     try:
                         while True:
@@ -221,7 +230,7 @@ class RegistryAuth(httpx.Auth):
             async with self._task_lock(key):
                 token = self._tokens.get(key)
                 if token is None or token == sent:
-                    fetch = self._fetch(key)
+                    fetch = self._fetch(key, request.headers.get("User-Agent"))
                     reply: httpx.Response | None = None
                     try:
                         while True:
@@ -306,18 +315,29 @@ class RegistryAuth(httpx.Auth):
     def _bearer(request: httpx.Request, token: str) -> None:
         request.headers["Authorization"] = f"Bearer {token}"
 
-    def _fetch(self, key: TokenKey) -> Generator[httpx.Request, httpx.Response | None, str]:
-        """Yield the token requests for ``key`` (each answer sent back in), return the token."""
+    def _fetch(
+        self, key: TokenKey, user_agent: str | None
+    ) -> Generator[httpx.Request, httpx.Response | None, str]:
+        """Yield the token requests for ``key`` (each answer sent back in), return the token.
+
+        Token requests are the flow's own, so they lack the client's default headers: they
+        get the ``User-Agent`` of the request that was challenged.
+        """
         realm, service, scope = key
         credential = self.credential
+        api_version: AcrApiVersion | Unset = (
+            _API_VERSION if httpx.URL(realm).path == _ACR_TOKEN_PATH else UNSET
+        )
         if isinstance(credential, TokenCredential):
-            refresh_token = yield from self._acr_refresh_token(realm, service, scope)
+            refresh_token = yield from self._acr_refresh_token(realm, service, scope, user_agent)
             kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
-                body=_form("refresh_token", service, scope, refresh_token=refresh_token)
+                body=_form("refresh_token", service, scope, refresh_token=refresh_token),
+                api_version=api_version,
             )
         elif isinstance(credential, RefreshTokenCredential):
             kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
-                body=_form("refresh_token", service, scope, refresh_token=credential.refresh_token)
+                body=_form("refresh_token", service, scope, refresh_token=credential.refresh_token),
+                api_version=api_version,
             )
         elif isinstance(credential, BasicCredential) and self._oauth2_password:
             kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
@@ -327,12 +347,13 @@ class RegistryAuth(httpx.Auth):
                     scope,
                     username=credential.username,
                     password=credential.password,
-                )
+                ),
+                api_version=api_version,
             )
         else:
             kwargs = get_acr_access_token._get_kwargs(service=service, scope=scope)
         kwargs["url"] = realm  # the challenge names the token endpoint
-        request = httpx.Request(**kwargs)
+        request = _token_request(kwargs, user_agent)
         if isinstance(credential, BasicCredential) and not self._oauth2_password:
             _apply_basic(request, credential)
         response = yield request
@@ -347,12 +368,13 @@ class RegistryAuth(httpx.Auth):
                 excerpt="the token server's answer has no token",
                 url=redact_url(response.request.url),
                 scope=scope,
+                **request_ids(response),
             )
         self._tokens.put(key, token, _lifetime(answer, token))
         return token
 
     def _acr_refresh_token(
-        self, realm: str, service: str, scope: str
+        self, realm: str, service: str, scope: str, user_agent: str | None
     ) -> Generator[httpx.Request, httpx.Response | None, str]:
         """An ACR refresh token for this registry, from the AAD credential, cached."""
         where = httpx.URL(realm).copy_with(path=_EXCHANGE_PATH, query=None)
@@ -365,10 +387,11 @@ class RegistryAuth(httpx.Auth):
         kwargs = exchange_aad_access_token_for_acr_refresh_token._get_kwargs(
             body=AcrRefreshTokenRequest(
                 grant_type="access_token", service=service, access_token=aad_token
-            )
+            ),
+            api_version=_API_VERSION,
         )
         kwargs["url"] = str(where)
-        response = yield httpx.Request(**kwargs)
+        response = yield _token_request(kwargs, user_agent)
         assert response is not None
         refresh_token = AcrRefreshToken.from_dict(_json(response, scope)).refresh_token
         if not isinstance(refresh_token, str) or not refresh_token:
@@ -377,10 +400,19 @@ class RegistryAuth(httpx.Auth):
                 excerpt="the exchange answered no refresh token",
                 url=redact_url(response.request.url),
                 scope=scope,
+                **request_ids(response),
             )
         lifetime = _jwt_lifetime(refresh_token) or REFRESH_TOKEN_LIFETIME
         self._refresh_tokens.put(cache_key, refresh_token, lifetime)
         return refresh_token
+
+
+def _token_request(kwargs: dict[str, Any], user_agent: str | None) -> httpx.Request:
+    """The request of a generated builder's ``kwargs``, with the client's ``User-Agent``."""
+    request = httpx.Request(**kwargs)
+    if user_agent is not None:
+        request.headers["User-Agent"] = user_agent
+    return request
 
 
 def _apply_basic(request: httpx.Request, credential: BasicCredential) -> None:
@@ -399,7 +431,11 @@ def _json(response: httpx.Response, scope: str) -> dict[str, Any]:
     url = redact_url(response.request.url)
     if response.status_code != 200:
         raise AuthenticationError(
-            response.status_code, registry_errors(response.content), url=url, scope=scope
+            response.status_code,
+            registry_errors(response.content),
+            url=url,
+            scope=scope,
+            **request_ids(response),
         )
     try:
         document = response.json()
@@ -411,6 +447,7 @@ def _json(response: httpx.Response, scope: str) -> dict[str, Any]:
             excerpt="the token server's answer is not JSON",
             url=url,
             scope=scope,
+            **request_ids(response),
         )
     return document
 

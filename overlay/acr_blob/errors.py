@@ -48,6 +48,19 @@ __all__ = [
 ]
 
 
+def _service_ids(request_id: str | None, correlation_id: str | None) -> str:
+    """The service's ids of a request, for a message: what its support asks for."""
+    ids = [
+        f"{name}: {value}"
+        for name, value in (
+            ("x-ms-request-id", request_id),
+            ("x-ms-correlation-request-id", correlation_id),
+        )
+        if value
+    ]
+    return f" [{', '.join(ids)}]" if ids else ""
+
+
 class BlobError(Exception):
     """Base class of every error acr-blob raises.
 
@@ -333,12 +346,18 @@ class RegistryError(BlobError):
     error format; ``excerpt`` is then a short, cleaned piece of whatever the body was.
     ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
 
+    ``request_id`` and ``correlation_id`` are the ids the service gave the request
+    (``x-ms-request-id``, ``x-ms-correlation-request-id``: ACR and Azure support ask for them),
+    ``None`` when it sent none; the message ends with them. ``client_request_id`` is the
+    ``x-ms-client-request-id`` acr-blob sent with it.
+
     Example::
 
         try:
             client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
         except RegistryError as error:
             print(error.status_code, error.codes)  # 503 ['UNAVAILABLE']
+            print(error.correlation_id)  # 0f6c1ad2-... on ACR
     """
 
     def __init__(
@@ -348,13 +367,19 @@ class RegistryError(BlobError):
         *,
         excerpt: str = "",
         url: str = "",
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
         self.status_code = status_code
         self.errors = list(errors)
         self.excerpt = excerpt
         self.url = url
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.client_request_id = client_request_id
         self.retry_after: float | None = None
-        super().__init__(self._describe())
+        super().__init__(self._describe() + _service_ids(request_id, correlation_id))
 
     @property
     def codes(self) -> list[str]:
@@ -418,9 +443,20 @@ class AuthenticationError(RegistryError):
         excerpt: str = "",
         url: str = "",
         scope: str | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
         self.scope = scope
-        super().__init__(status_code, errors, excerpt=excerpt, url=url)
+        super().__init__(
+            status_code,
+            errors,
+            excerpt=excerpt,
+            url=url,
+            request_id=request_id,
+            correlation_id=correlation_id,
+            client_request_id=client_request_id,
+        )
 
     def _describe(self) -> str:
         text = super()._describe()
@@ -450,25 +486,41 @@ class InsecureCredentialError(BlobError, ValueError):
 class StorageError(BlobError):
     """The storage host a registry redirected to answered with an error.
 
-    ``code`` is the storage service's error code (S3 or Azure ``<Error><Code>``), such as
-    ``AccessDenied`` or ``AuthenticationFailed``; ``None`` when the body had none.
+    ``code`` is the storage service's error code (Azure's ``x-ms-error-code``, else the
+    ``<Error><Code>`` of S3's or Azure's XML), such as ``AccessDenied`` or
+    ``AuthorizationPermissionMismatch``; ``None`` when the answer had none.
     ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one.
+    ``request_id`` is Azure Storage's ``x-ms-request-id`` (``correlation_id`` its
+    ``x-ms-correlation-request-id``), ``None`` when absent; the message ends with them.
+    ``client_request_id`` is the ``x-ms-client-request-id`` acr-blob sent.
 
     Example::
 
         try:
             client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
         except StorageError as error:
-            print(error.status_code, error.code)  # 403 AuthenticationFailed
+            print(error.status_code, error.code)  # 403 AuthorizationPermissionMismatch
+            print(error.request_id)  # 5f3a9c1e-... on Azure Storage
     """
 
     def __init__(
-        self, status_code: int, code: str | None, *, excerpt: str = "", url: str = ""
+        self,
+        status_code: int,
+        code: str | None,
+        *,
+        excerpt: str = "",
+        url: str = "",
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
         self.status_code = status_code
         self.code = code
         self.excerpt = excerpt
         self.url = url
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.client_request_id = client_request_id
         self.retry_after: float | None = None
         message = f"storage answered {status_code}"
         if url:
@@ -477,7 +529,7 @@ class StorageError(BlobError):
             message += f": {code}"
         elif excerpt:
             message += f": {excerpt!r}"
-        super().__init__(message)
+        super().__init__(message + _service_ids(request_id, correlation_id))
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"status_code": self.status_code, "code": self.code}

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Collection, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, Self, cast
@@ -68,9 +68,11 @@ class TokenRequest:
     """One request as the token server saw it and what it answered.
 
     `params` holds the query and (for a POST) the form fields, query first, passwords and
-    tokens included as sent: it is a test's log, not a production one. `basic_user` is
-    the user name of a Basic `Authorization` header, right password or not; `user` is who the
-    request authenticated as by any means (Basic, password grant, refresh or AAD token).
+    tokens included as sent: it is a test's log, not a production one. `query` is the query
+    string's alone (where a client put a parameter), `headers` the request's headers as sent.
+    `basic_user` is the user name of a Basic `Authorization` header, right password or not;
+    `user` is who the request authenticated as by any means (Basic, password grant, refresh or
+    AAD token).
     """
 
     method: str
@@ -81,10 +83,16 @@ class TokenRequest:
     user: str | None
     status: int
     testbed: bool
+    query: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
 
     def param(self, name: str) -> str | None:
         values = self.params.get(name)
         return values[0] if values else None
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
 
     @property
     def scopes(self) -> list[str]:
@@ -658,6 +666,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         tokens = cast(_TokenHTTPServer, self.server).tokens
         parts = urlsplit(self.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
         params: dict[str, list[str]] = {}
         for source in (parts.query, self._form()):
             for name, values in parse_qs(source, keep_blank_values=True).items():
@@ -681,6 +690,8 @@ class _Handler(BaseHTTPRequestHandler):
                 user=user,
                 status=status,
                 testbed=testbed,
+                query={name: tuple(values) for name, values in query.items()},
+                headers=tuple(self.headers.items()),
             )
         )
         self.send_response(status)

@@ -2,6 +2,7 @@
 
 from .acr_access_token import AcrAccessToken
 from .acr_access_token_request import AcrAccessTokenRequest
+from .acr_api_version import AcrApiVersion
 from .acr_error_info import AcrErrorInfo
 from .acr_errors import AcrErrors
 from .acr_refresh_token import AcrRefreshToken
@@ -17,6 +18,7 @@ from .tag_list import TagList
 __all__ = (
     "AcrAccessToken",
     "AcrAccessTokenRequest",
+    "AcrApiVersion",
     "AcrErrorInfo",
     "AcrErrors",
     "AcrRefreshToken",

@@ -100,6 +100,7 @@ class AsyncBlobDownload:
         self._repository = repository
         self._verifier = verifier
         self._response = response
+        self._parts_url = response.url
         self._deadline = deadline
         self._reporter = reporter
         self._concurrency = concurrency if isinstance(concurrency, int) else 1
@@ -261,12 +262,13 @@ class AsyncBlobDownload:
         return controller.observe(time.monotonic(), received) > 1
 
     async def _hand_over(self, plan: PlanParts) -> bool:
-        """Open the first part of the rest; ``False`` (one stream goes on) when the server
-        refused it."""
+        """Open the first part of the rest (through the registry again when the stream's URL
+        refuses it: a signed URL may have expired since); ``False`` (one stream goes on) when
+        the server refused it."""
         assert self._controller is not None and self._verifier.size is not None
         parts = plan(self._verifier.received, self._verifier.size, self._planned)
         try:
-            probe = await self._open_direct(*parts[0])
+            probe = await self._open_part(*parts[0])
         except _PART_FAILURES as error:
             if self._controller.target > 1:  # not a 429 or 503, which shed the parts
                 logger.info("parallel ranges unavailable (%s); going on as one stream", error)
@@ -286,6 +288,7 @@ class AsyncBlobDownload:
                 self._response = await _request_blob(
                     self._route, self._repository, self._verifier, self._deadline
                 )
+                self._parts_url = self._response.url
                 return
             except ResumeError as wrong:
                 error = wrong
@@ -363,6 +366,7 @@ class AsyncBlobDownload:
                 self._response = await _request_blob(
                     self._route, self._repository, self._verifier, self._deadline
                 )
+                self._parts_url = self._response.url
         finally:
             await self.aclose()
 
@@ -457,10 +461,8 @@ class AsyncBlobDownload:
         return parts, [self._response, probe]
 
     async def _open_direct(self, first: int, end: int) -> httpx.Response:
-        """A checked ``206`` for those bytes of the URL the first answer came from."""
-        answer = await self._sender.open_range(
-            self._response.url, first, end, self._verifier.digest
-        )
+        """A checked ``206`` for those bytes of the URL the last redirect led to."""
+        answer = await self._sender.open_range(self._parts_url, first, end, self._verifier.digest)
         if answer.status_code in _THROTTLED and self._controller is not None:
             retry_after = parse_retry_after(answer.headers.get("Retry-After"))
             self._controller.throttled(time.monotonic(), retry_after)
@@ -480,7 +482,9 @@ class AsyncBlobDownload:
             self._deadline,
             range_=range_header(first, end),
         )
-        return await self._checked_part(answer, first, end)
+        part = await self._checked_part(answer, first, end)
+        self._parts_url = part.url  # the parts after this one skip the URL that just failed
+        return part
 
     async def _checked_part(self, answer: httpx.Response, first: int, end: int) -> httpx.Response:
         assert self._verifier.size is not None

@@ -25,6 +25,7 @@ from .._protocol import (
     error_for,
     manifest_request_kwargs,
     redact_url,
+    stamp_client_request_id,
 )
 from .._ranges import range_header
 from ..errors import (
@@ -223,6 +224,11 @@ async def _check_location(response: httpx.Response) -> None:
     check_location(response)
 
 
+async def _stamp_client_request_id(request: httpx.Request) -> None:
+    """``stamp_client_request_id`` as a request hook."""
+    stamp_client_request_id(request)
+
+
 def open_hosts(
     plan: HostPlan,
     credential: Credential,
@@ -244,6 +250,7 @@ def open_hosts(
             url,
             credential,
             transport=transport,
+            on_request=_stamp_client_request_id,
             on_response=_check_location,
             allow_insecure=allow_insecure,
             **options,

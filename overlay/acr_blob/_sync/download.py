@@ -101,6 +101,7 @@ class BlobDownload:
         self._repository = repository
         self._verifier = verifier
         self._response = response
+        self._parts_url = response.url
         self._deadline = deadline
         self._reporter = reporter
         self._concurrency = concurrency if isinstance(concurrency, int) else 1
@@ -262,12 +263,13 @@ class BlobDownload:
         return controller.observe(time.monotonic(), received) > 1
 
     def _hand_over(self, plan: PlanParts) -> bool:
-        """Open the first part of the rest; ``False`` (one stream goes on) when the server
-        refused it."""
+        """Open the first part of the rest (through the registry again when the stream's URL
+        refuses it: a signed URL may have expired since); ``False`` (one stream goes on) when
+        the server refused it."""
         assert self._controller is not None and self._verifier.size is not None
         parts = plan(self._verifier.received, self._verifier.size, self._planned)
         try:
-            probe = self._open_direct(*parts[0])
+            probe = self._open_part(*parts[0])
         except _PART_FAILURES as error:
             if self._controller.target > 1:  # not a 429 or 503, which shed the parts
                 logger.info("parallel ranges unavailable (%s); going on as one stream", error)
@@ -287,6 +289,7 @@ class BlobDownload:
                 self._response = _request_blob(
                     self._route, self._repository, self._verifier, self._deadline
                 )
+                self._parts_url = self._response.url
                 return
             except ResumeError as wrong:
                 error = wrong
@@ -364,6 +367,7 @@ class BlobDownload:
                 self._response = _request_blob(
                     self._route, self._repository, self._verifier, self._deadline
                 )
+                self._parts_url = self._response.url
         finally:
             self.close()
 
@@ -458,10 +462,8 @@ class BlobDownload:
         return parts, [self._response, probe]
 
     def _open_direct(self, first: int, end: int) -> httpx.Response:
-        """A checked ``206`` for those bytes of the URL the first answer came from."""
-        answer = self._sender.open_range(
-            self._response.url, first, end, self._verifier.digest
-        )
+        """A checked ``206`` for those bytes of the URL the last redirect led to."""
+        answer = self._sender.open_range(self._parts_url, first, end, self._verifier.digest)
         if answer.status_code in _THROTTLED and self._controller is not None:
             retry_after = parse_retry_after(answer.headers.get("Retry-After"))
             self._controller.throttled(time.monotonic(), retry_after)
@@ -481,7 +483,9 @@ class BlobDownload:
             self._deadline,
             range_=range_header(first, end),
         )
-        return self._checked_part(answer, first, end)
+        part = self._checked_part(answer, first, end)
+        self._parts_url = part.url  # the parts after this one skip the URL that just failed
+        return part
 
     def _checked_part(self, answer: httpx.Response, first: int, end: int) -> httpx.Response:
         assert self._verifier.size is not None

@@ -4,21 +4,34 @@ from typing import Any
 import httpx
 
 from ...client import AuthenticatedClient, Client
+from ...models.acr_api_version import AcrApiVersion
 from ...models.acr_errors import AcrErrors
 from ...models.acr_refresh_token import AcrRefreshToken
 from ...models.acr_refresh_token_request import AcrRefreshTokenRequest
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     *,
     body: AcrRefreshTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
+
+    params: dict[str, Any] = {}
+
+    json_api_version: str | Unset = UNSET
+    if not isinstance(api_version, Unset):
+        json_api_version = api_version.value
+
+    params["api-version"] = json_api_version
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "post",
         "url": "/oauth2/exchange",
+        "params": params,
     }
 
     _kwargs["data"] = body.to_dict()
@@ -56,10 +69,12 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: AcrRefreshTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> Response[AcrErrors | AcrRefreshToken]:
     """Exchange an Azure AD access token for an ACR refresh token.
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrRefreshTokenRequest): The form of `POST /oauth2/exchange`.
 
     Raises:
@@ -72,6 +87,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        api_version=api_version,
     )
 
     response = client.get_httpx_client().request(
@@ -85,10 +101,12 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: AcrRefreshTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> AcrErrors | AcrRefreshToken | None:
     """Exchange an Azure AD access token for an ACR refresh token.
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrRefreshTokenRequest): The form of `POST /oauth2/exchange`.
 
     Raises:
@@ -102,6 +120,7 @@ def sync(
     return sync_detailed(
         client=client,
         body=body,
+        api_version=api_version,
     ).parsed
 
 
@@ -109,10 +128,12 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: AcrRefreshTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> Response[AcrErrors | AcrRefreshToken]:
     """Exchange an Azure AD access token for an ACR refresh token.
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrRefreshTokenRequest): The form of `POST /oauth2/exchange`.
 
     Raises:
@@ -125,6 +146,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        api_version=api_version,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -136,10 +158,12 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: AcrRefreshTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> AcrErrors | AcrRefreshToken | None:
     """Exchange an Azure AD access token for an ACR refresh token.
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrRefreshTokenRequest): The form of `POST /oauth2/exchange`.
 
     Raises:
@@ -154,5 +178,6 @@ async def asyncio(
         await asyncio_detailed(
             client=client,
             body=body,
+            api_version=api_version,
         )
     ).parsed

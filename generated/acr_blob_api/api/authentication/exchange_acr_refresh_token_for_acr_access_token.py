@@ -6,19 +6,32 @@ import httpx
 from ...client import AuthenticatedClient, Client
 from ...models.acr_access_token import AcrAccessToken
 from ...models.acr_access_token_request import AcrAccessTokenRequest
+from ...models.acr_api_version import AcrApiVersion
 from ...models.acr_errors import AcrErrors
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     *,
     body: AcrAccessTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> dict[str, Any]:
     headers: dict[str, Any] = {}
+
+    params: dict[str, Any] = {}
+
+    json_api_version: str | Unset = UNSET
+    if not isinstance(api_version, Unset):
+        json_api_version = api_version.value
+
+    params["api-version"] = json_api_version
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "post",
         "url": "/oauth2/token",
+        "params": params,
     }
 
     _kwargs["data"] = body.to_dict()
@@ -56,10 +69,12 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: AcrAccessTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> Response[AcrAccessToken | AcrErrors]:
     """Exchange a refresh token (or a password) for an access token (OAuth2 form).
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrAccessTokenRequest): The OAuth2 form of `POST /oauth2/token` (and of Docker token
             servers).
 
@@ -73,6 +88,7 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        api_version=api_version,
     )
 
     response = client.get_httpx_client().request(
@@ -86,10 +102,12 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: AcrAccessTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> AcrAccessToken | AcrErrors | None:
     """Exchange a refresh token (or a password) for an access token (OAuth2 form).
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrAccessTokenRequest): The OAuth2 form of `POST /oauth2/token` (and of Docker token
             servers).
 
@@ -104,6 +122,7 @@ def sync(
     return sync_detailed(
         client=client,
         body=body,
+        api_version=api_version,
     ).parsed
 
 
@@ -111,10 +130,12 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: AcrAccessTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> Response[AcrAccessToken | AcrErrors]:
     """Exchange a refresh token (or a password) for an access token (OAuth2 form).
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrAccessTokenRequest): The OAuth2 form of `POST /oauth2/token` (and of Docker token
             servers).
 
@@ -128,6 +149,7 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         body=body,
+        api_version=api_version,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -139,10 +161,12 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: AcrAccessTokenRequest,
+    api_version: AcrApiVersion | Unset = UNSET,
 ) -> AcrAccessToken | AcrErrors | None:
     """Exchange a refresh token (or a password) for an access token (OAuth2 form).
 
     Args:
+        api_version (AcrApiVersion | Unset): ACR's OAuth2 API version.
         body (AcrAccessTokenRequest): The OAuth2 form of `POST /oauth2/token` (and of Docker token
             servers).
 
@@ -158,5 +182,6 @@ async def asyncio(
         await asyncio_detailed(
             client=client,
             body=body,
+            api_version=api_version,
         )
     ).parsed
