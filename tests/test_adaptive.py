@@ -145,23 +145,32 @@ def test_fewer_connections_are_undone_when_the_rate_falls() -> None:
     assert len(run.changes) == tried, "fewer were tried again before the backoff ended"
 
 
-def test_the_machines_idle_time_counts_too() -> None:
-    idle = {"value": 0.0}
+@pytest.mark.parametrize(
+    ("used", "idle_share", "tries_more"),
+    [
+        (0.5, 0.05, False),  # a fair share of a machine that has no CPU left
+        (0.5, 0.9, True),
+        (0.1, 0.05, True),  # the machine is busy with others; this download needs little
+        (0.9, 0.9, False),  # a core's worth of its own
+    ],
+)
+def test_the_machines_idle_time_counts_when_the_download_uses_a_share(
+    used: float, idle_share: float, tries_more: bool
+) -> None:
+    readings = {"cpu": 0.0, "idle": 0.0}
 
     def cpu() -> tuple[float, float | None]:
-        return 0.0, idle["value"]
+        return readings["cpu"], readings["idle"]
 
     controller = ConcurrencyController(cpu_times=cpu, cores=2)
     now = 0.0
-    for _ in range(6):
+    controller.observe(now, 0)
+    for _ in range(2):  # one window settles, the next decides
         now += WINDOW
-        idle["value"] += 0.05 * 2 * WINDOW  # 5% of both cores idle: the machine is busy
+        readings["cpu"] += used * WINDOW
+        readings["idle"] += idle_share * 2 * WINDOW
         controller.observe(now, int(now * 100 * MB))
-    assert controller.target == 1
-    now += WINDOW
-    idle["value"] += 0.9 * 2 * WINDOW
-    controller.observe(now, int(now * 100 * MB))
-    assert controller.target == 2
+    assert controller.target == (2 if tries_more else 1)
 
 
 def test_a_429_sheds_a_connection_and_holds_the_count() -> None:

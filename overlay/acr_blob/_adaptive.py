@@ -16,9 +16,11 @@ and steers the number of connections by trial:
   away at once and hold the count for a while (``Retry-After``, at the least).
 
 CPU-bound means the process uses a core's worth of CPU time (Python's own work on the bytes,
-receiving, hashing and writing, runs on one core at a time), or the machine has almost no idle
-CPU left: on a small machine, or from a registry on the same machine, the server's work takes
-the cores that more connections would need.
+receiving, hashing and writing, runs on one core at a time), or it uses a fair share of one
+while the machine has almost no idle CPU left: on a small machine, or from a registry on the
+same machine, the server's work takes the cores that more connections would need. (A machine
+kept busy by others, while the download itself needs little, is no reason to stay at one
+connection behind a capped link.)
 
 The controller only counts; the drivers in ``_async/ranged.py`` start and stop the parts. Its
 decisions, with the rates they were made on, are logged at DEBUG. It reads no clock itself and
@@ -53,7 +55,9 @@ LOSS = 0.95
 CPU_BOUND = 0.85
 """Process CPU seconds per wall second at or above which the download is CPU-bound."""
 IDLE_FLOOR = 0.10
-"""The share of the machine's CPU left idle below which the download is CPU-bound."""
+"""The share of the machine's CPU left idle below which the download is CPU-bound, when it
+uses at least :data:`CPU_SHARE` itself."""
+CPU_SHARE = 0.25
 # Windows before another trial up after one that did not pay (doubling after each, to a cap).
 BACKOFF_FIRST = 8
 BACKOFF_MAX = 64
@@ -161,8 +165,9 @@ class ConcurrencyController:
                 self._settling = False
                 return self.target
             rate = (received - before) / elapsed
-            busy = (cpu - cpu_before) / elapsed >= CPU_BOUND
-            if idle is not None and idle_before is not None:
+            used = (cpu - cpu_before) / elapsed
+            busy = used >= CPU_BOUND
+            if idle is not None and idle_before is not None and used >= CPU_SHARE:
                 busy = busy or (idle - idle_before) / (elapsed * self._cores) < IDLE_FLOOR
             self._decide(now, rate, busy)
             return self.target
