@@ -27,6 +27,7 @@ from tools.testbed import (
     AsyncFakeAADCredential,
     FakeAADCredential,
     blob_name,
+    push_image,
 )
 
 BOM = b"\xef\xbb\xbf"
@@ -426,6 +427,32 @@ def test_manifests_are_served_by_tag_and_digest(
     missing = client.get(acr.manifest_url(repository, "v2"), headers=_bearer(token))
     assert missing.status_code == 404
     assert json.loads(missing.content)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_push_image_over_http_lands_in_storage(
+    acr_deployment: AcrDeployment, client: httpx.Client, repository: str
+) -> None:
+    acr = acr_deployment
+    image = push_image(acr, repository, "v1", layers_per_platform=1, layer_size=2000)
+    token = _access_token(acr, client, repository)
+    index = client.get(acr.manifest_url(repository, "v1"), headers=_bearer(token))
+    assert index.status_code == 200
+    assert index.headers["Docker-Content-Digest"] == image.digest
+    for digest, blob in image.blobs.items():
+        location = client.get(acr.blob_url(repository, digest), headers=_bearer(token))
+        assert client.get(location.headers["Location"]).content == blob.data
+    # The pushes are the testbed's own: the log holds only this test's client.
+    assert {r.header("User-Agent") for r in acr.registry.requests} == {USER_AGENT}
+
+
+def test_push_without_a_push_token_gets_a_push_challenge(
+    acr_deployment: AcrDeployment, client: httpx.Client, repository: str
+) -> None:
+    acr = acr_deployment
+    token = _access_token(acr, client, repository)
+    start = client.post(f"{acr.url}/v2/{repository}/blobs/uploads/", headers=_bearer(token))
+    assert start.status_code == 401
+    assert f'scope="repository:{repository}:pull,push"' in start.headers["WWW-Authenticate"]
 
 
 def test_storage_faults_reach_the_client(

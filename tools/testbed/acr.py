@@ -80,7 +80,12 @@ from tools.testbed.process import Service, TestbedError, TestbedUnavailable, fre
 from tools.testbed.proxy import RecordedRequest
 from tools.testbed.relay import ProxyServer, RelayHandler, ServerThread
 from tools.testbed.tls import client_ssl_context, make_tls_cert, server_ssl_context
-from tools.testbed.token_server import TESTBED_USER_AGENT, TokenServer, decode_jwt_claims
+from tools.testbed.token_server import (
+    TESTBED_USER_AGENT,
+    BearerAuth,
+    TokenServer,
+    decode_jwt_claims,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -100,6 +105,9 @@ MANAGEMENT_AAD_SCOPE = "https://management.azure.com/.default"
 DEFAULT_USER = "00000000-0000-0000-0000-000000000000"
 
 _ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>blobs|manifests)/(?P<reference>[^/]+)$")
+_UPLOAD = re.compile(r"^/v2/(?P<name>.+?)/blobs/uploads/(?P<upload>[^/]*)$")
+# Distribution's limit for a manifest body, which ACR shares.
+_MAX_MANIFEST = 4 << 20
 _DIGEST = re.compile(r"^(?P<algorithm>sha256|sha512):(?P<hex>[0-9a-f]{64}|[0-9a-f]{128})$")
 _MAX_FORM = 1 << 20
 _UNAUTHORIZED_MESSAGE = (
@@ -163,6 +171,12 @@ class _Manifest:
 
 
 @dataclass
+class _Upload:
+    repository: str
+    path: Path
+
+
+@dataclass
 class _Repository:
     blobs: dict[str, int] = field(default_factory=dict)
     manifests: dict[str, _Manifest] = field(default_factory=dict)
@@ -188,6 +202,14 @@ def _errors(code: str, message: str, detail: Any = None) -> bytes:
     if detail is not None:
         error["detail"] = detail
     return json.dumps({"errors": [error]}, separators=(",", ":")).encode() + b"\n"
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    with path.open("rb") as f:
+        while piece := f.read(1 << 20):
+            hasher.update(piece)
+    return f"{algorithm}:{hasher.hexdigest()}"
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -306,6 +328,9 @@ class AcrRegistry(Service):
         self._lock = threading.Lock()
         self._log: list[AcrRequest] = []
         self._repositories: dict[str, _Repository] = {}
+        self._uploads: dict[str, _Upload] = {}
+        # Set by start(): upload sessions keep their bytes here until the final PUT.
+        self.workdir: Path | None = None
         self._throttle: _Throttle | None = None
         self._issued: set[str] = set()
         self._revoked: set[str] = set()
@@ -404,19 +429,44 @@ class AcrRegistry(Service):
     def add_blob(self, repository: str, data: bytes | Path, *, algorithm: str = "sha256") -> str:
         """Upload `data` (bytes, or a file, streamed) to storage and link it to `repository`."""
         if isinstance(data, Path):
-            hasher = hashlib.new(algorithm)
-            with data.open("rb") as f:
-                while piece := f.read(1 << 20):
-                    hasher.update(piece)
-            size = data.stat().st_size
+            digest, size = _file_digest(data, algorithm), data.stat().st_size
         else:
-            hasher = hashlib.new(algorithm, data)
-            size = len(data)
-        digest = f"{algorithm}:{hasher.hexdigest()}"
+            digest, size = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}", len(data)
         self.storage.upload(digest, data)
         with self._lock:
             self._repositories.setdefault(repository, _Repository()).blobs[digest] = size
         return digest
+
+    # Pushes over HTTP (POST, PATCH, PUT, as distribution's clients do them).
+
+    def start_upload(self, repository: str) -> str:
+        if self.workdir is None:
+            raise RuntimeError("the registry is not running")
+        upload = uuid.uuid4().hex
+        path = self.workdir / f"upload-{upload}"
+        path.touch()
+        with self._lock:
+            self._uploads[upload] = _Upload(repository, path)
+        return upload
+
+    def upload_file(self, repository: str, upload: str) -> Path | None:
+        """Where the bytes of `upload` accumulate; None for an unknown upload."""
+        with self._lock:
+            found = self._uploads.get(upload)
+        return found.path if found is not None and found.repository == repository else None
+
+    def finish_upload(self, repository: str, upload: str, digest: str) -> bool:
+        """Store the upload's bytes as `digest` if they hash to it; False (and the upload
+        kept) if they do not."""
+        path = self.upload_file(repository, upload)
+        match = _DIGEST.match(digest)
+        if path is None or match is None or _file_digest(path, match["algorithm"]) != digest:
+            return False
+        self.add_blob(repository, path, algorithm=match["algorithm"])
+        with self._lock:
+            del self._uploads[upload]
+        path.unlink()
+        return True
 
     def add_manifest(
         self, repository: str, body: bytes, media_type: str, *, tag: str | None = None
@@ -503,6 +553,7 @@ class AcrRegistry(Service):
     # Lifecycle.
 
     def start(self) -> Self:
+        self.workdir = Path(tempfile.mkdtemp(prefix="acr-blob-acr-uploads-"))
         cert = x509.load_pem_x509_certificate(self.tokens.cert_path.read_bytes())
         self._public_key = cast(ec.EllipticCurvePublicKey, cert.public_key())
         self._token_client = httpx.Client(trust_env=False, timeout=30.0)
@@ -521,6 +572,9 @@ class AcrRegistry(Service):
         if self._token_client is not None:
             self._token_client.close()
             self._token_client = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 class _AcrServer(ProxyServer):
@@ -536,13 +590,19 @@ class _Handler(RelayHandler):
         registry = cast(_AcrServer, self.server).registry
         parts = urlsplit(self.path)
         # One handler serves every request of a kept-alive connection: per-request state here.
+        self._acr_registry = registry
         self._body_read = False
+        self._query = parts.query
         self._form: dict[str, list[str]] = {}
         if parts.path.startswith("/oauth2/"):
-            status = self._oauth(registry)
+            self._oauth(registry)
         else:
-            status = self._registry(registry, parts.path)
-        registry.record(
+            self._registry(registry, parts.path)
+
+    def _record(self, status: int) -> None:
+        # Before the answer leaves: a client that has its answer finds its request logged.
+        parts = urlsplit(self.path)
+        self._acr_registry.record(
             AcrRequest(
                 method=self.command,
                 path=parts.path,
@@ -579,6 +639,7 @@ class _Handler(RelayHandler):
         content_type: str | None = "application/json; charset=utf-8",
         chunked: bool = False,
     ) -> int:
+        self._record(status)
         self.send_response_only(status)
         for name, value in self._common_headers():
             self.send_header(name, value)
@@ -602,19 +663,24 @@ class _Handler(RelayHandler):
                 self.wfile.write(body)
         return status
 
-    def _read_body(self) -> bytes:
+    def _read_body(self, limit: int = _MAX_FORM) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_FORM:
+        if length > limit:
             return b""
         self._body_read = True
         return self.rfile.read(length) if length else b""
 
-    def _challenge(self, registry: AcrRegistry, repository: str | None) -> int:
+    def _challenge(
+        self, registry: AcrRegistry, repository: str | None, actions: str = "pull"
+    ) -> int:
         challenge = f'Bearer realm="{registry.realm}",service="{registry.login_server}"'
         detail: Any = None
         if repository is not None:
-            challenge += f',scope="repository:{repository}:pull"'
-            detail = [{"Type": "repository", "Name": repository, "Action": "pull"}]
+            challenge += f',scope="repository:{repository}:{actions}"'
+            detail = [
+                {"Type": "repository", "Name": repository, "Action": action}
+                for action in actions.split(",")
+            ]
         body = _errors("UNAUTHORIZED", _UNAUTHORIZED_MESSAGE, detail)
         return self._send(401, body, [("WWW-Authenticate", challenge)])
 
@@ -662,10 +728,19 @@ class _Handler(RelayHandler):
             if not registry.granted(authorization, None, "pull"):
                 return self._challenge(registry, None)
             return self._send(200, b"{}")
+        upload = _UPLOAD.match(path)
+        if upload is not None:
+            if not registry.granted(authorization, upload["name"], "push"):
+                return self._challenge(registry, upload["name"], "pull,push")
+            return self._upload(registry, upload["name"], upload["upload"])
         route = _ROUTE.match(path)
         if route is None:
             return self._send(404, _errors("NOT_FOUND", "404 page not found"))
         name, kind, reference = route["name"], route["kind"], route["reference"]
+        if kind == "manifests" and self.command == "PUT":
+            if not registry.granted(authorization, name, "push"):
+                return self._challenge(registry, name, "pull,push")
+            return self._put_manifest(registry, name, reference)
         if self.command not in ("GET", "HEAD"):
             return self._send(405, _errors("UNSUPPORTED", "The operation is unsupported."))
         if not registry.granted(authorization, name, "pull"):
@@ -700,6 +775,69 @@ class _Handler(RelayHandler):
             body.encode(),
             [("Location", location), ("Docker-Content-Digest", digest)],
             content_type="text/html",
+        )
+
+    def _upload(self, registry: AcrRegistry, repository: str, upload: str) -> int:
+        if self.command == "POST" and not upload:
+            return self._upload_status(202, repository, registry.start_upload(repository), 0)
+        path = registry.upload_file(repository, upload)
+        if path is None:
+            return self._send(
+                404, _errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+            )
+        if self.command not in ("PATCH", "PUT"):
+            return self._send(405, _errors("UNSUPPORTED", "The operation is unsupported."))
+        with path.open("ab") as f:
+            for piece in self.request_body():
+                f.write(piece)
+        self._body_read = True
+        size = path.stat().st_size
+        if self.command == "PATCH":
+            return self._upload_status(202, repository, upload, size)
+        digest = parse_qs(self._query).get("digest", [""])[0]
+        if not registry.finish_upload(repository, upload, digest):
+            return self._send(400, _errors("DIGEST_INVALID", "provided digest did not match"))
+        return self._send(
+            201,
+            b"",
+            [
+                ("Location", f"/v2/{repository}/blobs/{digest}"),
+                ("Docker-Content-Digest", digest),
+            ],
+            content_type=None,
+        )
+
+    def _upload_status(self, status: int, repository: str, upload: str, size: int) -> int:
+        return self._send(
+            status,
+            b"",
+            [
+                ("Location", f"/v2/{repository}/blobs/uploads/{upload}?_state={upload}"),
+                ("Docker-Upload-UUID", upload),
+                ("Range", f"0-{max(size - 1, 0)}"),
+            ],
+            content_type=None,
+        )
+
+    def _put_manifest(self, registry: AcrRegistry, repository: str, reference: str) -> int:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_MANIFEST:
+            return self._send(413, _errors("MANIFEST_INVALID", "manifest too large"))
+        body = self._read_body(_MAX_MANIFEST)
+        media_type = self.headers.get("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        by_digest = _DIGEST.match(reference) is not None
+        if by_digest and reference != digest:
+            return self._send(400, _errors("DIGEST_INVALID", "provided digest did not match"))
+        registry.add_manifest(repository, body, media_type, tag=None if by_digest else reference)
+        return self._send(
+            201,
+            b"",
+            [
+                ("Location", f"/v2/{repository}/manifests/{digest}"),
+                ("Docker-Content-Digest", digest),
+            ],
+            content_type=None,
         )
 
     def _manifest(self, registry: AcrRegistry, repository: str, reference: str) -> int:
@@ -780,7 +918,16 @@ class AcrDeployment:
         self.registry.note_issued(token)
         return token
 
-    # Pushes: straight into storage and the registry's index, no HTTP.
+    def push_auth(self, repository: str) -> httpx.Auth:
+        """A pull+push token of the token server's admin: what push_image and the other
+        push helpers of tools.testbed send (their requests count as the testbed's own)."""
+        token = self.tokens.mint_access_token(
+            f"repository:{repository}:pull,push", user=self.tokens.admin[0]
+        )
+        return BearerAuth(token)
+
+    # Pushes: straight into storage and the registry's index, no HTTP. push_image,
+    # push_artifact and push_manifest (tools/testbed/images.py) push over HTTP instead.
 
     def push(self, repository: str, data: bytes, *, algorithm: str = "sha256") -> str:
         return self.registry.add_blob(repository, data, algorithm=algorithm)
