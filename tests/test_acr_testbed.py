@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import pytest
@@ -270,6 +270,17 @@ def test_head_is_answered_by_the_registry(
     assert head.headers["Docker-Content-Digest"] == pushed.digest
     assert "Location" not in head.headers
     assert acr.storage_requests == []
+
+
+def test_percent_encoded_paths_are_decoded(
+    acr_deployment: AcrDeployment, client: httpx.Client, repository: str
+) -> None:
+    # azure-containerregistry sends the repository's slashes and the digest's colon encoded.
+    acr = acr_deployment
+    digest = acr.push(repository, b"encoded")
+    token = _access_token(acr, client, repository)
+    encoded = f"{acr.url}/v2/{quote(repository, safe='')}/blobs/{quote(digest, safe='')}"
+    assert client.get(encoded, headers=_bearer(token)).status_code == 307
 
 
 def test_unknown_blob_is_blob_unknown(

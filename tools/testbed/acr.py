@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 from cryptography import x509
@@ -119,8 +119,9 @@ _UNAUTHORIZED_MESSAGE = (
 class AcrRequest:
     """One request as the registry saw it, and its answer's status.
 
-    `query` and `form` (a POSTed `application/x-www-form-urlencoded` body) hold every value
-    as sent, tokens included: it is a test's log, not a production one. `testbed` marks the
+    `path` is as sent, percent-encoding included. `query` and `form` (a POSTed
+    `application/x-www-form-urlencoded` body) hold every value as sent, tokens included: it
+    is a test's log, not a production one. `testbed` marks the
     testbed's own requests (User-Agent TESTBED_USER_AGENT), which `requests` leaves out.
     """
 
@@ -597,7 +598,8 @@ class _Handler(RelayHandler):
         if parts.path.startswith("/oauth2/"):
             self._oauth(registry)
         else:
-            self._registry(registry, parts.path)
+            # As ACR's front does: azure-containerregistry sends `prod%2Fbash/blobs/sha256%3A...`.
+            self._registry(registry, unquote(parts.path))
 
     def _record(self, status: int) -> None:
         # Before the answer leaves: a client that has its answer finds its request logged.
