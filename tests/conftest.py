@@ -41,9 +41,10 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
                       session, reset (knobs, logs, storage faults) for each test: .url
                       (https, trust .ca_cert or pass .verify), .login_server, .aad_token,
                       .aad_credential(), .push(), .push_manifest(), .registry (its knobs
-                      and .requests), .tokens, .storage (the blob endpoint; .sas_requests),
-                      .storage_faults (a FaultProxy in front of Azurite); skips (fails under
-                      CI) when Azurite (tools/testbed/install-azurite.sh) is missing
+                      and .requests), .tokens, .blob_endpoint (the storage account, with
+                      .sas_requests), .storage_faults (a FaultProxy in front of Azurite);
+                      push_image() and the other push helpers take it too; skips (fails
+                      under CI) when Azurite (tools/testbed/install-azurite.sh) is missing
   mode                "sync" or "async": every test that takes it runs with both clients
                       (tests.drivers.Driver)
 

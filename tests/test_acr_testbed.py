@@ -226,7 +226,7 @@ def test_redirect_has_acr_shape(
     )
     assert b"&amp;" in redirect.content
     url = urlsplit(location)
-    assert url.netloc == urlsplit(acr.storage.url).netloc
+    assert url.netloc == urlsplit(acr.blob_endpoint.url).netloc
     container = acr.registry.storage.container
     assert re.fullmatch(r"[0-9a-f]{32}-[0-9a-f]{10}", container)
     assert url.path == f"/{container}//docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"

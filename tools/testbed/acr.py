@@ -16,7 +16,7 @@ The pieces (each a Service on loopback, stopped by whoever started it):
   FaultProxy     between the endpoint and Azurite (`storage_faults`): drips, cuts, statuses
   AzuriteServer  the blob service itself, https, checking every SAS
 
-What the registry answers (see /work/shared/reference/acr-real-traffic.md for the facts):
+What the registry answers (as recorded from live ACR in the Azure SDKs' test recordings):
 
 - No or a bad token: 401, `WWW-Authenticate: Bearer realm="https://<login>/oauth2/token",
   service="<login>",scope="repository:<repo>:pull"` (no spaces; `/v2/` has no scope), and
@@ -856,8 +856,8 @@ class _Handler(RelayHandler):
 
 @dataclass(frozen=True)
 class AcrDeployment:
-    """A running ACR: `registry` (the front), `tokens`, `storage` (the blob endpoint as
-    clients see it), `storage_faults` (a FaultProxy between it and Azurite), `azurite`.
+    """A running ACR: `registry` (the front), `tokens`, `blob_endpoint` (the storage account
+    as clients see it), `storage_faults` (a FaultProxy between it and Azurite), `azurite`.
 
     One self-signed certificate (`ca_cert`, `verify`) serves the registry, the endpoint and
     Azurite. `aad_token` is an AAD token the exchange accepts for DEFAULT_USER.
@@ -865,7 +865,7 @@ class AcrDeployment:
 
     registry: AcrRegistry
     tokens: TokenServer
-    storage: BlobEndpoint
+    blob_endpoint: BlobEndpoint
     storage_faults: FaultProxy
     azurite: AzuriteServer
     aad_token: str
@@ -966,13 +966,13 @@ class AcrDeployment:
     @property
     def storage_requests(self) -> list[RecordedRequest]:
         """What reached the blob endpoint with a SAS: clients following 307s."""
-        return self.storage.sas_requests
+        return self.blob_endpoint.sas_requests
 
     def reset(self) -> None:
         """Back to a clean state between tests (knobs, logs, faults); content stays."""
         self.registry.reset()
         self.tokens.reset()
-        self.storage.reset()
+        self.blob_endpoint.reset()
         self.storage_faults.reset()
 
 
