@@ -32,13 +32,25 @@ What the registry answers (as recorded from live ACR in the Azure SDKs' test rec
   ?se=...&sig=...&sp=r&spr=https&sr=b&sv=...&regid=<regid>`, `Content-Type: text/html`, body
   `<a href="...&amp;...">Temporary Redirect</a>.` and two newlines, `Docker-Content-Digest`.
   `HEAD`: 200 from the registry, `Content-Length` and `Docker-Content-Digest`. Unknown: 404
-  `BLOB_UNKNOWN`. Manifests are served from memory (`push_manifest`).
+  `BLOB_UNKNOWN`. Manifests are served from memory (`push_manifest`). Paths are
+  percent-decoded first (azure-containerregistry sends `prod%2Fbash/blobs/sha256%3A...`).
+- Pushes: `POST /v2/<repo>/blobs/uploads/`, `PATCH` and `PUT ?digest=` on the Location, and
+  `PUT /v2/<repo>/manifests/<ref>`, with a pull+push token (else a `pull,push` challenge):
+  what tools.testbed's push_image, push_artifact and push_manifest do, through `push_auth`.
 
 Knobs (AcrRegistry; `reset()` puts them back): `sas_lifetime` (seconds from the 307 to `se`;
 negative for an expired SAS), `sas_permissions` ("r"; e.g. "w" makes storage answer 403
 `AuthorizationPermissionMismatch`), `access_token_lifetime`, `throttle()` (429
-`TOOMANYREQUESTS` with `Retry-After`), `revoke_access_tokens()`. Requests are recorded
-(`requests`: AcrRequest, with query, form fields and headers).
+`TOOMANYREQUESTS` with `Retry-After`), `revoke_access_tokens()`. Storage misbehaves through
+`AcrDeployment.storage_faults`: e.g. `Fault.drip(...)` with a short `sas_lifetime` lets a SAS
+expire mid-download, so that a resume needs a fresh 307. Requests are recorded (`requests`:
+AcrRequest, with query, form fields and headers).
+
+Where it is not live ACR: the login server is `127.0.0.1:PORT` and the storage account
+`127.0.0.2:PORT` (path of the account-host form, no account in the path); the 429's message
+and the expired SAS's `AuthenticationErrorDetail` when the SAS has no `st` are the testbed's
+wording; a SAS URL with the `//` collapsed is refused 403 (the signature names another blob)
+where live storage was recorded answering 404.
 """
 
 from __future__ import annotations
