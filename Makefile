@@ -10,7 +10,7 @@ GEN_PACKAGE := generated/acr_blob_api
 GEN := PATH="$(BIN):$$PATH" $(BIN)/openapi-python-client generate --path $(SPEC) \
 	--config $(GEN_CONFIG) --meta none --fail-on-warning
 
-.PHONY: venv system-deps generate check-generated generate-sync check-sync validate-spec test lint demo compare docs clean
+.PHONY: venv system-deps azurite generate check-generated generate-sync check-sync validate-spec test lint demo compare docs clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+" >&2; exit 1; }
@@ -25,6 +25,11 @@ venv: $(STAMP)
 # The real registry server the tests and the demo run (Debian's docker-registry), and skopeo.
 system-deps:
 	@tools/system-deps.sh
+
+# Azurite, the Azure Storage emulator behind the testbed's ACR deployment (npm, pinned by
+# tools/testbed/azurite/package-lock.json; Debian's nodejs and npm when node is missing).
+azurite:
+	@tools/testbed/install-azurite.sh
 
 validate-spec: $(STAMP)
 	$(BIN)/openapi-spec-validator $(SPEC)
@@ -49,7 +54,7 @@ generate-sync: $(STAMP)
 check-sync: $(STAMP)
 	@$(BIN)/python -m tools.unasync --check --root $(SYNC_ROOT)
 
-test: system-deps check-generated check-sync
+test: system-deps azurite check-generated check-sync
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -61,7 +66,7 @@ demo: system-deps $(STAMP)
 	$(BIN)/python -m tools.demo
 
 # Every client against the scenario catalog: docs/parity.md and docs/parity.json.
-compare: system-deps $(STAMP)
+compare: system-deps azurite $(STAMP)
 	tools/compare/install-peers.sh
 	$(BIN)/python -m tools.compare.run
 

@@ -37,6 +37,14 @@ Fixtures (each registry is a tools.testbed.Deployment: .url, .auth, .verify, .ca
                       upstream_url e.g. a fault proxy's URL in front of the origin; stopped at
                       the end of the test
   skopeo_path         skopeo's path; skips (fails under CI) when it is missing
+  acr_deployment      an Azure Container Registry (tools.testbed.AcrDeployment), one per
+                      session, reset (knobs, logs, storage faults) for each test: .url
+                      (https, trust .ca_cert or pass .verify), .login_server, .aad_token,
+                      .aad_credential(), .push(), .push_manifest(), .registry (its knobs
+                      and .requests), .tokens, .blob_endpoint (the storage account, with
+                      .sas_requests), .storage_faults (a FaultProxy in front of Azurite);
+                      push_image() and the other push helpers take it too; skips (fails
+                      under CI) when Azurite (tools/testbed/install-azurite.sh) is missing
   mode                "sync" or "async": every test that takes it runs with both clients
                       (tests.drivers.Driver)
 
@@ -63,6 +71,7 @@ import pytest
 from tests.drivers import MODES
 from tools.faultproxy import FaultProxy, FaultProxyFactory
 from tools.testbed import (
+    AcrDeployment,
     BlobFactory,
     BlobFileFactory,
     Deployment,
@@ -73,6 +82,8 @@ from tools.testbed import (
     PushedFile,
     TestbedUnavailable,
     TokenServer,
+    azurite_binary,
+    open_acr_deployment,
     open_filesystem_registry,
     open_mirror,
     open_s3_registry,
@@ -128,6 +139,37 @@ def skopeo_path() -> str:
         # Outside the except block, so that a CI failure does not drag the traceback along.
         missing = str(exc)
     skip_or_fail(missing)
+
+
+@pytest.fixture(scope="session")
+def azurite_path() -> str:
+    try:
+        return azurite_binary()
+    except TestbedUnavailable as exc:
+        # Outside the except block, so that a CI failure does not drag the traceback along.
+        missing = str(exc)
+    skip_or_fail(missing)
+
+
+@pytest.fixture(scope="session")
+def _acr_deployment(azurite_path: str) -> Iterator[AcrDeployment]:
+    with contextlib.ExitStack() as stack:
+        try:
+            deployment = stack.enter_context(open_acr_deployment())
+        except TestbedUnavailable as exc:
+            missing = str(exc)
+        else:
+            missing = ""
+        if missing:
+            skip_or_fail(missing)
+        yield deployment
+
+
+@pytest.fixture
+def acr_deployment(_acr_deployment: AcrDeployment) -> AcrDeployment:
+    # A throttle, a short SAS or a storage fault left by one test would break the next.
+    _acr_deployment.reset()
+    return _acr_deployment
 
 
 @pytest.fixture(scope="session")

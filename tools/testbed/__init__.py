@@ -6,8 +6,32 @@ Whole images and artifacts go in with push_image, push_artifact and push_manifes
 Everything binds to 127.0.0.1 (the storage proxy to 127.0.0.2, a second loopback address, so
 that a redirect crosses hosts), on free ports, in temporary folders, and is stopped by the code
 that started it.
+
+An Azure Container Registry: `open_acr_deployment()` (tools/testbed/acr.py) starts ACR's front
+on https://127.0.0.1:PORT (challenges, `/oauth2/exchange` and `/oauth2/token` answered as live
+ACR answers, 307s to SAS URLs), a token server behind it, and Azurite (Microsoft's storage
+emulator, tools/testbed/azurite.py) behind a blob endpoint on https://127.0.0.2:PORT that
+answers in Azure Storage's own form (tools/testbed/blob_endpoint.py); FakeAADCredential
+(tools/testbed/aad.py) is the Azure AD credential it accepts. Install Azurite with
+tools/testbed/install-azurite.sh (part of `make test`).
 """
 
+from tools.testbed.aad import AccessToken, AsyncFakeAADCredential, FakeAADCredential, TokenCall
+from tools.testbed.acr import (
+    ACR_AAD_SCOPE,
+    ACR_API_VERSION,
+    DEFAULT_USER,
+    MANAGEMENT_AAD_SCOPE,
+    SAS_LIFETIME,
+    AcrDeployment,
+    AcrRegistry,
+    AcrRequest,
+    AcrStorage,
+    blob_name,
+    open_acr_deployment,
+)
+from tools.testbed.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteServer, azurite_binary
+from tools.testbed.blob_endpoint import BlobEndpoint, azure_error_xml
 from tools.testbed.deployments import (
     BlobFactory,
     BlobFileFactory,
@@ -16,6 +40,7 @@ from tools.testbed.deployments import (
     MirrorFactory,
     PushedBlob,
     PushedFile,
+    PushTarget,
     mirror_proxy_config,
     open_filesystem_registry,
     open_mirror,
@@ -70,7 +95,7 @@ from tools.testbed.storage import (
     put_blob_in_storage,
     put_manifest_in_storage,
 )
-from tools.testbed.tls import client_ssl_context, make_tls_cert
+from tools.testbed.tls import client_ssl_context, make_tls_cert, server_ssl_context
 from tools.testbed.token_server import (
     TESTBED_USER_AGENT,
     BearerAuth,
@@ -83,11 +108,17 @@ from tools.testbed.token_server import (
 )
 
 __all__ = [
+    "ACR_AAD_SCOPE",
+    "ACR_API_VERSION",
+    "DEFAULT_USER",
+    "DEV_ACCOUNT",
+    "DEV_ACCOUNT_KEY",
     "DOCKER_CONFIG",
     "DOCKER_LAYER",
     "DOCKER_LAYER_GZIP",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
+    "MANAGEMENT_AAD_SCOPE",
     "MANIFEST_MEDIA_TYPES",
     "MAX_MANIFEST_SIZE",
     "OCI_CONFIG",
@@ -96,16 +127,27 @@ __all__ = [
     "OCI_LAYER",
     "OCI_LAYER_GZIP",
     "OCI_MANIFEST",
+    "SAS_LIFETIME",
     "TESTBED_USER_AGENT",
     "TITLE",
+    "AccessToken",
+    "AcrDeployment",
+    "AcrRegistry",
+    "AcrRequest",
+    "AcrStorage",
+    "AsyncFakeAADCredential",
+    "AzuriteServer",
     "BearerAuth",
+    "BlobEndpoint",
     "BlobFactory",
     "BlobFileFactory",
     "Deployment",
+    "FakeAADCredential",
     "Mirror",
     "MirrorFactory",
     "MotoServer",
     "PlatformImage",
+    "PushTarget",
     "PushedArtifact",
     "PushedBlob",
     "PushedContent",
@@ -118,9 +160,13 @@ __all__ = [
     "TestbedError",
     "TestbedUnavailable",
     "TokenAuth",
+    "TokenCall",
     "TokenRequest",
     "TokenServer",
+    "azure_error_xml",
+    "azurite_binary",
     "blob_data_path",
+    "blob_name",
     "client_ssl_context",
     "decode_jwt_claims",
     "decode_jwt_header",
@@ -133,6 +179,7 @@ __all__ = [
     "make_tls_cert",
     "manifest_revision_path",
     "mirror_proxy_config",
+    "open_acr_deployment",
     "open_filesystem_registry",
     "open_mirror",
     "open_s3_registry",
@@ -148,6 +195,7 @@ __all__ = [
     "put_manifest_in_storage",
     "registry_binary",
     "s3_error_xml",
+    "server_ssl_context",
     "skopeo_binary",
     "write_htpasswd",
     "write_oci_index",

@@ -169,6 +169,19 @@ class Mirror(Deployment):
         raise TestbedError("a mirror is read-only (405 UNSUPPORTED): push to its origin")
 
 
+class PushTarget(Protocol):
+    """What the push helpers (push_image, push_artifact, push_manifest) need of a registry:
+    a Deployment or an AcrDeployment."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool: ...
+
+    def push_auth(self, repository: str) -> httpx.Auth | tuple[str, str] | None: ...
+
+
 class BlobFactory(Protocol):
     """The type of the tests' `blob_factory` fixture (the repository defaults to the test's)."""
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from tools.testbed.deployments import Deployment, Mirror, PushedBlob
+from tools.testbed.deployments import Mirror, PushedBlob, PushTarget
 from tools.testbed.oci_layout import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
 from tools.testbed.process import TestbedError
 from tools.testbed.push import push_blob, put_manifest
@@ -213,13 +213,13 @@ def _sha256(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
-def _writable(deployment: Deployment) -> None:
+def _writable(deployment: PushTarget) -> None:
     if isinstance(deployment, Mirror):
         raise TestbedError("a mirror is read-only (405 UNSUPPORTED): push to its origin")
 
 
 def push_manifest(
-    deployment: Deployment,
+    deployment: PushTarget,
     repository: str,
     reference: str | None,
     body: bytes,
@@ -259,7 +259,7 @@ def layer_tar(name: str, content: bytes) -> bytes:
 class _Pusher:
     """Blob and manifest pushes to one repository with one set of credentials (one token)."""
 
-    def __init__(self, deployment: Deployment, repository: str) -> None:
+    def __init__(self, deployment: PushTarget, repository: str) -> None:
         _writable(deployment)
         self.deployment = deployment
         self.repository = repository
@@ -292,7 +292,7 @@ class _Pusher:
 
 
 def push_image(
-    deployment: Deployment,
+    deployment: PushTarget,
     repository: str,
     tag: str,
     *,
@@ -383,7 +383,7 @@ def push_image(
 
 
 def push_artifact(
-    deployment: Deployment,
+    deployment: PushTarget,
     repository: str,
     tag: str,
     files: Mapping[str, bytes],

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from tools.testbed.token_server import TESTBED_USER_AGENT
+
 _FILE_CHUNK = 1 << 20
 
 
@@ -110,8 +112,13 @@ def _client(
     auth: httpx.Auth | tuple[str, str] | None, verify: ssl.SSLContext | bool
 ) -> httpx.Client:
     # Generous read timeout: the registry answers the final PUT only once the blob is stored.
+    # The User-Agent marks the pushes as the testbed's own, which request logs leave out.
     return httpx.Client(
-        auth=auth, verify=verify, trust_env=False, timeout=httpx.Timeout(10.0, read=300.0)
+        auth=auth,
+        verify=verify,
+        trust_env=False,
+        timeout=httpx.Timeout(10.0, read=300.0),
+        headers={"User-Agent": TESTBED_USER_AGENT},
     )
 
 

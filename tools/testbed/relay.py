@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
-from typing import cast
+from typing import Any, cast
 
 CHUNK = 1 << 20
 # Hop-by-hop headers (RFC 9110 7.6.1) stay on their own hop; Expect is answered here (the
@@ -42,10 +42,43 @@ _DELIVERY_WAIT = 5.0
 
 
 class ProxyServer(ThreadingHTTPServer):
+    """The testbed's threaded HTTP/1.1 server; https with `ssl_context` (tls.server_ssl_context).
+
+    Over https each connection's handshake runs in its own handler thread, not in the accept
+    loop, so that one slow or failing client holds up no other.
+    """
+
     daemon_threads = True
     # Clients that download in parallel ranges open many connections at once; the default
     # backlog of 5 would drop some SYNs and stall them for a one-second retransmit.
     request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ssl_context = ssl_context
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.ssl_context is None:
+            return sock, address
+        wrapped = self.ssl_context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        )
+        return wrapped, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):
+                # A client that does not trust the certificate hangs up here: nothing to answer.
+                return
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: object, client_address: object) -> None:
         # Clients that stop reading mid-blob are part of the tests; their resets are not news.

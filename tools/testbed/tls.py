@@ -84,3 +84,10 @@ def client_ssl_context(ca_cert: Path | None) -> ssl.SSLContext | bool:
     if ca_cert is None:
         return True
     return ssl.create_default_context(cafile=str(ca_cert))
+
+
+def server_ssl_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """The server side of make_tls_cert's certificate, for the testbed's own https servers."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context
