@@ -187,7 +187,7 @@ def auto_parts(cases: Sequence[Mapping[str, Any]], lift_after: float, path: Path
         )
         for axes in (counts, speeds):
             axes.axvline(lift_after, color="black", linestyle="--", linewidth=1, label="cap lifted")
-        counts.legend(loc="upper left", fontsize=8, ncol=3)
+        counts.legend(loc="best", fontsize=8, ncol=3)
         fixed_colours = itertools.cycle(FIXED_COLOURS)
         for case in lifted:
             run = median_run(case["runs"], "after_lift_mbps") or median_run(case["runs"], "mbps")
