@@ -71,8 +71,9 @@ compare: system-deps azurite $(STAMP)
 	$(BIN)/python -m tools.compare.run
 
 # Download throughput of acr-blob, its peers (when tools/compare/install-peers.sh has installed
-# them) and the limits: docs/benchmarks.md and docs/benchmarks.json. A quick run:
-# make bench BENCH_ARGS='--size 64MiB --rounds 1 --no-write'
+# them) and the limits: docs/benchmarks.md, docs/benchmarks.json and the SVG charts beside them
+# (about 25 minutes on 2 cores). A quick run:
+# make bench BENCH_ARGS='--size 64MiB --throttle-size 64MiB --rounds 1 --no-write'
 .PHONY: bench
 bench: system-deps $(STAMP)
 	$(BIN)/python -m tools.bench $(BENCH_ARGS)

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tools.faultproxy import Fault, FaultProxy, FaultProxyFactory
+from tools.faultproxy import Fault, FaultProxy, FaultProxyFactory, Rule
+from tools.faultproxy.faults import NO_FAULT
 from tools.testbed import BlobFactory, Deployment, free_port, push_blob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,6 +226,66 @@ def test_drip_is_slow_but_complete(
     assert len(pieces) >= 4
 
 
+def test_a_lasting_drip_ends_on_a_connection_already_open(
+    registry: Deployment,
+    repository: str,
+    blob_factory: BlobFactory,
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    digest, data = blob_factory(registry, 1024 * 1024)
+    proxy = fault_proxy(registry)
+    # An hour between pieces: only the drip's end lets a body through within the timeout.
+    rule = proxy.add(Fault.drip(64 * 1024, 3600.0, lasting=0.3), path=r"/blobs/")
+    url = blob_url(proxy, repository, digest)
+    with client() as c:
+        assert c.get(url).content == data
+        # A connection opened after the end is not paced either.
+        assert c.get(url).content == data
+    assert rule.fired == 2
+    assert rule.first_fired_at is not None
+    assert "drip 65536 B every 3600 s for 0.3 s" in str(rule)
+
+
+def test_a_lasting_drip_counts_from_its_rules_first_firing() -> None:
+    rule = Rule(Fault.drip(10, 0.5, lasting=2.0))
+    first = rule.fire()
+    assert rule.first_fired_at is not None
+    assert first.drip_until == rule.first_fired_at + 2.0
+    assert rule.fire().drip_until == first.drip_until
+    end = rule.first_fired_at + 2.0
+    assert first.drip_pause(end - 1.0) == 0.5
+    assert first.drip_pause(end - 0.1) == pytest.approx(0.1)  # the last wait is cut short
+    assert first.drip_pause(end) is None
+    assert Fault.drip(10, 0.5).drip_pause(end + 1e6) == 0.5
+    assert Fault.cut_after(3).drip_pause(0.0) is None
+    # Combined with another fault, the lasting drip keeps its end.
+    assert (Fault.flip_byte(1) | first).drip_until == first.drip_until
+
+
+def test_every_fires_on_every_kth_matching_request(
+    registry: Deployment, fault_proxy: FaultProxyFactory
+) -> None:
+    data = bytes(range(256)) * 8
+    digest = registry.push("faultproxy/every", data)
+    proxy = fault_proxy(registry)
+    rule = proxy.add(Fault.respond(429, {"Retry-After": "1"}), method="GET", ranged=True, every=3)
+    url = f"{proxy.url}/v2/faultproxy/every/blobs/{digest}"
+    statuses = []
+    with client() as c:
+        for index in range(7):
+            statuses.append(c.get(url, headers={"Range": f"bytes={index}-{index}"}).status_code)
+            # Requests without Range do not match, so they do not count towards `every`.
+            assert c.get(url).status_code == 200
+        throttled = c.get(url, headers={"Range": "bytes=0-0"})
+    assert statuses == [206, 206, 429, 206, 206, 429, 206]
+    assert throttled.status_code == 206  # the 8th
+    assert (rule.matched, rule.fired) == (8, 2)
+    assert len(proxy.firings) == 2
+    assert "every=3" in repr(rule)
+    with pytest.raises(ValueError, match="every"):
+        Rule(NO_FAULT, every=0)
+
+
 def test_stall_before_headers_trips_a_read_timeout(
     registry: Deployment, fault_proxy: FaultProxyFactory
 ) -> None:
@@ -405,6 +466,33 @@ def test_command_line_proxy(
         process.stdout.close()
         process.stderr.close()
     assert process.returncode == 0
+
+
+def test_command_line_proxy_every_kth_ranged_request(registry: Deployment) -> None:
+    data = b"every other ranged request"
+    digest = registry.push("faultproxy/cli-every", data)
+    argv = [sys.executable, "-m", "tools.faultproxy", "--upstream", registry.url]
+    argv += ["--status", "429", "--retry-after", "1", "--every", "2", "--ranged"]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"{_first_line(process, timeout=10.0)}/v2/faultproxy/cli-every/blobs/{digest}"
+        with client() as c:
+            ranged = [c.get(url, headers={"Range": "bytes=0-4"}) for _ in range(4)]
+            assert c.get(url).content == data
+        assert [r.status_code for r in ranged] == [206, 429, 206, 429]
+        assert ranged[1].headers["Retry-After"] == "1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
 
 
 def _first_line(process: subprocess.Popen[bytes], *, timeout: float) -> str:

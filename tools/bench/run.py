@@ -27,11 +27,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from tools.faultproxy import Fault, FaultProxy
+from tools.bench import auto
+from tools.bench.auto import AUTO, CAP, CAP_LIFT, LOOPBACK, STORM
+from tools.faultproxy import Fault, FaultProxy, Rule
 from tools.testbed import Deployment, open_filesystem_registry
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +54,15 @@ CACHE_HIT = "acr-blob cache hit"
 LIMIT_CASES = ("raw-curl", "hash-limit")
 PEERS_MISSING = "not installed (tools/compare/install-peers.sh)"
 NO_CONCURRENCY = "not available yet (BlobClient.download_blob_to_file has no max_concurrency)"
+NO_AUTO = 'not available yet (this SDK has no max_concurrency="auto")'
+# The 429 storm answers every STORM_EVERY-th Range request (counted afresh each run) with this.
+STORM_EVERY = 3
+STORM_RETRY_AFTER = "1"
+BLOB_PATHS = r"/blobs/"
+CHARTS = (
+    ("benchmarks-throughput.svg", "MB/s per client against the limits"),
+    ("benchmarks-auto-parts.svg", "auto's connection count over time on the changing cap"),
+)
 # Environment variables that could send a client's loopback requests through a proxy.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -65,16 +76,46 @@ class Case:
     name: str
     kind: str
     runner: str
-    throttled: bool = False
+    scenario: str = LOOPBACK
     tls: bool = False  # from a second registry that serves https with a self-signed certificate
     # From a blob cache that holds the blob (filled once, before the rounds): no network.
     cached: bool = False
-    max_concurrency: int | None = None
+    max_concurrency: int | Literal["auto"] | None = None
     module: str | None = None  # what must import in the peers' interpreter
+
+    @property
+    def throttled(self) -> bool:
+        """Through one of the capping proxies, with the throttled blob."""
+        return self.scenario != LOOPBACK
 
     @property
     def repository(self) -> str:
         return THROTTLED_REPOSITORY if self.throttled else REPOSITORY
+
+
+def _fixed_and_auto(prefix: str, scenario: str, counts: Sequence[int]) -> list[Case]:
+    """acr-blob to a file with one connection, each of `counts`, then "auto"."""
+    cases = [Case(f"{prefix}acr-blob-file", "acr-blob-file", "project", scenario=scenario)]
+    cases += [
+        Case(
+            f"{prefix}acr-blob max_concurrency={n}",
+            "acr-blob-file",
+            "project",
+            scenario=scenario,
+            max_concurrency=n,
+        )
+        for n in counts
+    ]
+    cases.append(
+        Case(
+            f"{prefix}acr-blob auto",
+            "acr-blob-file",
+            "project",
+            scenario=scenario,
+            max_concurrency=AUTO,
+        )
+    )
+    return cases
 
 
 CASES = [
@@ -85,11 +126,14 @@ CASES = [
     Case("http.client+hashlib (bare)", "socket", "project"),
     Case("http.client+hashlib to file (bare)", "socket-file", "project"),
     Case("acr-blob-stream", "acr-blob-stream", "project"),
+    Case("acr-blob-stream max_concurrency=4", "acr-blob-stream", "project", max_concurrency=4),
+    Case("acr-blob-stream auto", "acr-blob-stream", "project", max_concurrency=AUTO),
     Case("acr-blob-file", "acr-blob-file", "project"),
     Case("acr-blob-async", "acr-blob-async", "project"),
     Case("acr-blob-async-file", "acr-blob-async-file", "project"),
     Case("acr-blob max_concurrency=2", "acr-blob-file", "project", max_concurrency=2),
     Case("acr-blob max_concurrency=4", "acr-blob-file", "project", max_concurrency=4),
+    Case("acr-blob auto", "acr-blob-file", "project", max_concurrency=AUTO),
     Case(
         "azure-containerregistry",
         "azure-containerregistry",
@@ -101,28 +145,33 @@ CASES = [
     Case("TLS raw-curl", "curl", "curl", tls=True),
     Case(TLS_BASELINE, "requests", "requests", module="requests", tls=True),
     Case("TLS acr-blob-stream", "acr-blob-stream", "project", tls=True),
+    Case(
+        "TLS acr-blob-stream max_concurrency=4",
+        "acr-blob-stream",
+        "project",
+        tls=True,
+        max_concurrency=4,
+    ),
+    Case("TLS acr-blob-stream auto", "acr-blob-stream", "project", tls=True, max_concurrency=AUTO),
     Case("TLS acr-blob-file", "acr-blob-file", "project", tls=True),
+    Case("TLS acr-blob max_concurrency=4", "acr-blob-file", "project", tls=True, max_concurrency=4),
+    Case("TLS acr-blob auto", "acr-blob-file", "project", tls=True, max_concurrency=AUTO),
     Case("TLS acr-blob-async", "acr-blob-async", "project", tls=True),
     Case("TLS acr-blob-async-file", "acr-blob-async-file", "project", tls=True),
     Case(CACHE_BASELINE, "copy-entry", "project", cached=True),
     Case(CACHE_HIT, "acr-blob-cache-hit", "project", cached=True),
-    Case("throttled raw-curl", "curl", "curl", throttled=True),
-    Case("throttled acr-blob-file", "acr-blob-file", "project", throttled=True),
-    Case("throttled acr-blob-stream", "acr-blob-stream", "project", throttled=True),
-    Case(
-        "throttled acr-blob max_concurrency=4",
-        "acr-blob-file",
-        "project",
-        throttled=True,
-        max_concurrency=4,
-    ),
+    Case("throttled raw-curl", "curl", "curl", scenario=CAP),
+    *_fixed_and_auto("throttled ", CAP, (2, 4, 8)),
+    # Iterating under the cap; its N=1 would only repeat the file's (one capped connection).
     Case(
         "throttled acr-blob-stream max_concurrency=4",
         "acr-blob-stream",
         "project",
-        throttled=True,
+        scenario=CAP,
         max_concurrency=4,
     ),
+    *_fixed_and_auto("changing cap ", CAP_LIFT, (2, 4, 8)),
+    *_fixed_and_auto("429 storm ", STORM, (4,)),
 ]
 CASE_NAMES = [case.name for case in CASES]
 THROTTLED_N1 = "throttled acr-blob-file"
@@ -178,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--size", type=parse_size, default=GIB, help="blob size (default 1GiB)")
     parser.add_argument(
-        "--rounds", type=_positive_int, default=3, help="runs per case, interleaved (default 3)"
+        "--rounds", type=_positive_int, default=5, help="runs per case, interleaved (default 5)"
     )
     parser.add_argument(
         "--cases", help="comma-separated case names (default: all); see the list below"
@@ -187,7 +236,8 @@ def _parser() -> argparse.ArgumentParser:
         "--throttle",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also run the throttled cases (default: on)",
+        help="also run the throttled cases: per-connection cap, changing cap, 429 storm "
+        "(default: on)",
     )
     parser.add_argument(
         "--tls",
@@ -198,8 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--throttle-size",
         type=parse_size,
-        default=128 * MIB,
-        help="blob size for the throttled cases (default 128MiB)",
+        default=GIB,
+        help="blob size for the throttled cases (default 1GiB)",
     )
     parser.add_argument(
         "--throttle-rate",
@@ -207,6 +257,14 @@ def _parser() -> argparse.ArgumentParser:
         default=50.0,
         help="target cap per connection in MB/s (default 50): the proxy sends 64 KiB, then "
         "waits 64 KiB / rate",
+    )
+    parser.add_argument(
+        "--lift-after",
+        type=_positive_float,
+        default=2.0,
+        help="changing cap: seconds after the run's first blob request at which the proxy "
+        "lifts the cap, on open connections too (default 2: every fixed N is still mid-way "
+        "through 1 GiB then)",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print the table only; leave docs/ alone"
@@ -270,6 +328,10 @@ def has_max_concurrency() -> bool:
     return "max_concurrency" in inspect.signature(BlobClient.download_blob_to_file).parameters
 
 
+def has_auto_concurrency() -> bool:
+    return importlib.util.find_spec("acr_blob._adaptive") is not None
+
+
 @dataclass(frozen=True)
 class Plan:
     """How each chosen case runs: its command prefix, or why it cannot run here."""
@@ -285,6 +347,7 @@ def plan(cases: Sequence[Case]) -> Plan:
         peer_modules.append("requests")
     found = _peer_modules(peer_modules)
     concurrency = has_max_concurrency()
+    auto = concurrency and has_auto_concurrency()
     commands: dict[str, list[str]] = {}
     unavailable: dict[str, str] = {}
     project = [sys.executable, "-P", str(WORKER)]
@@ -292,6 +355,8 @@ def plan(cases: Sequence[Case]) -> Plan:
     for case in cases:
         if case.max_concurrency is not None and not concurrency:
             unavailable[case.name] = NO_CONCURRENCY
+        elif case.max_concurrency == AUTO and not auto:
+            unavailable[case.name] = NO_AUTO
         elif case.runner == "curl":
             if shutil.which("curl") is None:
                 unavailable[case.name] = "skipped: curl not found"
@@ -432,6 +497,8 @@ def run_once(
             "options": {
                 "max_concurrency": case.max_concurrency,
                 "cache_dir": None if cache_dir is None else str(cache_dir),
+                # The rate after the lift is read off the progress trace.
+                "trace": case.scenario == CAP_LIFT,
             },
             "ca_cert": None if ca_cert is None else str(ca_cert),
         }
@@ -517,6 +584,64 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class ScenarioProxy:
+    """A capping fault proxy whose rules are set anew before each run, so that the lift of a
+    changing cap counts from that run's first blob request and the storm's share from its
+    first Range request; `report` says what they did in the run."""
+
+    def __init__(
+        self, proxy: FaultProxy, scenario: str, interval: float, lift_after: float
+    ) -> None:
+        self.proxy = proxy
+        self.scenario = scenario
+        self.interval = interval
+        self.lift_after = lift_after
+        self._drip: Rule | None = None
+        self._storm: Rule | None = None
+
+    def arm(self) -> None:
+        self.proxy.clear_faults()
+        self.proxy.clear()
+        lasting = self.lift_after if self.scenario == CAP_LIFT else None
+        self._drip = self.proxy.add(
+            Fault.drip(DRIP_SIZE, self.interval, lasting=lasting), method="GET", path=BLOB_PATHS
+        )
+        self._storm = None
+        if self.scenario == STORM:
+            self._storm = self.proxy.add(
+                Fault.respond(429, {"Retry-After": STORM_RETRY_AFTER}),
+                method="GET",
+                path=BLOB_PATHS,
+                ranged=True,
+                every=STORM_EVERY,
+            )
+
+    def report(self) -> dict[str, Any]:
+        assert self._drip is not None
+        first = self._drip.first_fired_at
+        found: dict[str, Any] = {"first_request_at": first}
+        if self.scenario == CAP_LIFT:
+            found["lift_at"] = None if first is None else first + self.lift_after
+        if self._storm is not None:
+            found["throttled_answers"] = self._storm.fired
+            found["range_requests"] = self._storm.matched
+        return found
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if not result.get("ok"):
+        return f"FAILED: {result.get('error')}"
+    text = f"{result['mbps']:.1f} MB/s"
+    if result.get("lift_at") is not None:
+        text += f", after the lift {auto.fmt_speed(result.get('after_lift_mbps'))} MB/s"
+    if "connections" in result:
+        text += f", connections most {result['connections']['most']}"
+        text += f", at the end {result['connections']['end']}"
+    if "throttled_answers" in result:
+        text += f", {result['throttled_answers']} 429s"
+    return text
+
+
 def run_cases(
     options: argparse.Namespace, cases: Sequence[Case], the_plan: Plan
 ) -> list[CaseResult]:
@@ -540,19 +665,29 @@ def run_cases(
         blob = push_blob(registry, REPOSITORY, options.size, workdir)
         blobs = [blob]
         throttled_blob: Blob | None = None
-        proxy_url = ""
+        proxy_urls: dict[str, str] = {}
+        scenario_proxies: dict[str, ScenarioProxy] = {}
+        interval = DRIP_SIZE / (options.throttle_rate * MB)
         if any(case.throttled for case in runnable):
             throttled_blob = push_blob(
                 registry, THROTTLED_REPOSITORY, options.throttle_size, workdir
             )
             blobs.append(throttled_blob)
+        if any(case.scenario == CAP for case in runnable):
             proxy = stack.enter_context(FaultProxy(registry.url))
-            interval = DRIP_SIZE / (options.throttle_rate * MB)
-            proxy.add(Fault.drip(DRIP_SIZE, interval), method="GET", path=r"/blobs/")
-            proxy_url = proxy.url
+            proxy.add(Fault.drip(DRIP_SIZE, interval), method="GET", path=BLOB_PATHS)
+            proxy_urls[CAP] = proxy.url
             _log(
                 f"bench: throttling proxy {proxy.url}: {DRIP_SIZE} B every {interval * 1e3:.2f} ms"
             )
+        for scenario in (CAP_LIFT, STORM):
+            if any(case.scenario == scenario for case in runnable):
+                proxy = stack.enter_context(FaultProxy(registry.url))
+                scenario_proxies[scenario] = ScenarioProxy(
+                    proxy, scenario, interval, options.lift_after
+                )
+                proxy_urls[scenario] = proxy.url
+                _log(f"bench: {scenario} proxy {proxy.url}")
         warm_up(registry, blobs)
         cache_dir: Path | None = None
         if any(case.cached for case in runnable):
@@ -570,7 +705,10 @@ def run_cases(
                 served = tls_registry if case.tls else registry
                 target = throttled_blob if case.throttled else tls_blob if case.tls else blob
                 assert target is not None and served is not None
-                url = proxy_url if case.throttled else served.url
+                url = proxy_urls[case.scenario] if case.throttled else served.url
+                scenario_proxy = scenario_proxies.get(case.scenario)
+                if scenario_proxy is not None:
+                    scenario_proxy.arm()
                 result = run_once(
                     case,
                     the_plan.commands[case.name],
@@ -582,12 +720,13 @@ def run_cases(
                     cache_dir if case.cached else None,
                 )
                 result["round"] = round_number
+                if scenario_proxy is not None:
+                    result.update(scenario_proxy.report())
+                auto.annotate(result, target.size)
                 results[case.name].runs.append(result)
-                if result.get("ok"):
-                    outcome = f"{result['mbps']:.1f} MB/s"
-                else:
-                    outcome = f"FAILED: {result.get('error')}"
-                _log(f"bench: round {round_number}/{options.rounds} {case.name}: {outcome}")
+                _log(
+                    f"bench: round {round_number}/{options.rounds} {case.name}: {_outcome(result)}"
+                )
     return [results[case.name] for case in cases]
 
 
@@ -650,7 +789,7 @@ def machine() -> dict[str, Any]:
 
 
 def _fmt_speed(mbps: float) -> str:
-    return f"{mbps:.0f}" if mbps >= 100 else f"{mbps:.1f}" if mbps >= 10 else f"{mbps:.2f}"
+    return auto.fmt_speed(mbps)
 
 
 def _ratio(value: float | None, reference: float | None) -> float | None:
@@ -674,9 +813,10 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             limits[name] = speed
     limit_from = min(limits, key=lambda name: limits[name]) if limits else None
     limit = limits[limit_from] if limit_from is not None else None
-    # A throttled case with max_concurrency is compared with the throttled N=1 case of its kind.
+    # A throttled case with max_concurrency is compared with the N=1 case of its scenario and
+    # kind, or where there is none (iterating under the cap), with the one to a file.
     n1 = {
-        result.case.kind: result.median_mbps
+        (result.case.scenario, result.case.kind): result.median_mbps
         for result in results
         if result.case.throttled and result.case.max_concurrency is None
     }
@@ -686,6 +826,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "name": result.case.name,
             "kind": result.case.kind,
+            "scenario": result.case.scenario,
             "throttled": result.case.throttled,
             "tls": result.case.tls,
             "cached": result.case.cached,
@@ -696,6 +837,8 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
             "max_rss_growth_mib": result.rss_growth_mib,
             "runs": result.runs,
         }
+        if result.case.scenario == CAP_LIFT:
+            entry["after_lift_mbps"] = auto.median_of(result.runs, "after_lift_mbps")
         if result.case.tls:
             entry["vs_tls_baseline"] = _ratio(median, tls_baseline)
         elif result.case.cached:
@@ -703,13 +846,17 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, Any]:
         elif not result.case.throttled:
             entry["vs_baseline"] = _ratio(median, baseline)
             entry["vs_limit"] = _ratio(median, limit)
-        elif result.case.kind in n1 and result.case.max_concurrency is not None:
-            entry["speedup_vs_n1"] = _ratio(median, n1[result.case.kind])
+        elif result.case.max_concurrency is not None:
+            scenario = result.case.scenario
+            reference = n1.get((scenario, result.case.kind), n1.get((scenario, "acr-blob-file")))
+            if reference is not None:
+                entry["speedup_vs_n1"] = _ratio(median, reference)
         cases.append(entry)
     return {
         "baseline": {"case": BASELINE, "mbps": baseline},
         "limit": {"case": limit_from, "mbps": limit, "candidates": limits},
         "cases": cases,
+        "auto": auto.claims(cases),
     }
 
 
@@ -737,6 +884,7 @@ def _notes(result: CaseResult, entry: dict[str, Any], by_name: dict[str, CaseRes
         notes.append(f"vs disk copy: {_fmt_ratio(entry['vs_cache_baseline'])}")
     if "speedup_vs_n1" in entry:
         notes.append(f"speedup vs N=1: {_fmt_ratio(entry['speedup_vs_n1'])}")
+    notes += auto.case_notes(entry)
     failed = [run for run in result.runs if not run.get("ok")]
     if failed:
         notes.append(f"{len(failed)} of {len(result.runs)} runs FAILED: {failed[-1].get('error')}")
@@ -782,14 +930,17 @@ def render(
     about: dict[str, Any],
     results: Sequence[CaseResult],
     summary: dict[str, Any],
+    charts: Sequence[tuple[str, str]] = (),
 ) -> str:
+    """docs/benchmarks.md: the charts (file name, alt text) first, then the auto section, then
+    every case."""
     limit = summary["limit"]
     limit_text = (
         f"{_fmt_speed(limit['mbps'])} MB/s, from {limit['case']}"
         if limit["mbps"] is not None
         else "not measured (neither raw-curl nor hash-limit ran)"
     )
-    throttled = any(result.case.throttled for result in results)
+    scenarios = {result.case.scenario for result in results}
     interval_ms = DRIP_SIZE / (options.throttle_rate * MB) * 1e3
     lines = [
         "# Blob download benchmarks",
@@ -803,7 +954,21 @@ def render(
         f"docker-registry {about['docker-registry']}",
         f"- Blob: {format_size(options.size)} of random bytes; {options.rounds} round(s); "
         f"limit = {limit_text}",
+        "",
     ]
+    for name, alt in charts:
+        lines += [f"![{alt}]({name})", ""]
+    lifted_or_storm = scenarios & {CAP_LIFT, STORM}
+    if summary["auto"] or lifted_or_storm:
+        lines.append(
+            auto.render_section(
+                summary["auto"],
+                summary["cases"],
+                lift_after=options.lift_after,
+                storm_every=STORM_EVERY,
+            )
+        )
+    lines += ["## Every case", ""]
     if any(result.case.tls for result in results):
         lines.append(
             "- TLS rows: the same blob from a second registry serving https (TLS 1.3, a "
@@ -820,12 +985,33 @@ def render(
             "new file beside the target, fsync included. Near 1.00x means a hit costs what "
             "copying the file costs; far above it, the filesystem made a reflink"
         )
-    if throttled:
+    if CAP in scenarios:
         lines.append(
             f"- Throttled rows: a {format_size(options.throttle_size)} blob through a fault "
             f"proxy that sends each connection's body {DRIP_SIZE // KIB} KiB at a time, "
             f"{interval_ms:.2f} ms apart (a cap of about {options.throttle_rate:g} MB/s per "
             "connection; throttled raw-curl shows what one connection really gets)"
+        )
+    if CAP_LIFT in scenarios:
+        lines.append(
+            f"- Changing-cap rows: the {format_size(options.throttle_size)} blob through "
+            f"another proxy capping each connection alike until {options.lift_after:g} s after "
+            "the run's first blob request, then on every connection, those open included, not "
+            "at all (its rule is set anew before each run); MB/s is the whole download's, the "
+            "rate after the lift is in the section above. The SDK's progress reports, with "
+            "their monotonic times, give the bytes at the lift"
+        )
+    if STORM in scenarios:
+        lines.append(
+            f"- 429-storm rows: the {format_size(options.throttle_size)} blob through a third "
+            "proxy, capping each connection alike, that answers every "
+            f"{auto.ordinal(STORM_EVERY)} Range request with 429 and `Retry-After: "
+            f"{STORM_RETRY_AFTER}` (counted afresh each run)"
+        )
+    if any(result.case.max_concurrency == AUTO for result in results):
+        lines.append(
+            '- auto rows: `max_concurrency="auto"`; the connection counts come from the '
+            "controller's `auto:` DEBUG lines on the `acr_blob` logger, which the worker keeps"
         )
     lines += [
         "",
@@ -849,6 +1035,27 @@ def render(
     return "\n".join(lines)
 
 
+def draw_charts(output_dir: Path, summary: dict[str, Any], lift_after: float) -> list[Path]:
+    """The SVG charts in ``output_dir``; none without matplotlib (a development dependency).
+    A chart with nothing to show this run is removed rather than left from an earlier one."""
+    try:
+        from tools.bench import charts
+    except ImportError as error:
+        _log(f"bench: no charts ({error}); pip install -e '.[dev]' brings matplotlib")
+        return []
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (throughput_name, _), (parts_name, _) = CHARTS
+    throughput, parts = output_dir / throughput_name, output_dir / parts_name
+    made = {
+        throughput: charts.throughput(summary["cases"], throughput),
+        parts: charts.auto_parts(summary["cases"], lift_after, parts),
+    }
+    for path, drawn in made.items():
+        if not drawn:
+            path.unlink(missing_ok=True)
+    return [path for path, drawn in made.items() if drawn]
+
+
 def write_files(
     output_dir: Path,
     markdown: str,
@@ -870,7 +1077,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_cases(options, cases, the_plan)
     summary = summarize(results)
     about = machine()
-    markdown = render(options, command, when, about, results, summary)
+    drawn = [] if options.no_write else draw_charts(options.output_dir, summary, options.lift_after)
+    charts = [(name, alt) for name, alt in CHARTS if options.output_dir / name in drawn]
+    markdown = render(options, command, when, about, results, summary, charts)
     print(markdown, flush=True)
     if not options.no_write:
         data = {
@@ -884,12 +1093,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "throttle_size": options.throttle_size,
                 "throttle_rate_mbps": options.throttle_rate,
                 "drip_size": DRIP_SIZE,
+                "lift_after": options.lift_after,
+                "storm_every": STORM_EVERY,
+                "storm_retry_after": STORM_RETRY_AFTER,
                 "mb": MB,
             },
+            "charts": [name for name, _ in charts],
             **summary,
         }
         write_files(options.output_dir, markdown, data)
-        _log(f"bench: wrote {options.output_dir / 'benchmarks.md'} and benchmarks.json")
+        written = ", ".join(["benchmarks.json", *(name for name, _ in charts)])
+        _log(f"bench: wrote {options.output_dir / 'benchmarks.md'} and {written}")
     failed = [r.case.name for r in results if r.unavailable is None and r.median_mbps is None]
     if failed:
         _log(f"bench: no successful run for {', '.join(failed)}")

@@ -10,7 +10,12 @@ module imports only the standard library at the top; each case imports its clien
    of the output file for the cases that write one;
 4. one JSON line on the original standard output:
    {"ok", "error", "seconds", "bytes", "rss_after_imports_kib", "rss_end_kib",
-    "ru_maxrss_kib", "checked", "versions"}.
+    "ru_maxrss_kib", "checked", "versions", "started_at", "ended_at"}, and for the SDK's
+   cases, on request, "trace" (`[time.monotonic(), bytes]` from the `progress=` callback) and,
+   under `max_concurrency="auto"`, "auto_log" (`[time.monotonic(), message]` of the
+   controller's `auto:` DEBUG lines on the `acr_blob` logger). `started_at` and `ended_at`
+   bracket the download call on the same clock: `time.monotonic()` is the system's, so the
+   orchestrator can put these instants beside its own (its proxy's).
 
 Peak RSS is the kernel's high-water mark of this process's own memory (`VmHWM` in
 /proc/self/status). `ru_maxrss` is not used for the difference because Linux carries the
@@ -25,6 +30,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import resource
 import shutil
@@ -80,6 +86,64 @@ class Request:
         return True if self.ca_cert is None else ssl.create_default_context(cafile=self.ca_cert)
 
 
+class _AutoLines(logging.Handler):
+    """Keeps the ``max_concurrency="auto"`` controller's decisions, stamped on arrival."""
+
+    def __init__(self, lines: list[tuple[float, str]]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("auto:"):
+            # record.created is wall-clock time; the orchestrator compares monotonic instants.
+            self.lines.append((time.monotonic(), message))
+
+
+@dataclass
+class Observations:
+    """What an SDK case records as it downloads, besides its time (see the module's doc)."""
+
+    trace: list[tuple[float, int]] | None = None
+    auto_log: list[tuple[float, str]] | None = None
+
+    @classmethod
+    def start(cls, request: Request) -> Observations:
+        observations = cls()
+        if request.options.get("trace"):
+            observations.trace = []
+        if request.options.get("max_concurrency") == "auto":
+            observations.auto_log = []
+            logger = logging.getLogger("acr_blob")
+            logger.setLevel(logging.DEBUG)
+            logger.addHandler(_AutoLines(observations.auto_log))
+        return observations
+
+    def progress(self, done: int, total: int | None) -> None:
+        if self.trace is not None:
+            self.trace.append((time.monotonic(), done))
+
+    def download_options(self, request: Request) -> dict[str, Any]:
+        """The keywords of the SDK's download call: its max_concurrency, and the progress
+        callback when a trace is asked for."""
+        # Any: the keyword exists only in SDK versions that download in parallel ranges.
+        extra: dict[str, Any] = {}
+        concurrency = request.options.get("max_concurrency")
+        if concurrency is not None:
+            extra["max_concurrency"] = concurrency if concurrency == "auto" else int(concurrency)
+        if self.trace is not None:
+            extra["progress"] = self.progress
+        return extra
+
+    def report(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.trace is not None:
+            found["trace"] = self.trace
+        if self.auto_log is not None:
+            found["auto_log"] = self.auto_log
+        return found
+
+
 @dataclass
 class Prepared:
     """A case ready to run: `download` returns the number of bytes the client handed over."""
@@ -89,6 +153,7 @@ class Prepared:
     versions: dict[str, str]
     check: Callable[[], None] | None = None  # after timing; raises if the bytes were wrong
     closers: list[Callable[[], object]] = field(default_factory=list)
+    observations: Observations | None = None
 
 
 class WrongBytes(AssertionError):
@@ -292,19 +357,12 @@ def _acr_versions() -> dict[str, str]:
     return {"acr-blob": version("acr-blob"), "httpx": version("httpx")}
 
 
-def _concurrency_option(request: Request) -> dict[str, Any]:
-    # Any: the keyword exists only in SDK versions that download in parallel ranges.
-    extra: dict[str, Any] = {}
-    if request.options.get("max_concurrency") is not None:
-        extra["max_concurrency"] = int(request.options["max_concurrency"])
-    return extra
-
-
 def prepare_acr_blob_stream(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
     client = BlobClient(request.url, verify=request.verify())
-    extra = _concurrency_option(request)
+    observations = Observations.start(request)
+    extra = observations.download_options(request)
 
     def download() -> int:
         received = 0
@@ -313,7 +371,13 @@ def prepare_acr_blob_stream(request: Request) -> Prepared:
                 received += len(chunk)
         return received
 
-    return Prepared(download, "verified by the SDK", _acr_versions(), closers=[client.close])
+    return Prepared(
+        download,
+        "verified by the SDK",
+        _acr_versions(),
+        closers=[client.close],
+        observations=observations,
+    )
 
 
 def prepare_acr_blob_file(request: Request) -> Prepared:
@@ -321,7 +385,8 @@ def prepare_acr_blob_file(request: Request) -> Prepared:
 
     client = BlobClient(request.url, verify=request.verify())
     target = request.output_dir / "blob"
-    extra = _concurrency_option(request)
+    observations = Observations.start(request)
+    extra = observations.download_options(request)
 
     def download() -> int:
         client.download_blob_to_file(request.repository, request.digest, target, **extra)
@@ -333,6 +398,7 @@ def prepare_acr_blob_file(request: Request) -> Prepared:
         _acr_versions(),
         check=file_check(target, request.digest),
         closers=[client.close],
+        observations=observations,
     )
 
 
@@ -550,9 +616,11 @@ def measure(request: Request) -> dict[str, Any]:
     result["checked"] = prepared.checked
     try:
         result["rss_after_imports_kib"] = peak_rss_kib()
+        result["started_at"] = time.monotonic()
         start = time.perf_counter()
         received = prepared.download()
         result["seconds"] = time.perf_counter() - start
+        result["ended_at"] = time.monotonic()
         result["rss_end_kib"] = peak_rss_kib()
         result["ru_maxrss_kib"] = ru_maxrss_kib()
         result["bytes"] = received
@@ -565,6 +633,8 @@ def measure(request: Request) -> dict[str, Any]:
         traceback.print_exc()
         result["error"] = describe(error)
     finally:
+        if prepared.observations is not None:
+            result.update(prepared.observations.report())
         for close in reversed(prepared.closers):
             try:
                 close()

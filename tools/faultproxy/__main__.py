@@ -1,7 +1,8 @@
 """`python -m tools.faultproxy --upstream URL [fault options]`: a fault proxy for experiments.
 
 Prints its URL as the first line on stdout, then serves until Ctrl-C or SIGTERM. The fault
-options combine into one rule; --times, --path and --method say which requests it hits.
+options combine into one rule; --times, --every, --ranged, --path and --method say which
+requests it hits.
 """
 
 from __future__ import annotations
@@ -52,9 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--drip", type=_drip, metavar="SIZE:INTERVAL", help="SIZE bytes every INTERVAL seconds"
     )
+    faults.add_argument(
+        "--drip-lasting",
+        type=float,
+        metavar="SECONDS",
+        help="with --drip: end the drip this long after the rule first fired, open "
+        "connections included",
+    )
     faults.add_argument("--stall", type=float, metavar="SECONDS", help="wait before answering")
     which = parser.add_argument_group("which requests")
     which.add_argument("--times", type=int, help="only the first K matching requests")
+    which.add_argument("--every", type=int, metavar="K", help="only every K-th matching request")
+    which.add_argument(
+        "--ranged",
+        action=argparse.BooleanOptionalAction,
+        help="only requests with (--ranged) or without (--no-ranged) a Range header",
+    )
     which.add_argument("--path", metavar="REGEX", help="only paths this regex is found in")
     which.add_argument("--method", help="only this method")
     return parser
@@ -74,7 +88,7 @@ def _fault(args: argparse.Namespace) -> Fault:
     for offset in args.flip_byte or ():
         fault |= Fault.flip_byte(offset)
     if args.drip is not None:
-        fault |= Fault.drip(*args.drip)
+        fault |= Fault.drip(*args.drip, lasting=args.drip_lasting)
     if args.cut_after is not None:
         fault |= Fault.cut_after(args.cut_after, reset=args.reset)
     return fault
@@ -91,11 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--retry-after and --body need --status")
     if args.reset and args.cut_after is None:
         parser.error("--reset needs --cut-after")
+    if args.drip_lasting is not None and args.drip is None:
+        parser.error("--drip-lasting needs --drip")
+    which = {
+        "method": args.method,
+        "path": args.path,
+        "ranged": args.ranged,
+        "times": args.times,
+        "every": args.every,
+    }
     try:
         fault = _fault(args)
         proxy = FaultProxy(args.upstream, host=args.host, port=args.port)
         # Checked before the proxy starts, so that a bad option fails as a usage error.
-        Rule(fault, method=args.method, path=args.path, times=args.times)
+        Rule(fault, **which)
     except (ValueError, re.error) as error:
         parser.error(str(error))
     # Whoever started us stops us with SIGTERM; it should shut down as cleanly as Ctrl-C.
@@ -103,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with proxy:
             if fault != NO_FAULT:
-                rule = proxy.add(fault, method=args.method, path=args.path, times=args.times)
+                rule = proxy.add(fault, **which)
                 print(f"fault proxy: {rule}", file=sys.stderr, flush=True)
             print(proxy.url, flush=True)
             print(f"fault proxy: {proxy.url} -> {args.upstream}", file=sys.stderr, flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +30,9 @@ class Fault:
     flips: frozenset[int] = field(default_factory=frozenset)
     drip_size: int | None = None
     drip_interval: float = 0.0
+    drip_lasting: float | None = None
+    # Where the proxy admits a request, a lasting drip gets the instant it ends (monotonic).
+    drip_until: float | None = None
     set_headers: tuple[tuple[str, str], ...] = ()
     stall_at: int | None = None
     stall_at_seconds: float = 0.0
@@ -81,11 +85,18 @@ class Fault:
         return cls(range_start_earlier=n_bytes)
 
     @classmethod
-    def drip(cls, chunk_size: int, interval: float) -> Fault:
-        """Send the body `chunk_size` bytes at a time, `interval` seconds apart."""
+    def drip(cls, chunk_size: int, interval: float, *, lasting: float | None = None) -> Fault:
+        """Send the body `chunk_size` bytes at a time, `interval` seconds apart.
+
+        With `lasting`, the drip ends that many seconds after its rule first fired, on every
+        connection it paces, those already open included (a wait under way is cut short): the
+        rest of each body is relayed at full speed, as a link whose cap is lifted. The rule's
+        `first_fired_at` plus `lasting` is the instant.
+        """
         _require(chunk_size > 0, f"chunk_size must be > 0, got {chunk_size}")
         _require(interval >= 0, f"interval must be >= 0, got {interval}")
-        return cls(drip_size=chunk_size, drip_interval=interval)
+        _require(lasting is None or lasting >= 0, f"lasting must be >= 0, got {lasting}")
+        return cls(drip_size=chunk_size, drip_interval=interval, drip_lasting=lasting)
 
     @classmethod
     def set_header(cls, name: str, value: str) -> Fault:
@@ -134,6 +145,8 @@ class Fault:
             flips=self.flips | other.flips,
             drip_size=drip.drip_size,
             drip_interval=drip.drip_interval,
+            drip_lasting=drip.drip_lasting,
+            drip_until=drip.drip_until,
             set_headers=self.set_headers + other.set_headers,
             stall_at=stall_at.stall_at,
             stall_at_seconds=stall_at.stall_at_seconds,
@@ -155,6 +168,8 @@ class Fault:
             parts.append("flip byte " + ",".join(map(str, sorted(self.flips))))
         if self.drip_size is not None:
             parts.append(f"drip {self.drip_size} B every {self.drip_interval:g} s")
+            if self.drip_lasting is not None:
+                parts[-1] += f" for {self.drip_lasting:g} s"
         for name, value in self.set_headers:
             parts.append(f"set {name}: {value}")
         if self.stall_at is not None:
@@ -163,12 +178,24 @@ class Fault:
             parts.append(f"{'reset' if self.reset else 'cut'} after {self.cut_at} B")
         return "; ".join(parts) or "none"
 
+    def drip_pause(self, now: float) -> float | None:
+        """The wait before the next dripped piece at `now`, cut short where the drip ends;
+        None when there is no drip (any more)."""
+        if self.drip_size is None:
+            return None
+        if self.drip_until is None:
+            return self.drip_interval
+        left = self.drip_until - now
+        return min(self.drip_interval, left) if left > 0 else None
+
 
 NO_FAULT = Fault()
 
 
 class Rule:
-    """A fault for the requests that match, the first `times` of them (None: all)."""
+    """A fault for the requests that match, the first `times` of them (None: all); with
+    `every`, only every `every`-th matching request (the `every`-th, the 2 `every`-th, ...)
+    counts, the others pass untouched."""
 
     def __init__(
         self,
@@ -179,15 +206,21 @@ class Rule:
         ranged: bool | None = None,
         headers: Mapping[str, str] | None = None,
         times: int | None = None,
+        every: int | None = None,
     ) -> None:
         _require(times is None or times > 0, f"times must be > 0 or None, got {times}")
+        _require(every is None or every > 0, f"every must be > 0 or None, got {every}")
         self.fault = fault
         self.method = method.upper() if method is not None else None
         self.path = re.compile(path) if path is not None else None
         self.ranged = ranged
         self.headers = tuple((name, re.compile(value)) for name, value in (headers or {}).items())
         self.remaining = times
+        self.every = every
+        self.matched = 0
         self.fired = 0
+        self.first_fired_at: float | None = None
+        """`time.monotonic()` when the rule first fired: where a lasting drip counts from."""
 
     @property
     def expired(self) -> bool:
@@ -203,11 +236,23 @@ class Rule:
             and all(_full_match(pattern, request.header(name)) for name, pattern in self.headers)
         )
 
-    def fire(self) -> None:
-        """Count one use; the caller holds the lock that guards its rules."""
+    def take(self) -> bool:
+        """Count one matching request; whether the rule fires on it (see `every`). The caller
+        holds the lock that guards its rules."""
+        self.matched += 1
+        return self.every is None or self.matched % self.every == 0
+
+    def fire(self) -> Fault:
+        """Count one use; returns the fault as it applies now (a lasting drip with the instant
+        it ends). The caller holds the lock that guards its rules."""
         self.fired += 1
         if self.remaining is not None:
             self.remaining -= 1
+        if self.first_fired_at is None:
+            self.first_fired_at = time.monotonic()
+        if self.fault.drip_lasting is None:
+            return self.fault
+        return replace(self.fault, drip_until=self.first_fired_at + self.fault.drip_lasting)
 
     def __repr__(self) -> str:
         conditions = [
@@ -217,6 +262,7 @@ class Rule:
                 ("path", self.path.pattern if self.path else None),
                 ("ranged", self.ranged),
                 ("remaining", self.remaining),
+                ("every", self.every),
             )
             if value is not None
         ]

@@ -7,6 +7,7 @@ import ipaddress
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol, Self, cast
 from urllib.parse import urlsplit
@@ -82,14 +83,23 @@ class FaultProxy(Service):
         ranged: bool | None = None,
         headers: Mapping[str, str] | None = None,
         times: int | None = None,
+        every: int | None = None,
     ) -> Rule:
         """Apply `fault` to matching requests: `method`, `path` (a regex searched in the path),
         `ranged` (True: only with a Range header, False: only without), `headers` (each header
         present, its value matched in full by the regex: `{"Range": re.escape("bytes=8-15")}`),
-        the first `times` (None: all). A request matching several rules gets all their faults
-        (see Fault.__or__).
+        the first `times` (None: all), of those only every `every`-th (None: each one). A
+        request matching several rules gets all their faults (see Fault.__or__).
         """
-        rule = Rule(fault, method=method, path=path, ranged=ranged, headers=headers, times=times)
+        rule = Rule(
+            fault,
+            method=method,
+            path=path,
+            ranged=ranged,
+            headers=headers,
+            times=times,
+            every=every,
+        )
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -150,9 +160,10 @@ class FaultProxy(Service):
         with self._lock:
             self._requests.append(request)
             for rule in [r for r in self._rules if r.matches(request)]:
-                rule.fire()
+                if not rule.take():
+                    continue
+                fault = fault | rule.fire()
                 self._firings.append(Firing(rule, request))
-                fault = fault | rule.fault
                 if rule.expired:
                     self._rules.remove(rule)
         return fault
@@ -267,9 +278,12 @@ class _Handler(RelayHandler):
         offset = 0
         stall_at = fault.stall_at
         while True:
-            if fault.drip_size is not None:
+            # Asked before each piece, so that a drip that ends frees connections already open.
+            pause = fault.drip_pause(time.monotonic())
+            if pause is not None:
+                assert fault.drip_size is not None
                 piece = response.read(fault.drip_size)
-                if piece and offset and not proxy._pause(fault.drip_interval):
+                if piece and offset and not proxy._pause(pause):
                     self.cut()
                     return
             else:
