@@ -202,7 +202,10 @@ class AsyncRangedDownload:
             # One stream costs less CPU than one part after another (nothing is read back to
             # be hashed), where enough is left for that to matter.
             self._handing_back = self._size - self._parts[self._next][0] >= 2 * MIN_PART
-        while not self._handing_back and parts_left and self._running < target:
+        # At most the missing count: a worker may find the last parts taken and end at once.
+        for _ in range(target - self._running):
+            if self._handing_back or self._next >= len(self._parts):
+                break
             self._start_worker()
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
@@ -394,7 +397,9 @@ class AsyncParallelChunks:
             return
         received = self._parts[0][0] + self._received
         target = self._controller.observe(time.monotonic(), received)
-        while self._running < target and self._next < len(self._parts):
+        for _ in range(target - self._running):
+            if self._next >= len(self._parts):
+                break
             self._start_worker()
 
     async def _take(self) -> tuple[int, httpx.Response | None] | None:
