@@ -26,6 +26,8 @@ from tools.faultproxy import Fault, FaultProxy
 from tools.testbed import Deployment
 
 MB = 1e6
+# A window's length in the samples: a hair over WINDOW, for float sums of it fall short.
+STEP = WINDOW * (1 + 1e-9)
 
 
 class Run:
@@ -58,9 +60,9 @@ class Run:
         for _ in range(count):
             before = self.controller.target
             self.window += 1
-            self.now += WINDOW
-            self.received += self.rate(before) * WINDOW
-            self.cpu += WINDOW * (1.0 if self.busy(before) else 0.1)
+            self.now += STEP
+            self.received += self.rate(before) * STEP
+            self.cpu += STEP * (1.0 if self.busy(before) else 0.1)
             after = self.controller.observe(self.now, int(self.received))
             if after != before:
                 self.changes.append((self.window, after))
@@ -91,6 +93,16 @@ def test_the_ceiling_can_be_lower() -> None:
     run = Run(capped_per_connection, ceiling=3)
     run.windows(20)
     assert run.targets() == [1, 2, 3]
+
+
+def test_one_at_a_time_a_linear_link_reaches_the_ceiling() -> None:
+    # After a 429 ended the doubling, each connection more adds its share: 7 -> 8 brings a
+    # seventh more, less than GAIN, yet more than half of what an eighth brings.
+    run = Run(capped_per_connection)
+    run.windows(2)
+    run.controller.throttled(run.now, retry_after=0.0)
+    run.windows(200)
+    assert run.targets()[-7:] == [2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_link_capped_in_total_keeps_the_count_that_paid_and_tries_again_later() -> None:
@@ -166,9 +178,9 @@ def test_the_machines_idle_time_counts_when_the_download_uses_a_share(
     now = 0.0
     controller.observe(now, 0)
     for _ in range(2):  # one window settles, the next decides
-        now += WINDOW
-        readings["cpu"] += used * WINDOW
-        readings["idle"] += idle_share * 2 * WINDOW
+        now += STEP
+        readings["cpu"] += used * STEP
+        readings["idle"] += idle_share * 2 * STEP
         controller.observe(now, int(now * 100 * MB))
     assert controller.target == (2 if tries_more else 1)
 

@@ -7,8 +7,9 @@ and steers the number of connections by trial:
 
 - up: while there is CPU to spare and the ceiling is not reached, it tries more
   connections (doubling at first, like TCP's slow start, then one at a time) and keeps them
-  only when the total rate rose by :data:`GAIN`; a trial that did not pay is undone, and the
-  next one waits longer (a link's cap can change, so it is tried again later);
+  only when the total rate rose by :data:`GAIN` (for one more of many, by half of what it
+  would add at the others' rate); a trial that did not pay is undone, and the next one waits
+  longer (a link's cap can change, so it is tried again later);
 - down: while CPU-bound with more than one connection, it tries one fewer and
   keeps that unless the rate fell (each connection costs CPU; on a fast link a CPU-bound
   download gets slower with more of them);
@@ -45,11 +46,14 @@ Concurrency: TypeAlias = int | Literal["auto"]
 
 CEILING = 8
 """The most connections ``"auto"`` uses for one download."""
-WINDOW = 0.25
+WINDOW = 0.1
 """Seconds of each measurement; the first window after a change is not measured (new
 connections need a round trip or two before they carry bytes)."""
 GAIN = 1.15
-"""The rise in total rate that more connections must bring to be kept."""
+"""The rise in total rate that more connections must bring to be kept..."""
+MIN_GAIN = 1.05
+"""...unless half the rise they would bring at the rate of the others is less, but never less
+than this: 8 connections bring a seventh more than 7 at best."""
 LOSS = 0.95
 """A CPU-bound download keeps one connection fewer unless the rate fell below this share."""
 CPU_BOUND = 0.85
@@ -57,12 +61,12 @@ CPU_BOUND = 0.85
 IDLE_FLOOR = 0.10
 """The share of the machine's CPU left idle below which the download is CPU-bound, when it
 uses at least :data:`CPU_SHARE` itself."""
-CPU_SHARE = 0.25
+CPU_SHARE = 0.5
 # Windows before another trial up after one that did not pay (doubling after each, to a cap).
-BACKOFF_FIRST = 8
-BACKOFF_MAX = 64
+BACKOFF_FIRST = 10
+BACKOFF_MAX = 80
 # Windows at the kept count whose best rate a trial must beat.
-KEPT_WINDOWS = 3
+KEPT_WINDOWS = 5
 # Connection errors within this many windows that make the download shed one connection.
 ERRORS_TO_SHED = 2
 ERROR_WINDOWS = 8
@@ -201,7 +205,7 @@ class ConcurrencyController:
         self._down_wait = max(0, self._down_wait - 1)
         kept_rate = max(self._kept_rates, default=None)
         if self.target > self._kept and kept_rate is not None:
-            if rate >= GAIN * kept_rate:
+            if rate >= _required_gain(self._kept, self.target) * kept_rate:
                 self._accept(rate, f"kept: {_mb(rate)} MB/s vs {_mb(kept_rate)} MB/s")
             else:
                 self._slow_start = False
@@ -254,6 +258,11 @@ class ConcurrencyController:
         self.target = target
         self._settling = True
         self.history.append((now, target))
+
+
+def _required_gain(kept: int, tried: int) -> float:
+    """The share by which ``tried`` connections must beat ``kept`` ones."""
+    return max(MIN_GAIN, min(GAIN, 1 + 0.5 * (tried - kept) / kept))
 
 
 def _mb(rate: float) -> str:
