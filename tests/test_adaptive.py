@@ -32,8 +32,8 @@ STEP = WINDOW * (1 + 1e-9)
 
 class Run:
     """A controller fed window by window: ``rate(target)`` bytes per second arrive, and the
-    CPU is ``busy(target)`` or idle (process CPU time per wall second 1.0 or 0.1; no machine
-    idle reading, as off Linux). Both models may be swapped between calls."""
+    CPU is ``busy(target)`` or idle (process CPU time per wall second 1.0 or 0.1). Both models
+    may be swapped between calls."""
 
     def __init__(
         self,
@@ -43,14 +43,11 @@ class Run:
     ) -> None:
         self.rate, self.busy = rate, busy
         self.now, self.received, self.cpu = 100.0, 0.0, 0.0
-        self.controller = ConcurrencyController(ceiling, cpu_times=self._cpu)
+        self.controller = ConcurrencyController(ceiling, process_time=lambda: self.cpu)
         self.controller.observe(self.now, 0)
         self.window = 0
         self.changes: list[tuple[int, int]] = []
         """``(window, new target)`` for every change."""
-
-    def _cpu(self) -> tuple[float, float | None]:
-        return self.cpu, None
 
     @property
     def target(self) -> int:
@@ -157,34 +154,6 @@ def test_fewer_connections_are_undone_when_the_rate_falls() -> None:
     assert len(run.changes) == tried, "fewer were tried again before the backoff ended"
 
 
-@pytest.mark.parametrize(
-    ("used", "idle_share", "tries_more"),
-    [
-        (0.5, 0.05, False),  # a fair share of a machine that has no CPU left
-        (0.5, 0.9, True),
-        (0.1, 0.05, True),  # the machine is busy with others; this download needs little
-        (0.9, 0.9, False),  # a core's worth of its own
-    ],
-)
-def test_the_machines_idle_time_counts_when_the_download_uses_a_share(
-    used: float, idle_share: float, tries_more: bool
-) -> None:
-    readings = {"cpu": 0.0, "idle": 0.0}
-
-    def cpu() -> tuple[float, float | None]:
-        return readings["cpu"], readings["idle"]
-
-    controller = ConcurrencyController(cpu_times=cpu, cores=2)
-    now = 0.0
-    controller.observe(now, 0)
-    for _ in range(2):  # one window settles, the next decides
-        now += STEP
-        readings["cpu"] += used * STEP
-        readings["idle"] += idle_share * 2 * STEP
-        controller.observe(now, int(now * 100 * MB))
-    assert controller.target == (2 if tries_more else 1)
-
-
 def test_a_429_sheds_a_connection_and_holds_the_count() -> None:
     run = Run(capped_per_connection, ceiling=4)
     run.windows(6)
@@ -238,13 +207,6 @@ def test_decisions_are_logged_with_their_rates(caplog: pytest.LogCaptureFixture)
     assert any(m.startswith("auto: 4 -> 2 connection(s), undone: 90.0 MB/s") for m in messages)
 
 
-def test_read_cpu_times_reads_the_process_and_the_machine() -> None:
-    process, idle = adaptive.read_cpu_times()
-    assert process >= 0
-    if Path("/proc/stat").exists():
-        assert idle is not None and idle > 0
-
-
 @pytest.mark.parametrize("value", ["auto", 1, 8, 64])
 def test_max_concurrency_accepts_auto_and_counts(value: object) -> None:
     assert check_concurrency(value) == value
@@ -276,15 +238,16 @@ def blob(registry: Deployment) -> tuple[str, str, bytes]:
 
 @pytest.fixture
 def idle_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CPU readings of a machine with CPU to spare, whatever the test machine is doing."""
-    monkeypatch.setattr(adaptive, "read_cpu_times", lambda: (0.0, None))
+    """A process with CPU to spare, whatever the test machine is doing."""
+    monkeypatch.setattr(adaptive, "read_process_time", lambda: 0.0)
 
 
 @pytest.fixture
 def busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    monkeypatch.setattr(adaptive, "read_cpu_times", lambda: (time.monotonic() * 2, None))
+    # Two CPU seconds a second: every window is CPU-bound.
+    monkeypatch.setattr(adaptive, "read_process_time", lambda: time.monotonic() * 2)
 
 
 def _ranged(proxy: FaultProxy) -> list[str]:

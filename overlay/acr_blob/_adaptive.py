@@ -1,9 +1,8 @@
 """``max_concurrency="auto"``: how many connections one download uses, decided as it runs.
 
 A download starts as one stream. :class:`ConcurrencyController` is told, between chunks, how
-many bytes have arrived and when; every window it measures the rate and the CPU (the
-process's CPU time against wall time, and where the system tells, the machine's idle time),
-and steers the number of connections by trial:
+many bytes have arrived and when; every window it measures the rate and the process's CPU
+time against wall time, and steers the number of connections by trial:
 
 - up: while there is CPU to spare and the ceiling is not reached, it tries more
   connections (doubling at first, like TCP's slow start, then one at a time) and keeps them
@@ -16,23 +15,20 @@ and steers the number of connections by trial:
 - shed: a 429 or 503 from the server, or connection errors that repeat, take one connection
   away at once and hold the count for a while (``Retry-After``, at the least).
 
-CPU-bound means the process uses a core's worth of CPU time (Python's own work on the bytes,
-receiving, hashing and writing, runs on one core at a time), or it uses a fair share of one
-while the machine has almost no idle CPU left: on a small machine, or from a registry on the
-same machine, the server's work takes the cores that more connections would need. (A machine
-kept busy by others, while the download itself needs little, is no reason to stay at one
-connection behind a capped link.)
+CPU-bound means the process uses a core's worth of CPU time: Python's own work on the bytes
+(receiving, hashing, writing) runs on one core at a time. The machine's idle time is not a
+signal: behind a capped link a machine kept busy by others (or by a throttling proxy) still
+gains from more connections, and a trial finds that out where a reading cannot.
 
 The controller only counts; the drivers in ``_async/ranged.py`` start and stop the parts. Its
 decisions, with the rates they were made on, are logged at DEBUG. It reads no clock itself and
-takes its CPU readings from ``cpu_times``, so that tests replay recorded sequences.
+takes its CPU readings from ``process_time``, so that tests replay recorded sequences.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -58,10 +54,6 @@ LOSS = 0.95
 """A CPU-bound download keeps one connection fewer unless the rate fell below this share."""
 CPU_BOUND = 0.85
 """Process CPU seconds per wall second at or above which the download is CPU-bound."""
-IDLE_FLOOR = 0.10
-"""The share of the machine's CPU left idle below which the download is CPU-bound, when it
-uses at least :data:`CPU_SHARE` itself."""
-CPU_SHARE = 0.5
 # Windows before another trial up after one that did not pay (doubling after each, to a cap).
 BACKOFF_FIRST = 10
 BACKOFF_MAX = 80
@@ -72,50 +64,18 @@ ERRORS_TO_SHED = 2
 ERROR_WINDOWS = 8
 
 
-CpuTimes: TypeAlias = Callable[[], tuple[float, float | None]]
-"""``() -> (process CPU seconds, the machine's idle CPU seconds over all cores or None)``."""
-
-
-def _clock_ticks() -> float:
-    try:
-        return float(os.sysconf("SC_CLK_TCK"))
-    except (AttributeError, ValueError, OSError):
-        return 100.0
-
-
-_TICKS = _clock_ticks()
-
-
-def read_cpu_times() -> tuple[float, float | None]:
-    """The process's CPU time, and the machine's idle time from ``/proc/stat`` (Linux; else
-    ``None``)."""
-    idle: float | None = None
-    try:
-        with open("/proc/stat", "rb") as stat:
-            fields = stat.readline().split()
-        if fields and fields[0] == b"cpu" and len(fields) > 5:
-            idle = (int(fields[4]) + int(fields[5])) / _TICKS  # idle and iowait
-    except (OSError, ValueError):
-        pass
-    return time.process_time(), idle
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def read_process_time() -> float:
+    """The process's CPU time, all threads (a module function, so that tests can stand in)."""
+    return time.process_time()
 
 
 class ConcurrencyController:
     """The target number of connections of one ``"auto"`` download (thread-safe).
 
     Feed :meth:`observe` with ``(seconds, bytes received so far)`` (``time.monotonic()`` and
-    a byte count) as often as convenient; it returns the target, and reads ``cpu_times``
-    (default :func:`read_cpu_times`) once a window. :meth:`throttled` and
-    :meth:`connection_failed` report trouble. ``cores`` is the number of cores the machine's
-    idle time is spread over.
+    a byte count) as often as convenient; it returns the target, and reads ``process_time``
+    (default :func:`read_process_time`) once a window. :meth:`throttled` and
+    :meth:`connection_failed` report trouble.
     """
 
     def __init__(
@@ -123,17 +83,15 @@ class ConcurrencyController:
         ceiling: int = CEILING,
         *,
         window: float = WINDOW,
-        cpu_times: CpuTimes | None = None,
-        cores: int | None = None,
+        process_time: Callable[[], float] | None = None,
     ) -> None:
         self.ceiling = ceiling
         self.target = 1
         self._window = window
-        self._cpu_times = cpu_times or read_cpu_times
-        self._cores = cores or available_cores()
+        self._process_time = process_time or read_process_time
         self._lock = threading.Lock()
         # The window being measured: where it started, and whether it only lets a change settle.
-        self._start: tuple[float, int, float, float | None] | None = None
+        self._start: tuple[float, int, float] | None = None
         self._settling = True
         # The count that was kept, with its last few rates; a trial is `target != kept`. A trial
         # is judged against the best of them: one window that stalled (a busy machine, a
@@ -156,23 +114,20 @@ class ConcurrencyController:
             if not self.history:
                 self.history.append((now, self.target))
             if self._start is None:
-                self._start = (now, received, *self._cpu_times())
+                self._start = (now, received, self._process_time())
                 return self.target
-            began, before, cpu_before, idle_before = self._start
+            began, before, cpu_before = self._start
             elapsed = now - began
             if elapsed < self._window:
                 return self.target
-            cpu, idle = self._cpu_times()
-            self._start = (now, received, cpu, idle)
+            cpu = self._process_time()
+            self._start = (now, received, cpu)
             self._windows += 1
             if self._settling:
                 self._settling = False
                 return self.target
             rate = (received - before) / elapsed
-            used = (cpu - cpu_before) / elapsed
-            busy = used >= CPU_BOUND
-            if idle is not None and idle_before is not None and used >= CPU_SHARE:
-                busy = busy or (idle - idle_before) / (elapsed * self._cores) < IDLE_FLOOR
+            busy = (cpu - cpu_before) / elapsed >= CPU_BOUND
             self._decide(now, rate, busy)
             return self.target
 
