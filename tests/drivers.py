@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +81,20 @@ class Driver:
 
     def _transport(self) -> dict[str, Any]:
         # A MockTransport serves both flavours; the test passes it once as `handler`.
-        # `record` is a list that receives every request sent on the wire by a real transport.
+        # `record` is a list that receives every request sent on the wire by a real transport,
+        # `answers` one that receives each with its answer's status and headers (Answer).
         args = dict(self.client_args)
         handler = args.pop("handler", None)
         record = args.pop("record", None)
+        answers = args.pop("answers", None)
         if handler is not None:
             args["transport"] = httpx.MockTransport(handler)
-        elif record is not None:
+        elif record is not None or answers is not None:
             verify = args.get("verify", True)
             args["transport"] = (
-                _RecordingTransport(record, verify=verify)
+                _RecordingTransport(record, answers, verify=verify)
                 if self.mode == "sync"
-                else _AsyncRecordingTransport(record, verify=verify)
+                else _AsyncRecordingTransport(record, answers, verify=verify)
             )
         return args
 
@@ -131,24 +134,55 @@ def _snapshot(request: httpx.Request) -> httpx.Request:
     return httpx.Request(request.method, request.url, headers=request.headers)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A request as it went out on the wire, and the status and headers that came back."""
+
+    request: httpx.Request
+    status: int
+    headers: httpx.Headers
+
+
 class _RecordingTransport(httpx.HTTPTransport):
-    def __init__(self, record: list[httpx.Request], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        record: list[httpx.Request] | None,
+        answers: list[Answer] | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.record = record
+        self.answers = answers
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.record.append(_snapshot(request))
-        return super().handle_request(request)
+        sent = _snapshot(request)
+        if self.record is not None:
+            self.record.append(sent)
+        response = super().handle_request(request)
+        if self.answers is not None:
+            self.answers.append(Answer(sent, response.status_code, response.headers))
+        return response
 
 
 class _AsyncRecordingTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, record: list[httpx.Request], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        record: list[httpx.Request] | None,
+        answers: list[Answer] | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.record = record
+        self.answers = answers
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.record.append(_snapshot(request))
-        return await super().handle_async_request(request)
+        sent = _snapshot(request)
+        if self.record is not None:
+            self.record.append(sent)
+        response = await super().handle_async_request(request)
+        if self.answers is not None:
+            self.answers.append(Answer(sent, response.status_code, response.headers))
+        return response
 
 
 def _sync_action(client: BlobClient, action: str, *args: Any, **options: Any) -> Any:

@@ -46,11 +46,16 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._async import AsyncBlobClient, AsyncBlobDownload
-    from ._config import DEFAULT_TIMEOUT, Credential
+    from ._config import DEFAULT_TIMEOUT, AsyncCredential, Credential
     from ._sync import BlobClient, BlobDownload
     from .auth import RegistryAuth
     from .cache import BlobCache, CacheEntry
-    from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+    from .credentials import (
+        AsyncTokenCredential,
+        BasicCredential,
+        RefreshTokenCredential,
+        TokenCredential,
+    )
     from .docker_config import docker_config_credential
     from .manifests import Manifest, Platform, PullResult
     from .mirrors import Mirror, read_hosts_toml
@@ -74,6 +79,8 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "AsyncBlobClient",
     "AsyncBlobDownload",
+    "AsyncCredential",
+    "AsyncTokenCredential",
     "AuthenticationError",
     "BasicCredential",
     "BlobCache",
@@ -140,6 +147,7 @@ _LAZY = {
     "BlobDownload": "._sync",
     "DEFAULT_TIMEOUT": "._config",
     "Credential": "._config",
+    "AsyncCredential": "._config",
     "RegistryAuth": ".auth",
     "BlobCache": ".cache",
     "CacheEntry": ".cache",
@@ -153,6 +161,7 @@ _LAZY = {
     "BasicCredential": ".credentials",
     "RefreshTokenCredential": ".credentials",
     "TokenCredential": ".credentials",
+    "AsyncTokenCredential": ".credentials",
     "docker_config_credential": ".docker_config",
     "BlobProperties": ".models",
     "BlobReference": ".references",

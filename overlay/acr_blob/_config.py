@@ -14,10 +14,15 @@ from ._adaptive import AUTO, Concurrency
 from ._protocol import is_loopback
 from ._version import __version__
 from .auth import RegistryAuth
-from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+from .credentials import (
+    AsyncTokenCredential,
+    BasicCredential,
+    RefreshTokenCredential,
+    TokenCredential,
+)
 from .errors import InsecureCredentialError, InvalidEndpointError
 
-__all__ = ["DEFAULT_TIMEOUT", "Credential", "TimeoutTypes", "VerifyTypes"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncCredential", "Credential", "TimeoutTypes", "VerifyTypes"]
 
 Credential: TypeAlias = (
     tuple[str, str] | BasicCredential | RefreshTokenCredential | TokenCredential | httpx.Auth | None
@@ -29,6 +34,16 @@ Example::
 
     BlobClient("myregistry.azurecr.io", ("user", "password"))
     BlobClient("myregistry.azurecr.io", RefreshTokenCredential(token))
+"""
+AsyncCredential: TypeAlias = Credential | AsyncTokenCredential
+"""What :class:`~acr_blob.AsyncBlobClient` takes: a :data:`Credential`, or an Azure AD
+credential of azure-core's async shape (:class:`~acr_blob.AsyncTokenCredential`).
+
+Example::
+
+    from azure.identity.aio import DefaultAzureCredential
+
+    AsyncBlobClient("myregistry.azurecr.io", DefaultAzureCredential())
 """
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 VerifyTypes: TypeAlias = bool | str | ssl.SSLContext
@@ -95,7 +110,7 @@ def normalize_endpoint(endpoint: str) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
-def to_auth(credential: Credential, *, allow_insecure: bool = False) -> httpx.Auth:
+def to_auth(credential: AsyncCredential, *, allow_insecure: bool = False) -> httpx.Auth:
     """Every credential kind as an httpx.Auth; anonymous clients still answer token challenges."""
     if isinstance(credential, httpx.Auth):
         return credential
@@ -103,7 +118,8 @@ def to_auth(credential: Credential, *, allow_insecure: bool = False) -> httpx.Au
         if len(credential) == 2 and all(isinstance(part, str) for part in credential):
             return RegistryAuth(BasicCredential(*credential), allow_insecure=allow_insecure)
     elif credential is None or isinstance(
-        credential, BasicCredential | RefreshTokenCredential | TokenCredential
+        credential,
+        BasicCredential | RefreshTokenCredential | TokenCredential | AsyncTokenCredential,
     ):
         return RegistryAuth(credential, allow_insecure=allow_insecure)
     raise TypeError(
@@ -114,7 +130,7 @@ def to_auth(credential: Credential, *, allow_insecure: bool = False) -> httpx.Au
 
 def api_client(
     base_url: str,
-    credential: Credential,
+    credential: AsyncCredential,
     *,
     timeout: TimeoutTypes,
     verify: VerifyTypes,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -39,7 +40,13 @@ from acr_blob_api.types import UNSET, Unset
 
 from ._protocol import is_loopback, origin, redact_url, registry_errors, request_ids
 from .challenges import parse_challenges
-from .credentials import BasicCredential, RefreshTokenCredential, TokenCredential
+from .credentials import (
+    AccessTokenLike,
+    AsyncTokenCredential,
+    BasicCredential,
+    RefreshTokenCredential,
+    TokenCredential,
+)
 from .errors import AuthenticationError, InsecureCredentialError
 
 if TYPE_CHECKING:
@@ -60,10 +67,29 @@ DEFAULT_LIFETIME = 60.0
 # ACR refresh tokens live about three hours; without an `exp` claim assume less.
 REFRESH_TOKEN_LIFETIME = 60.0 * 60
 
-RegistryCredential: TypeAlias = BasicCredential | RefreshTokenCredential | TokenCredential | None
+RegistryCredential: TypeAlias = (
+    BasicCredential | RefreshTokenCredential | TokenCredential | AsyncTokenCredential | None
+)
 TokenKey: TypeAlias = tuple[str, str, str]
 """(realm, service, scope)."""
 _BASIC = "basic"
+_ASYNC_CREDENTIAL_IN_SYNC_CLIENT = (
+    "this Azure AD credential is asynchronous (its get_token is a coroutine function, as "
+    "azure.identity.aio's are): use it with AsyncBlobClient, or give BlobClient a synchronous "
+    "credential (azure.identity's)"
+)
+
+
+class _AadTokenWanted:
+    """What a token fetch yields when it needs the Azure AD token for ACR's exchange; the
+    flow gets it from the credential (the async flow awaits an async credential's) and
+    sends it back in."""
+
+
+_AAD_TOKEN = _AadTokenWanted()
+# A token fetch yields the requests it sends (and _AAD_TOKEN); what comes back in is their
+# answers (and the Azure AD token).
+_Fetch: TypeAlias = Generator[httpx.Request | _AadTokenWanted, httpx.Response | str | None, str]
 
 
 @attrs.define
@@ -154,9 +180,10 @@ class RegistryAuth(httpx.Auth):
     ``credential`` is ``None`` (anonymous: tokens for public pulls), a :class:`BasicCredential`
     (Basic, or the token server's Basic login), a :class:`RefreshTokenCredential` (OAuth2
     ``grant_type=refresh_token``), or an Azure AD credential with ``get_token(*scopes)``
-    (exchanged at ``/oauth2/exchange`` for an ACR refresh token). With ``oauth2_password`` a
-    Basic credential is sent as the OAuth2 ``grant_type=password`` form instead.
-    ``allow_insecure`` permits credentials to a token server on plain http beyond loopback.
+    (exchanged at ``/oauth2/exchange`` for an ACR refresh token; an ``async def get_token``
+    only in an async client, which awaits it). With ``oauth2_password`` a Basic credential is
+    sent as the OAuth2 ``grant_type=password`` form instead. ``allow_insecure`` permits
+    credentials to a token server on plain http beyond loopback.
 
     Its repr names the kind of credential, never the secret:
     ``RegistryAuth(BasicCredential)``.
@@ -193,9 +220,12 @@ class RegistryAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"RegistryAuth({type(self.credential).__name__})"
 
-    # The two flows differ only in how they lock and read; the decisions are shared below.
+    # The two flows differ only in how they lock, read and get an Azure AD token; the
+    # decisions are shared below.
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        if _is_async_credential(self.credential):
+            raise TypeError(_ASYNC_CREDENTIAL_IN_SYNC_CLIENT)  # before any request is sent
         sent = self._authorize(request)
         response = yield request
         action = self._answer(request, response, sent)
@@ -207,11 +237,15 @@ class RegistryAuth(httpx.Auth):
                 token = self._tokens.get(key)
                 if token is None or token == sent:
                     fetch = self._fetch(key, request.headers.get("User-Agent"))
-                    reply: httpx.Response | None = None
+                    reply: httpx.Response | str | None = None
                     try:
                         while True:
-                            reply = yield fetch.send(reply)
-                            reply.read()
+                            step = fetch.send(reply)
+                            if isinstance(step, httpx.Request):
+                                reply = yield step
+                                reply.read()
+                            else:
+                                reply = self._aad_token()
                     except StopIteration as done:
                         token = done.value
             self._bearer(request, token)
@@ -231,15 +265,40 @@ class RegistryAuth(httpx.Auth):
                 token = self._tokens.get(key)
                 if token is None or token == sent:
                     fetch = self._fetch(key, request.headers.get("User-Agent"))
-                    reply: httpx.Response | None = None
+                    reply: httpx.Response | str | None = None
                     try:
                         while True:
-                            reply = yield fetch.send(reply)
-                            await reply.aread()
+                            step = fetch.send(reply)
+                            if isinstance(step, httpx.Request):
+                                reply = yield step
+                                await reply.aread()
+                            else:
+                                reply = await self._async_aad_token()
                     except StopIteration as done:
                         token = done.value
             self._bearer(request, token)
         yield request
+
+    def _aad_access(self) -> AccessTokenLike | Awaitable[AccessTokenLike]:
+        assert isinstance(self.credential, TokenCredential | AsyncTokenCredential)
+        return self.credential.get_token(self._aad_scope)
+
+    def _aad_token(self) -> str:
+        """The Azure AD token, from a synchronous credential."""
+        access = self._aad_access()
+        if inspect.isawaitable(access):
+            # A get_token that is no coroutine function but returns an awaitable all the same.
+            if inspect.iscoroutine(access):
+                access.close()  # never awaited, and never to be: no warning about it
+            raise TypeError(_ASYNC_CREDENTIAL_IN_SYNC_CLIENT)
+        return access.token
+
+    async def _async_aad_token(self) -> str:
+        """The Azure AD token, from a synchronous or an asynchronous credential."""
+        access = self._aad_access()
+        if inspect.isawaitable(access):
+            access = await access
+        return access.token
 
     def _thread_lock(self, key: TokenKey) -> threading.Lock:
         with self._guard:
@@ -315,10 +374,10 @@ class RegistryAuth(httpx.Auth):
     def _bearer(request: httpx.Request, token: str) -> None:
         request.headers["Authorization"] = f"Bearer {token}"
 
-    def _fetch(
-        self, key: TokenKey, user_agent: str | None
-    ) -> Generator[httpx.Request, httpx.Response | None, str]:
-        """Yield the token requests for ``key`` (each answer sent back in), return the token.
+    def _fetch(self, key: TokenKey, user_agent: str | None) -> _Fetch:
+        """Yield the token requests for ``key`` (each answer sent back in), return the token;
+        for an Azure AD credential, first yield ``_AAD_TOKEN`` for its token (see
+        :meth:`_acr_refresh_token`).
 
         Token requests are the flow's own, so they lack the client's default headers: they
         get the ``User-Agent`` of the request that was challenged.
@@ -328,7 +387,7 @@ class RegistryAuth(httpx.Auth):
         api_version: AcrApiVersion | Unset = (
             _API_VERSION if httpx.URL(realm).path == _ACR_TOKEN_PATH else UNSET
         )
-        if isinstance(credential, TokenCredential):
+        if isinstance(credential, TokenCredential | AsyncTokenCredential):
             refresh_token = yield from self._acr_refresh_token(realm, service, scope, user_agent)
             kwargs = exchange_acr_refresh_token_for_acr_access_token._get_kwargs(
                 body=_form("refresh_token", service, scope, refresh_token=refresh_token),
@@ -357,7 +416,7 @@ class RegistryAuth(httpx.Auth):
         if isinstance(credential, BasicCredential) and not self._oauth2_password:
             _apply_basic(request, credential)
         response = yield request
-        assert response is not None
+        assert isinstance(response, httpx.Response)
         answer = AcrAccessToken.from_dict(_json(response, scope))
         token = next(
             (t for t in (answer.access_token, answer.token) if isinstance(t, str) and t), None
@@ -375,15 +434,17 @@ class RegistryAuth(httpx.Auth):
 
     def _acr_refresh_token(
         self, realm: str, service: str, scope: str, user_agent: str | None
-    ) -> Generator[httpx.Request, httpx.Response | None, str]:
-        """An ACR refresh token for this registry, from the AAD credential, cached."""
+    ) -> _Fetch:
+        """An ACR refresh token for this registry, cached, else exchanged for the Azure AD
+        token (yielding ``_AAD_TOKEN`` for it: a sync flow cannot await a credential, an async
+        flow must)."""
         where = httpx.URL(realm).copy_with(path=_EXCHANGE_PATH, query=None)
         cache_key = (str(where), service)
         cached = self._refresh_tokens.get(cache_key)
         if cached:
             return cached
-        assert isinstance(self.credential, TokenCredential)
-        aad_token = self.credential.get_token(self._aad_scope).token
+        aad_token = yield _AAD_TOKEN
+        assert isinstance(aad_token, str)
         kwargs = exchange_aad_access_token_for_acr_refresh_token._get_kwargs(
             body=AcrRefreshTokenRequest(
                 grant_type="access_token", service=service, access_token=aad_token
@@ -392,7 +453,7 @@ class RegistryAuth(httpx.Auth):
         )
         kwargs["url"] = str(where)
         response = yield _token_request(kwargs, user_agent)
-        assert response is not None
+        assert isinstance(response, httpx.Response)
         refresh_token = AcrRefreshToken.from_dict(_json(response, scope)).refresh_token
         if not isinstance(refresh_token, str) or not refresh_token:
             raise AuthenticationError(
@@ -405,6 +466,12 @@ class RegistryAuth(httpx.Auth):
         lifetime = _jwt_lifetime(refresh_token) or REFRESH_TOKEN_LIFETIME
         self._refresh_tokens.put(cache_key, refresh_token, lifetime)
         return refresh_token
+
+
+def _is_async_credential(credential: object) -> bool:
+    """Whether ``credential`` has azure-core's AsyncTokenCredential shape (``async def
+    get_token``), which only an async flow can use."""
+    return inspect.iscoroutinefunction(getattr(credential, "get_token", None))
 
 
 def _token_request(kwargs: dict[str, Any], user_agent: str | None) -> httpx.Request:

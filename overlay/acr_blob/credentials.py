@@ -4,6 +4,7 @@
 same as :class:`BasicCredential`), a :class:`BasicCredential`, a :class:`RefreshTokenCredential`
 (a Docker "identity token" or an ACR refresh token), or any object with the azure-core
 ``get_token(*scopes)`` shape (an Azure AD credential, exchanged for ACR tokens).
+``AsyncBlobClient`` also takes azure-core's async shape, ``async def get_token(*scopes)``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["AccessTokenLike", "BasicCredential", "RefreshTokenCredential", "TokenCredential"]
+__all__ = [
+    "AccessTokenLike",
+    "AsyncTokenCredential",
+    "BasicCredential",
+    "RefreshTokenCredential",
+    "TokenCredential",
+]
 
 
 @attrs.frozen(repr=False)
@@ -75,6 +82,7 @@ class TokenCredential(Protocol):
     No Azure package is needed by acr-blob: any object with ``get_token(*scopes)`` returning an
     object with ``token`` and ``expires_on`` will do. Its token is exchanged for an ACR refresh
     token (``POST /oauth2/exchange``), then for access tokens (``POST /oauth2/token``).
+    Both clients take it; ``AsyncBlobClient`` also takes an :class:`AsyncTokenCredential`.
 
     Example::
 
@@ -85,3 +93,24 @@ class TokenCredential(Protocol):
     """
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...
+
+
+@runtime_checkable
+class AsyncTokenCredential(Protocol):
+    """The azure-core async credential shape (``azure.identity.aio.DefaultAzureCredential``
+    and friends): ``async def get_token(*scopes)``, for :class:`~acr_blob.AsyncBlobClient`.
+
+    It is used as a :class:`TokenCredential` is, its ``get_token`` awaited. ``BlobClient``
+    cannot await it: given one, its first request raises ``TypeError`` before anything is
+    sent. Closing the credential stays its owner's job, as with azure-identity's.
+
+    Example::
+
+        from azure.identity.aio import DefaultAzureCredential
+
+        async with DefaultAzureCredential() as credential:
+            async with AsyncBlobClient("myregistry.azurecr.io", credential) as client:
+                await client.download_blob_to_file("prod/bash", digest, "layer.tar.gz")
+    """
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessTokenLike: ...

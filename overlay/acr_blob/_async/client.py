@@ -19,7 +19,7 @@ from .._adaptive import Concurrency
 from .._concurrency import arun_blocking, asleep
 from .._config import (
     DEFAULT_TIMEOUT,
-    Credential,
+    AsyncCredential,
     TimeoutTypes,
     VerifyTypes,
     check_concurrency,
@@ -55,10 +55,11 @@ class AsyncBlobClient:
 
     ``endpoint`` is the registry, ``https://myregistry.azurecr.io`` or just its host name.
     ``credential`` is ``None`` (anonymous), a ``(username, password)`` tuple, a credential from
-    :mod:`acr_blob.credentials` (an Azure AD credential too), or any ``httpx.Auth``. The
-    registry's challenge decides how it is used (Basic, or a Bearer token from its token server,
-    cached per scope); it never reaches the storage the registry redirects to, and never travels
-    over plain http beyond loopback unless ``allow_insecure`` is set.
+    :mod:`acr_blob.credentials` (Azure AD credentials too, :class:`~acr_blob.AsyncTokenCredential`
+    among them), or any ``httpx.Auth``. The registry's challenge decides how it is used (Basic,
+    or a Bearer token from its token server, cached per scope); it never reaches the storage the
+    registry redirects to, and never travels over plain http beyond loopback unless
+    ``allow_insecure`` is set.
 
     ``timeout`` sets httpx's connect, read, write and pool timeouts (a float for all, or an
     ``httpx.Timeout``); ``deadline`` bounds each download in all, in seconds. ``retry`` decides
@@ -94,7 +95,7 @@ class AsyncBlobClient:
     def __init__(
         self,
         endpoint: str,
-        credential: Credential = None,
+        credential: AsyncCredential = None,
         *,
         timeout: TimeoutTypes = DEFAULT_TIMEOUT,
         deadline: float | None = None,

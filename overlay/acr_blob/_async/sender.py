@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._config import Credential, TimeoutTypes, VerifyTypes, api_client
+from .._config import AsyncCredential, TimeoutTypes, VerifyTypes, api_client
 from .._protocol import (
     ERROR_BODY_LIMIT,
     BuildKwargs,
@@ -231,7 +231,7 @@ async def _stamp_client_request_id(request: httpx.Request) -> None:
 
 def open_hosts(
     plan: HostPlan,
-    credential: Credential,
+    credential: AsyncCredential,
     *,
     timeout: TimeoutTypes,
     verify: VerifyTypes,
@@ -244,7 +244,7 @@ def open_hosts(
     own (see :func:`~acr_blob.mirrors.mirror_credential`)."""
 
     def sender(
-        url: str, credential: Credential, mirror: Mirror | None = None, **options: Any
+        url: str, credential: AsyncCredential, mirror: Mirror | None = None, **options: Any
     ) -> AsyncSender:
         api = api_client(
             url,
