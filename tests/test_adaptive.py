@@ -370,8 +370,10 @@ class Scripted(ConcurrencyController):
         return self.target
 
 
-def test_a_file_download_back_at_one_connection_goes_on_as_one_stream(
+@pytest.mark.parametrize("action", ["to_file", "iterate"])
+def test_a_download_back_at_one_connection_goes_on_as_one_stream(
     mode: str,
+    action: str,
     proxied: FaultProxy,
     blob: tuple[str, str, bytes],
     tmp_path: Path,
@@ -382,10 +384,12 @@ def test_a_file_download_back_at_one_connection_goes_on_as_one_stream(
     repository, digest, data = blob
     # Slower than DRIP: the parts under way at 0.6 s leave more than two parts' worth.
     proxied.add(Fault.drip(64 << 10, (64 << 10) / (20 * MB)), method="GET", path=BLOBS)
-    Driver(mode, proxied.url, retry=NO_WAIT, max_concurrency="auto").to_file(
-        repository, digest, tmp_path / "blob"
-    )
-    assert (tmp_path / "blob").read_bytes() == data
+    client = Driver(mode, proxied.url, retry=NO_WAIT, max_concurrency="auto")
+    if action == "to_file":
+        client.to_file(repository, digest, tmp_path / "blob")
+        assert (tmp_path / "blob").read_bytes() == data
+    else:
+        assert client.iterate(repository, digest) == data
     ranges = [r.header("Range") for r in proxied.requests]
     assert ranges[0] is None
     # Parts, then one open-ended request from where the parts ended: the stream again.

@@ -209,22 +209,31 @@ class AsyncBlobDownload:
         try:
             if split and self._controller is None:
                 self._parallel = await self._split()
-            if self._parallel is None:
-                async for chunk in self._stream(lend, plan_stream_parts if split else plan_parts):
-                    yield chunk
-                if self._handover is None:
+            while True:
+                if self._parallel is None:
+                    plan = plan_stream_parts if split else plan_parts
+                    async for chunk in self._stream(lend, plan):
+                        yield chunk
+                    if self._handover is None:
+                        self._verified()
+                        return
+                    if not split:
+                        return
+                    parts, probe = self._handover
+                    self._handover = None
+                    self._parallel = self._parallel_chunks(parts, [probe])
+                async for piece in self._parallel.chunks():
+                    self._verifier.feed(piece)
+                    self._received()
+                    yield piece
+                if self._parallel.handed_back is None:
                     self._verified()
                     return
-                if not split:
-                    return
-                parts, probe = self._handover
-                self._handover = None
-                self._parallel = self._parallel_chunks(parts, [probe])
-            async for piece in self._parallel.chunks():
-                self._verifier.feed(piece)
-                self._received()
-                yield piece
-            self._verified()
+                # "auto" came down to one connection: one stream again, from there.
+                logger.debug("auto: one stream again from byte %d", self._parallel.handed_back)
+                await self._parallel.aclose()
+                self._parallel = None
+                await self._restream()
         finally:
             await self.aclose()
 
@@ -249,6 +258,13 @@ class AsyncBlobDownload:
                 await self._resume(error)
             finally:
                 await body.aclose()
+
+    async def _restream(self) -> None:
+        """One stream for the rest, where parallel parts handed back (all before it is in)."""
+        self._response = await _request_blob(
+            self._route, self._repository, self._verifier, self._deadline
+        )
+        self._parts_url = self._response.url
 
     def _wants_parts(self) -> bool:
         """Whether the controller asks for more than the one stream, and parts can pay."""
@@ -363,10 +379,7 @@ class AsyncBlobDownload:
                 logger.debug("auto: one stream again from byte %d", handed_back)
                 await arun_blocking(partial.forget_parts, handed_back)
                 await arun_blocking(partial.preallocate, size)
-                self._response = await _request_blob(
-                    self._route, self._repository, self._verifier, self._deadline
-                )
-                self._parts_url = self._response.url
+                await self._restream()
         finally:
             await self.aclose()
 

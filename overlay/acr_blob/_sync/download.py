@@ -210,22 +210,31 @@ class BlobDownload:
         try:
             if split and self._controller is None:
                 self._parallel = self._split()
-            if self._parallel is None:
-                for chunk in self._stream(lend, plan_stream_parts if split else plan_parts):
-                    yield chunk
-                if self._handover is None:
+            while True:
+                if self._parallel is None:
+                    plan = plan_stream_parts if split else plan_parts
+                    for chunk in self._stream(lend, plan):
+                        yield chunk
+                    if self._handover is None:
+                        self._verified()
+                        return
+                    if not split:
+                        return
+                    parts, probe = self._handover
+                    self._handover = None
+                    self._parallel = self._parallel_chunks(parts, [probe])
+                for piece in self._parallel.chunks():
+                    self._verifier.feed(piece)
+                    self._received()
+                    yield piece
+                if self._parallel.handed_back is None:
                     self._verified()
                     return
-                if not split:
-                    return
-                parts, probe = self._handover
-                self._handover = None
-                self._parallel = self._parallel_chunks(parts, [probe])
-            for piece in self._parallel.chunks():
-                self._verifier.feed(piece)
-                self._received()
-                yield piece
-            self._verified()
+                # "auto" came down to one connection: one stream again, from there.
+                logger.debug("auto: one stream again from byte %d", self._parallel.handed_back)
+                self._parallel.close()
+                self._parallel = None
+                self._restream()
         finally:
             self.close()
 
@@ -250,6 +259,13 @@ class BlobDownload:
                 self._resume(error)
             finally:
                 body.close()
+
+    def _restream(self) -> None:
+        """One stream for the rest, where parallel parts handed back (all before it is in)."""
+        self._response = _request_blob(
+            self._route, self._repository, self._verifier, self._deadline
+        )
+        self._parts_url = self._response.url
 
     def _wants_parts(self) -> bool:
         """Whether the controller asks for more than the one stream, and parts can pay."""
@@ -364,10 +380,7 @@ class BlobDownload:
                 logger.debug("auto: one stream again from byte %d", handed_back)
                 run_blocking(partial.forget_parts, handed_back)
                 run_blocking(partial.preallocate, size)
-                self._response = _request_blob(
-                    self._route, self._repository, self._verifier, self._deadline
-                )
-                self._parts_url = self._response.url
+                self._restream()
         finally:
             self.close()
 

@@ -10,9 +10,9 @@ off is resumed from its last byte, through the registry again (a fresh redirect)
 
 With a :class:`~acr_blob._adaptive.ConcurrencyController` (``max_concurrency="auto"``), the
 caller's loop samples the rate and starts workers up to the controller's target; a worker
-above the target stops before it takes its next part. To a file, a target of one hands the
-rest back to one stream: the workers finish their parts, and :meth:`RangedDownload.run`
-returns where the stream is to go on.
+above the target stops before it takes its next part. A target of one hands the rest back to
+one stream: the workers finish their parts, and the drivers say where the stream is to go on
+(:meth:`RangedDownload.run` returns it; :attr:`ParallelChunks.handed_back`).
 
 Workers are threads for the sync client and tasks for the async one; disk work runs in a worker
 thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrency`).
@@ -324,7 +324,9 @@ class ParallelChunks:
     every :data:`~acr_blob._progress.INTERVAL` seconds while the next bytes have not arrived
     (the deadline). Iterate :meth:`chunks` once; :meth:`close` stops the workers and closes
     what is open. With ``controller``, ``concurrency`` is the most workers there may be (the
-    window is theirs), and the controller's target how many run.
+    window is theirs), and the controller's target how many run; at a target of one,
+    :meth:`chunks` ends once the parts taken are handed out, and :attr:`handed_back` says where
+    one stream is to go on.
     """
 
     def __init__(
@@ -350,6 +352,9 @@ class ParallelChunks:
         self._count = max(start, len(first_responses))
         self._running = 0
         self._received = 0
+        self._handing_back = False
+        self.handed_back: int | None = None
+        """Where :meth:`chunks` stopped for one stream to go on; ``None`` when it ended."""
         self._next = 0  # the next part a worker takes
         self._head = 0  # the part being handed out
         self._lock = Lock()
@@ -362,6 +367,10 @@ class ParallelChunks:
             self._start_worker()
         try:
             for index, slot in enumerate(self._slots):
+                with self._lock:
+                    if self._handing_back and index >= self._next:
+                        self.handed_back = self._parts[index][0]
+                        return
                 finished = False
                 while not finished:
                     self._arrived.clear()
@@ -398,8 +407,11 @@ class ParallelChunks:
             return
         received = self._parts[0][0] + self._received
         target = self._controller.observe(time.monotonic(), received)
+        if target == 1 and self._next < len(self._parts):
+            # One stream costs less than one small part after another.
+            self._handing_back = self._parts[-1][1] - self._parts[self._next][0] >= 2 * MIN_PART
         for _ in range(target - self._running):
-            if self._next >= len(self._parts):
+            if self._handing_back or self._next >= len(self._parts):
                 break
             self._start_worker()
 
@@ -410,7 +422,8 @@ class ParallelChunks:
             self._freed.clear()
             with self._lock:
                 above = self._controller is not None and self._running > self._controller.target
-                if self._workers.stopped or self._next >= len(self._parts) or above:
+                done = self._next >= len(self._parts) or self._handing_back
+                if self._workers.stopped or done or above:
                     self._running -= 1
                     return None
                 if self._next < self._head + self._window:
