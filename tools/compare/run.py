@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from acr_blob import parse_digest
-from tools.compare.scenarios import ACR, Servers, Setup, judge, serve, variant_of
+from tools.compare.scenarios import ACR, Servers, Setup, error_kind, judge, serve, variant_of
 from tools.testbed import TestbedUnavailable
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +46,8 @@ RUNNERS = HERE / "runners"
 CONTAINERD_RUNNER = ROOT / ".compare" / "go" / "containerd-runner"  # tools/compare/go/build.sh
 RUNNER_TIMEOUT = 300
 _POLL_SECONDS = 0.01
+# How long the bytes relayed must stay unchanged for a killed runner's answers to be over.
+_SETTLE_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,16 @@ class Client:
 CLIENTS = [
     Client("acr-blob-sync", [sys.executable, str(RUNNERS / "acr_blob_runner.py")]),
     Client("acr-blob-async", [sys.executable, str(RUNNERS / "acr_blob_runner.py"), "--async"]),
+    # The same, with an AAD credential on the ACR deployment for every row: side by side with
+    # the Azure SDKs on the same server.
+    Client(
+        "acr-blob-sync (ACR)", [sys.executable, str(RUNNERS / "acr_blob_runner.py")], aad_only=True
+    ),
+    Client(
+        "acr-blob-async (ACR)",
+        [sys.executable, str(RUNNERS / "acr_blob_runner.py"), "--async"],
+        aad_only=True,
+    ),
     Client(
         "azure-containerregistry",
         [str(PEERS_PYTHON), str(RUNNERS / "azure_containerregistry.py")],
@@ -94,7 +106,7 @@ CLIENTS = [
 ]
 
 
-def _available(client: Client) -> str | None:
+def available(client: Client) -> str | None:
     """Why the client cannot run here, or None."""
     if client.needs is None:
         return None
@@ -183,6 +195,7 @@ def _run_killed(
     if killed:
         _kill(running)
     observed = _finish(running)
+    _settle(setup)
     why: Any = "killed"
     if not killed:
         failed = [d for d in observed.get("downloads", []) if not d["ok"]]
@@ -191,7 +204,24 @@ def _run_killed(
             or (failed[0]["error"] if failed else None)
             or ("it finished" if observed.get("downloads") else observed.get("runner_error"))
         )
-    return {"killed": killed, "bytes": setup.body_bytes(), "why": str(why)[:300], "raw": observed}
+    return {
+        "killed": killed,
+        "bytes": setup.body_bytes(),
+        "why": error_kind(str(why)),
+        "raw": observed,
+    }
+
+
+def _settle(setup: Setup) -> None:
+    """Wait until the proxy has stopped relaying to the killed runner's dead connections, so
+    that those bytes do not count as the second run's."""
+    before = setup.body_bytes()
+    while True:
+        time.sleep(_SETTLE_SECONDS)
+        now = setup.body_bytes()
+        if now == before:
+            return
+        before = now
 
 
 def execute(
@@ -202,16 +232,15 @@ def execute(
     restart = scenario.get("restart")
     if restart:
         first = _run_killed(client, request, setup, int(restart["kill_after_bytes"]))
-        setup.notes["first_run"] = first
         if first["raw"].get("unsupported"):
             return dict(first["raw"])
         setup.between_runs()
         observed = run_client(client, request)
-        setup.notes["second_run_bytes"] = setup.body_bytes()
         observed["restart"] = {
             "first_run_killed": first["killed"],
+            "first_run_why": first["why"],
             "first_run_bytes": first["bytes"],
-            "second_run_bytes": setup.notes["second_run_bytes"],
+            "second_run_bytes": setup.body_bytes(),
             "size": len(setup.data),
         }
         return observed
@@ -240,7 +269,7 @@ def run(client_names: list[str] | None, scenario_names: list[str] | None) -> dic
         servers = Servers(stack)
         index = 0
         for client in clients:
-            missing = _available(client)
+            missing = available(client)
             versions: set[str] = set()
             for scenario in scenarios:
                 index += 1

@@ -516,7 +516,7 @@ class Verdict:
     observation: str
 
 
-def _error_kind(error: str | None) -> str:
+def error_kind(error: str | None) -> str:
     """The exception's type only: messages carry ports and paths that change between runs."""
     return (error or "error").split(":", 1)[0].strip()[:60]
 
@@ -546,7 +546,7 @@ def judge(
     ]
     all_ok = all(d["ok"] for d in downloads)
     failed = next((d for d in downloads if not d["ok"]), None)
-    why = _error_kind(failed["error"] if failed else None)
+    why = error_kind(failed["error"] if failed else None)
     rule = scenario["judge"]
 
     if rule == "bytes":
@@ -621,9 +621,9 @@ def judge(
     if rule == "parallel":
         return _judge_parallel(scenario, downloads[0], all(right), why)
     if rule == "resumed":
-        return _judge_restart(setup, all(right), all_ok, why)
+        return _judge_restart(observed, len(setup.data), all(right), all_ok, why)
     if rule == "fetched-once":
-        return _judge_two_processes(setup, observed, all(right))
+        return _judge_two_processes(observed, len(setup.data), all(right))
     raise ValueError(f"unknown judge {rule!r}")
 
 
@@ -650,29 +650,32 @@ def _judge_parallel(
     return Verdict("fail", f"right bytes, but no faster than one connection ({told})")
 
 
-def _judge_restart(setup: Setup, right: bool, ok: bool, why: str) -> Verdict:
-    first = setup.notes.get("first_run", {})
-    if not first.get("killed"):
-        return Verdict("fail", f"the first run ended before it was killed: {first.get('why')}")
+def _judge_restart(observed: dict[str, Any], size: int, right: bool, ok: bool, why: str) -> Verdict:
+    """From what tools/compare/run.py recorded of the two runs (`observed["restart"]`)."""
+    restart = observed.get("restart") or {}
+    if not restart.get("first_run_killed"):
+        return Verdict(
+            "fail", f"the first run ended before it was killed: {restart.get('first_run_why')}"
+        )
     if not right:
         return Verdict("fail", f"the second run failed: {why}" if not ok else "wrong bytes")
-    second = int(setup.notes.get("second_run_bytes", 0))
-    if second < len(setup.data):
+    if int(restart.get("second_run_bytes", size)) < size:
         return Verdict("pass", "the second run fetched only the rest of the blob")
     return Verdict("fail", "the second run fetched the whole blob again")
 
 
-def _judge_two_processes(setup: Setup, observed: dict[str, Any], right: bool) -> Verdict:
+def _judge_two_processes(observed: dict[str, Any], size: int, right: bool) -> Verdict:
+    """From each process's observation and the blob bytes relayed to both (`fetched_bytes`)."""
     processes: list[dict[str, Any]] = observed.get("processes") or []
     for number, process in enumerate(processes, 1):
         downloads = process.get("downloads") or []
         if process.get("runner_error") or not downloads:
             return Verdict("fail", f"process {number}: the runner reported no download")
         if not downloads[0]["ok"]:
-            return Verdict("fail", f"process {number} failed: {_error_kind(downloads[0]['error'])}")
+            return Verdict("fail", f"process {number} failed: {error_kind(downloads[0]['error'])}")
     if not right:
         return Verdict("fail", "both reported success; the file has wrong bytes")
-    fetched = setup.body_bytes() / max(len(setup.data), 1)
+    fetched = int(observed.get("fetched_bytes", 0)) / max(size, 1)
     if fetched <= ONCE:
         return Verdict("pass", "right bytes; the blob was fetched once")
     return Verdict("fail", f"right bytes; the blob was fetched {fetched:.1f} times")
@@ -806,7 +809,7 @@ def _judge_pull(rule: str, setup: Setup, download: dict[str, Any], root: Path) -
     entry for the tag, no blob that fails its name): a `dir:` folder is the runner's own
     writing of the client's streams, whatever they were when the client raised.
     """
-    why = _error_kind(download["error"])
+    why = error_kind(download["error"])
     tag = str(setup.notes["tag"])
     if rule == "image":
         if not download["ok"]:

@@ -470,7 +470,7 @@ var sentinels = []struct {
 	{"errdefs.ErrAlreadyExists", errdefs.ErrAlreadyExists},
 }
 
-// kind names an error as `_error_kind` in scenarios.py shows it: the sentinel it wraps, else
+// kind names an error as `error_kind` in scenarios.py shows it: the sentinel it wraps, else
 // the type of the innermost error that has one of its own (plain fmt/errors texts have none).
 func kind(err error) string {
 	for _, sentinel := range sentinels {
