@@ -355,12 +355,14 @@ def write_table(results: dict[str, Any], docs: Path) -> None:
         "proxy or the token server where a scenario needs them) or against the ACR "
         "deployment (`tools/testbed/acr.py`: https, ACR's challenge and AAD-token exchange, "
         "blobs in Azurite behind 307s with real SAS tokens, faults between storage and "
-        "Azurite), with the same fault and the same judge. The rows marked *(ACR)* run on "
-        "the ACR deployment for every client; the two Azure SDKs, which take only an AAD "
-        "credential, run every row there with a fake AAD credential; python-dxf, which "
-        "refuses to authenticate over plain http, runs the rows with credentials there. A "
-        "cell is pass / fail / n/a with what was observed; n/a means the client has no way "
-        "to express the scenario. The raw results are in `parity.json`.",
+        "Azurite), with the same fault and the same judge. The rows whose title ends in "
+        "(ACR) run on the ACR deployment for every client; the two Azure SDKs, which take "
+        "only an AAD credential, run every row there with a fake AAD credential, and so do "
+        "the acr-blob columns marked (ACR); python-dxf, which refuses to authenticate over "
+        "plain http, runs the rows with credentials there. A cell is pass / fail / n/a with "
+        "what was observed; n/a means the client has no way to express the scenario. Row "
+        "by row, what each client got wrong: [comparison.md](comparison.md#row-by-row). The "
+        "raw results are in `parity.json`.",
         "",
         "Clients: "
         + "; ".join(

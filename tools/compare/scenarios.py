@@ -94,8 +94,9 @@ REGISTRY, ACR = "registry", "acr"
 SHORT_SAS_LIFETIME = 2
 # The access tokens of the token-expiry scenario (the JWT's `exp`), likewise 1 to 2 s.
 SHORT_TOKEN_LIFETIME = 2
-# How much faster than one capped connection a parallel download must be to count as one.
-PARALLEL_BOUND = 0.75
+# A share of the time one capped connection takes for the blob (the drip's pauses alone):
+# no download over a single connection finishes under it.
+PARALLEL_BOUND = 0.9
 # A blob fetched at most this many times its size counts as fetched once (a few bytes of
 # error bodies, a Range probe).
 ONCE = 1.1
