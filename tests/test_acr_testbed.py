@@ -307,6 +307,18 @@ def test_storage_honours_ranges_clipped_at_the_end(
     assert part.content == pushed.data[1000:]
 
 
+def test_an_empty_blob_is_stored_and_served_empty(
+    acr_deployment: AcrDeployment, client: httpx.Client, repository: str
+) -> None:
+    acr = acr_deployment
+    digest = acr.push(repository, b"")
+    location = _redirect(acr, client, repository, digest).headers["Location"]
+    whole = client.get(location)
+    assert (whole.status_code, whole.content) == (200, b"")
+    # As Azure Storage: a range of an empty blob is unsatisfiable.
+    assert client.get(location, headers={"Range": "bytes=0-4194303"}).status_code == 416
+
+
 def test_expired_sas_is_authentication_failed_with_a_bom(
     acr_deployment: AcrDeployment, client: httpx.Client, repository: str
 ) -> None:

@@ -20,21 +20,41 @@ from tools.testbed import (
     PushedImage,
 )
 
-OURS = ["acr-blob-sync", "acr-blob-async"]
+# The sync client on docker-registry, the async one with an AAD credential on the ACR
+# deployment: every row once per flavour and once per deployment, in the time of two columns.
+OURS = ["acr-blob-sync", "acr-blob-async (ACR)"]
+ACR_ONLY = {
+    "sas-expiry": "fresh-url",
+    "token-expiry": "re-auth",
+    "storage-xml-error": "error-code",
+    "digest-only-on-307": "bytes",
+    "corrupt-behind-307": "error",
+}
+MORE_THAN_ONE_PROCESS = {"restart-resume": "resumed", "two-processes": "fetched-once"}
 
 
-@pytest.mark.usefixtures("registry_binary_path")
+@pytest.mark.usefixtures("registry_binary_path", "azurite_path")
 def test_every_scenario_passes_for_acr_blob(tmp_path: Path) -> None:
     results = compare.run(OURS, None)
     verdicts = {key: v["result"] for key, v in results["verdicts"].items()}
     scenarios = json.loads(compare.CATALOG.read_text())["scenarios"]
-    assert len(verdicts) == 2 * len(scenarios) >= 30
+    assert len(verdicts) == 2 * len(scenarios) >= 40
     pulls = {s["name"]: s["judge"] for s in scenarios if s.get("pull")}
     assert pulls == {
         "pull-by-tag": "image",
         "pull-artifact-files": "files",
         "pull-corrupt-layer": "pull-error",
     }
+    judges = {s["name"]: s["judge"] for s in scenarios}
+    assert ACR_ONLY.items() <= judges.items()
+    assert MORE_THAN_ONE_PROCESS.items() <= judges.items()
+    assert judges["parallel-ranges"] == "parallel"
+    deployments = {key: v["deployment"] for key, v in results["verdicts"].items()}
+    for scenario in scenarios:
+        name = scenario["name"]
+        ours = "acr" if name in ACR_ONLY else "registry"
+        assert deployments[f"{name}|acr-blob-sync"] == ours
+        assert deployments[f"{name}|acr-blob-async (ACR)"] == "acr"
     failed = {k: results["verdicts"][k]["observation"] for k, v in verdicts.items() if v != "pass"}
     assert failed == {}
     compare.write_table(results, tmp_path)
@@ -58,6 +78,103 @@ def test_the_containerd_runner_tells_its_two_ways_of_taking_a_blob_apart() -> No
         "flipped-byte|containerd-ingest": ("pass", "detected: errdefs.ErrFailedPrecondition"),
     }
     assert results["clients"]["containerd"] == ["containerd remotes/docker 1.6.20 (Fetch)"]
+
+
+@pytest.mark.usefixtures("azurite_path")
+def test_the_azure_sdks_sign_in_with_a_fake_aad_credential_on_the_acr_deployment() -> None:
+    # Skipped where the peers are not installed (CI): tools/compare/install-peers.sh.
+    azure = ["azure-containerregistry", "@azure/container-registry"]
+    missing = [name for name in azure if compare.available(_client(name))]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (tools/compare/install-peers.sh)")
+    results = compare.run(azure, ["plain", "token-expiry"])
+    seen = {key: (v["result"], v["deployment"]) for key, v in results["verdicts"].items()}
+    assert seen == {
+        f"{s}|{name}": ("pass", "acr") for s in ("plain", "token-expiry") for name in azure
+    }
+
+
+def _client(name: str) -> compare.Client:
+    return next(client for client in compare.CLIENTS if client.name == name)
+
+
+# The judges of the scenarios run in more than one process, and of the parallel one, on
+# hand-made results.
+
+
+def _blob_setup(tmp_path: Path, size: int = 1000) -> Setup:
+    data = os.urandom(size)
+    (tmp_path / "blob-0").write_bytes(data)
+    return Setup("http://127.0.0.1:1", "r", "sha256:" + hashlib.sha256(data).hexdigest(), data)
+
+
+def _download(ok: bool = True, elapsed: float = 0.1) -> dict[str, object]:
+    return {"ok": ok, "error": None if ok else "SomeError: it broke", "elapsed": elapsed}
+
+
+def _judged(rule: str, setup: Setup, root: Path, **observed: object) -> tuple[str, str]:
+    catalog = json.loads(compare.CATALOG.read_text())["scenarios"]
+    scenario = next(s for s in catalog if s["judge"] == rule)
+    report = {"client": "x", "unsupported": None, "downloads": [_download()], **observed}
+    verdict = judge(scenario, setup, report, root)
+    return verdict.result, verdict.observation
+
+
+def test_the_restart_judge_wants_a_killed_first_run_and_less_than_the_blob(
+    tmp_path: Path,
+) -> None:
+    setup = _blob_setup(tmp_path)
+    killed = {"first_run_killed": True, "first_run_why": "killed"}
+    rest = {**killed, "second_run_bytes": 700}
+    assert _judged("resumed", setup, tmp_path, restart=rest)[0] == "pass"
+    again = {**killed, "second_run_bytes": 1000}
+    assert _judged("resumed", setup, tmp_path, restart=again) == (
+        "fail",
+        "the second run fetched the whole blob again",
+    )
+    early = {"first_run_killed": False, "first_run_why": "SomeError", "second_run_bytes": 0}
+    assert _judged("resumed", setup, tmp_path, restart=early) == (
+        "fail",
+        "the first run ended before it was killed: SomeError",
+    )
+
+
+def test_the_two_process_judge_counts_how_often_the_blob_was_fetched(tmp_path: Path) -> None:
+    setup = _blob_setup(tmp_path)
+    both = [{"downloads": [_download()]}, {"downloads": [_download()]}]
+    once = _judged("fetched-once", setup, tmp_path, processes=both, fetched_bytes=1000)
+    assert once == ("pass", "right bytes; the blob was fetched once")
+    twice = _judged("fetched-once", setup, tmp_path, processes=both, fetched_bytes=2000)
+    assert twice == ("fail", "right bytes; the blob was fetched 2.0 times")
+    one_failed = [both[0], {"downloads": [_download(ok=False)]}]
+    assert _judged("fetched-once", setup, tmp_path, processes=one_failed, fetched_bytes=1000) == (
+        "fail",
+        "process 2 failed: SomeError",
+    )
+
+
+def test_the_parallel_judge_wants_less_than_one_connections_time(tmp_path: Path) -> None:
+    catalog = json.loads(compare.CATALOG.read_text())["scenarios"]
+    scenario = next(s for s in catalog if s["judge"] == "parallel")
+    one = scenario["size"] * scenario["drip"]["interval"] / scenario["drip"]["chunk"]
+    setup = _blob_setup(tmp_path, scenario["size"])
+    seen = {}
+    for elapsed in (one / 4, one):
+        report = {"client": "x", "unsupported": None, "downloads": [_download(elapsed=elapsed)]}
+        seen[elapsed] = judge(scenario, setup, report, tmp_path).result
+    assert seen == {one / 4: "pass", one: "fail"}
+
+
+def test_the_error_code_judge_wants_the_storage_code_named(tmp_path: Path) -> None:
+    setup = _blob_setup(tmp_path)
+    catalog = json.loads(compare.CATALOG.read_text())["scenarios"]
+    scenario = next(s for s in catalog if s["judge"] == "error-code")
+    results = {}
+    for error in ("StorageError: 403 AuthorizationPermissionMismatch", "HTTPError: 403"):
+        download = {"ok": False, "error": error, "elapsed": 0.1}
+        report = {"client": "x", "unsupported": None, "downloads": [download]}
+        results[error.split(":")[0]] = judge(scenario, setup, report, tmp_path).result
+    assert results == {"StorageError": "pass", "HTTPError": "fail"}
 
 
 # The pull judges on hand-made results: each way a pull can go wrong is told apart.

@@ -29,7 +29,8 @@ class FaultProxy(Service):
 
     Every request is recorded (`requests`) and forwarded, body streamed, to the upstream
     (`http(s)://HOST:PORT[/prefix]`, on loopback); the answer comes back streamed, Location
-    untouched, so a registry's redirect to storage still points at storage. Rules added with
+    untouched, so a registry's redirect to storage still points at storage. It listens on
+    plain http, or https with `ssl_context` (tls.server_ssl_context). Rules added with
     `add` bend that for the requests they match; `firings` logs which rule hit which request.
     """
 
@@ -40,6 +41,7 @@ class FaultProxy(Service):
         host: str = "127.0.0.1",
         port: int = 0,
         upstream_ssl: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or parts.hostname is None or parts.port is None:
@@ -55,6 +57,8 @@ class FaultProxy(Service):
             self.upstream_ssl = ssl.create_default_context()
         self.host = host
         self._port = port
+        # Clients that refuse plain http (@azure/container-registry) need an https front.
+        self.ssl_context = ssl_context
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._requests: list[RecordedRequest] = []
@@ -72,7 +76,8 @@ class FaultProxy(Service):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def add(
         self,
@@ -206,7 +211,7 @@ class FaultProxyFactory(Protocol):
 class _FaultServer(ProxyServer):
     def __init__(self, address: tuple[str, int], proxy: FaultProxy) -> None:
         self.proxy = proxy
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, proxy.ssl_context)
 
 
 class _Handler(RelayHandler):

@@ -274,7 +274,11 @@ class AcrStorage:
         if not overwrite and self.stored(digest):
             return
         blob = self.client.get_blob_client(blob_name(digest))
-        if isinstance(data, Path):
+        empty = (data.stat().st_size if isinstance(data, Path) else len(data)) == 0
+        if empty:
+            # upload_blob of no bytes creates no append blob at all: storage would answer 404.
+            blob.create_append_blob()
+        elif isinstance(data, Path):
             with data.open("rb") as f:
                 blob.upload_blob(
                     f,

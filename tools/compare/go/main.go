@@ -90,6 +90,8 @@ type request struct {
 	Pull        *string      `json:"pull"`
 	Platform    *string      `json:"platform"`
 	Size        *int64       `json:"size"`
+	// Parts of one blob over several connections: remotes/docker 1.6 has no way to.
+	MaxConcurrency *int `json:"max_concurrency"`
 }
 
 type result struct {
@@ -138,6 +140,12 @@ func main() {
 	if req.Pull != nil && *req.Pull == "files" {
 		reason := "no pull of files: containerd pulls images into its content store, " +
 			"nothing writes layers as files named by their titles"
+		emit(observation{Client: client, Unsupported: &reason, Downloads: []result{}})
+		return
+	}
+	if req.MaxConcurrency != nil && *req.MaxConcurrency > 1 {
+		reason := "no parallel ranges in one blob: Fetch is one GET (a Range only to resume " +
+			"it), no option fetches parts of a blob at once"
 		emit(observation{Client: client, Unsupported: &reason, Downloads: []result{}})
 		return
 	}
@@ -285,9 +293,19 @@ func (r *runner) download(index int) error {
 		if _, err := remotes.FetchHandler(store, fetcher)(ctx, desc); err != nil {
 			return err
 		}
-		return os.Link(blobPath(root, desc.Digest), target)
+		return linkInto(blobPath(root, desc.Digest), target)
 	}
 	return fetchTo(ctx, fetcher, desc, target)
+}
+
+// linkInto hard-links the committed blob as target, replacing what is there (another process
+// of the same run may have put it there first).
+func linkInto(blob, target string) error {
+	temporary := fmt.Sprintf("%s.link-%d", target, os.Getpid())
+	if err := os.Link(blob, temporary); err != nil {
+		return err
+	}
+	return os.Rename(temporary, target)
 }
 
 func (r *runner) newStore(name string) (content.Store, string, error) {
@@ -452,7 +470,7 @@ var sentinels = []struct {
 	{"errdefs.ErrAlreadyExists", errdefs.ErrAlreadyExists},
 }
 
-// kind names an error as `_error_kind` in scenarios.py shows it: the sentinel it wraps, else
+// kind names an error as `error_kind` in scenarios.py shows it: the sentinel it wraps, else
 // the type of the innermost error that has one of its own (plain fmt/errors texts have none).
 func kind(err error) string {
 	for _, sentinel := range sentinels {

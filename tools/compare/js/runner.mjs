@@ -15,8 +15,14 @@
 //   `scope`; the client then POSTs to the *registry's* /oauth2/token (ACR's endpoint) and never
 //   to the challenge's realm.
 // - Authenticated access: only an AAD TokenCredential, exchanged at the registry's
-//   /oauth2/exchange for an ACR refresh token. No username/password, neither Basic nor the
-//   Docker token protocol: requests with credentials are reported as unsupported.
+//   /oauth2/exchange for an ACR refresh token. With the request's `aad_token` (the ACR
+//   deployment, where the orchestrator runs this client) the runner passes a fake credential
+//   of @azure/core-auth's TokenCredential shape, `getToken(scopes)` resolving to `{token,
+//   expiresOnTimestamp}`, as azure-identity's credentials do. No username/password, neither
+//   Basic nor the Docker token protocol: requests with credentials and no AAD token are
+//   reported as unsupported.
+// - Parallel ranges: none (downloadBlob streams one GET); a request with `max_concurrency` above
+//   1 is reported as unsupported.
 // - A private CA: Node reads NODE_EXTRA_CA_CERTS only at start, so the runner starts itself again
 //   with it set to the request's `ca_cert`.
 // - Pulls: the client has none, and no platform choice. For an image pull the runner composes
@@ -41,6 +47,9 @@ const PROXY_VARIABLES = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"];
 const ERROR_LIMIT = 300;
 // core-rest-pipeline's bearerTokenAuthenticationPolicy, which the content client always adds.
 const PLAIN_HTTP_REFUSED = /Bearer token authentication is not permitted for non-TLS/;
+const AAD_TOKEN_LIFETIME_MS = 3600 * 1000;
+// The AAD audience of ACR's data plane (the client asks the credential for AUDIENCE/.default).
+const AUDIENCE = "https://containerregistry.azure.net";
 
 async function readStdin() {
   const chunks = [];
@@ -177,9 +186,18 @@ function downloadOnce(client, request, index) {
   return attempt(request, (signal) => saveBlob(client, request.digest, target, signal));
 }
 
+// A TokenCredential (@azure/core-auth) handing out one AAD token, as azure-identity's would.
+function fakeAadCredential(token) {
+  return {
+    async getToken(_scopes) {
+      return { token, expiresOnTimestamp: Date.now() + AAD_TOKEN_LIFETIME_MS };
+    },
+  };
+}
+
 async function observe(request) {
   const name = clientName();
-  if (request.credentials) {
+  if (request.credentials && !request.aad_token) {
     return {
       client: name,
       unsupported:
@@ -197,10 +215,20 @@ async function observe(request) {
       downloads: [],
     };
   }
+  if (Number(request.max_concurrency ?? 1) > 1) {
+    return {
+      client: name,
+      unsupported:
+        "no parallel ranges in one blob: downloadBlob streams one GET, no option for more",
+      downloads: [],
+    };
+  }
   // Dynamic import: the pipeline's proxy settings must not see the variables removed in main().
   const { ContainerRegistryContentClient } = await import("@azure/container-registry");
-  const client = new ContainerRegistryContentClient(request.registry, request.repository, undefined, {
+  const credential = request.aad_token ? fakeAadCredential(request.aad_token) : undefined;
+  const client = new ContainerRegistryContentClient(request.registry, request.repository, credential, {
     allowInsecureConnection: true,
+    audience: AUDIENCE,
   });
   mkdirSync(request.output_dir, { recursive: true });
   routeEscapedErrors();

@@ -8,7 +8,13 @@ it download the blob `downloads` times to `output_dir/blob-<i>`, and writes what
      "downloads": [{"ok": bool, "error": null | "Type: message", "elapsed": seconds}]}
 
 The request also gives the blob's `size`, as a manifest would give it with the digest, for
-clients whose fetch takes a whole descriptor (containerd's); the others ignore it.
+clients whose fetch takes a whole descriptor (containerd's); the others ignore it. On the ACR
+deployment it also gives `aad_token`, an AAD token the registry's `/oauth2/exchange` accepts,
+for clients that take an AAD credential (`credentials` are then for the others, which ACR's
+`/oauth2/token` takes as Basic auth); `token_auth` says whether the registry answers with a
+Bearer challenge (the token protocol) rather than Basic. A parallel scenario gives
+`max_concurrency`: a client without a way to fetch one blob over several connections reports
+it unsupported (`no_parallel`).
 
 A pull scenario's request also names `tag`, `pull` ("image": the `platform` image of the
 tag, or "files": the artifact's titled layers as files) and `platform` ("os/arch"); its one
@@ -73,6 +79,9 @@ class Request:
     pull: str | None = None
     platform: str | None = None
     size: int | None = None
+    aad_token: str | None = None
+    token_auth: bool = False
+    max_concurrency: int | None = None
 
     @property
     def https(self) -> bool:
@@ -122,6 +131,11 @@ class Request:
                 pull=_optional(raw, "pull"),
                 platform=_optional(raw, "platform"),
                 size=None if raw.get("size") is None else int(raw["size"]),
+                aad_token=_optional(raw, "aad_token"),
+                token_auth=bool(raw.get("token_auth", False)),
+                max_concurrency=(
+                    None if raw.get("max_concurrency") is None else int(raw["max_concurrency"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestError(f"malformed request: {describe(exc)}") from exc
@@ -163,6 +177,14 @@ class Unsupported:
     """What `prepare` returns when the client cannot express the request at all."""
 
     reason: str
+
+
+def no_parallel(request: Request, how: str) -> Unsupported | None:
+    """Unsupported, for a client without parallel ranges, when the request wants them; `how`
+    says how the client fetches a blob instead."""
+    if request.max_concurrency is None or request.max_concurrency <= 1:
+        return None
+    return Unsupported(f"no parallel ranges in one blob: {how}")
 
 
 Download: TypeAlias = Callable[[Path], None]

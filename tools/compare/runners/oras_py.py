@@ -6,8 +6,9 @@ outfile)`, which streams the answer to the file in 8 KiB pieces. Options set, an
   https one with a private CA;
 - the auth backend: `basic` (Basic credentials sent after a 401) for an htpasswd registry,
   the default `token` (Docker's token protocol, with the Basic credentials at the token
-  realm) for the scenarios whose registry wants bearer tokens (`TOKEN_AUTH_SCENARIOS`); the
-  request does not say which kind of registry it is, and oras-py needs to be told;
+  realm) for a registry that wants bearer tokens (the request's `token_auth`: a token
+  server, or the ACR deployment, whose `/oauth2/token` takes Basic credentials); oras-py
+  needs to be told which;
 - credentials through `registry.auth.set_basic_auth`, not `login()`, which writes them to
   ~/.docker/config.json.
 
@@ -33,16 +34,16 @@ else:
     except ImportError:
         from tools.compare.runners import _protocol
 
-# The catalog's scenarios whose registry answers 401 with a Bearer challenge (token server).
-TOKEN_AUTH_SCENARIOS = frozenset({"bearer-token"})
-
 
 def prepare(
     request: _protocol.Request, closer: _protocol.Closer
 ) -> _protocol.Download | _protocol.Unsupported:
+    parallel = _protocol.no_parallel(request, "download_blob streams one GET in 8 KiB reads")
+    if parallel is not None:
+        return parallel
     import oras.provider  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    backend = "token" if request.scenario in TOKEN_AUTH_SCENARIOS else "basic"
+    backend = "token" if request.token_auth else "basic"
     registry = oras.provider.Registry(
         hostname=request.host,
         insecure=not request.https,

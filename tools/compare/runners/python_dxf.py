@@ -55,6 +55,9 @@ def prepare(
         return _protocol.Unsupported(NO_AUTH_OVER_HTTP)
     if request.pull == "files":
         return _protocol.Unsupported(NO_FILES)
+    parallel = _protocol.no_parallel(request, "pull_blob streams one GET in 8 KiB chunks")
+    if parallel is not None:
+        return parallel
     import dxf  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     credentials = request.credentials

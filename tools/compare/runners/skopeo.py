@@ -72,9 +72,17 @@ NO_FILES = (
 )
 
 
+NO_PARALLEL = (
+    "no parallel ranges in one blob: skopeo copy fetches each layer with one GET (it copies "
+    "several layers at once, never parts of one)"
+)
+
+
 def unsupported_reason(request: dict[str, Any]) -> str | None:
     if request.get("pull") == "files":
         return NO_FILES
+    if (request.get("max_concurrency") or 1) > 1:
+        return NO_PARALLEL
     if request.get("pull"):
         return None
     if not DIGEST.fullmatch(request["digest"]):
