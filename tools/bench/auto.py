@@ -300,6 +300,27 @@ def case_notes(entry: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+def default_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Whether this run lets ``"auto"`` be the default: only if it was never slower than one
+    stream beyond noise (every loopback claim holds)."""
+    slower = [
+        row["scenario"]
+        for row in rows
+        if row["scenario"].startswith(("loopback", "TLS")) and row["holds"] is False
+    ]
+    if not slower:
+        return (
+            "**Default:** auto was nowhere slower than one stream beyond noise in this run, so "
+            "it may be the default."
+        )
+    return (
+        "**Default: `max_concurrency` stays 1**, for auto was slower than one stream here: "
+        + ", ".join(slower)
+        + ". It costs a trial of more connections wherever the process is not CPU-bound "
+        "(a disk-bound write is not), and one trial undone is a loss on a short download."
+    )
+
+
 def render_section(
     rows: Sequence[Mapping[str, Any]],
     cases: Sequence[Mapping[str, Any]],
@@ -337,6 +358,7 @@ def render_section(
             _fmt_holds(row["holds"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", default_verdict(rows)]
     lifted = [case for case in cases if case["scenario"] == CAP_LIFT and case["runs"]]
     if lifted:
         lines += _lift_section(lifted, lift_after)
