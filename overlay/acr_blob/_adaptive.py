@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
+from ._ranges import MIN_PART
+
 logger = logging.getLogger("acr_blob")
 
 AUTO: Literal["auto"] = "auto"
@@ -59,6 +61,8 @@ BACKOFF_FIRST = 10
 BACKOFF_MAX = 80
 # Windows at the kept count whose best rate a trial must beat.
 KEPT_WINDOWS = 5
+# The bytes left in parts not yet taken, at least, for parts to hand back to one stream.
+HAND_BACK_MIN = 2 * MIN_PART
 # Connection errors within this many windows that make the download shed one connection.
 ERRORS_TO_SHED = 2
 ERROR_WINDOWS = 8
@@ -130,6 +134,18 @@ class ConcurrencyController:
             busy = (cpu - cpu_before) / elapsed >= CPU_BOUND
             self._decide(now, rate, busy)
             return self.target
+
+    def steer(self, now: float, received: int, running: int, rest: int) -> tuple[int, bool]:
+        """:meth:`observe` for a driver with ``running`` workers and ``rest`` bytes in the parts
+        no worker has taken: how many workers to start, and whether to hand the rest back to
+        one stream (a target of one, and enough left for one stream's lower cost to matter: it
+        asks once and reads nothing back to hash)."""
+        target = self.observe(now, received)
+        if not rest:
+            return 0, False
+        if target == 1 and rest >= HAND_BACK_MIN:
+            return 0, True
+        return max(0, target - running), False
 
     def throttled(self, now: float, retry_after: float | None = None) -> int:
         """The server answered 429 or 503: one connection fewer, held for a while."""

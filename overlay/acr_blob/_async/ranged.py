@@ -31,14 +31,7 @@ from .._concurrency import AsyncLock, AsyncSignal, AsyncWorkers, WorkersStopped,
 from .._files import PartialFile
 from .._part_map import Span
 from .._progress import INTERVAL, ProgressReporter
-from .._ranges import (
-    HASH_READ,
-    MAP_INTERVAL,
-    MIN_PART,
-    Frontier,
-    part_resume_delay,
-    stream_window,
-)
+from .._ranges import HASH_READ, MAP_INTERVAL, Frontier, part_resume_delay, stream_window
 from .._verify import BodyVerifier
 from ..errors import DeadlineExceededError, TransportError
 from ..retry import Resumptions, RetryPolicy
@@ -192,20 +185,14 @@ class AsyncRangedDownload:
         self._workers.start(self._work, part, response)
 
     def _steer(self) -> None:
-        """Start workers up to the controller's target, while parts are left to take."""
+        """Start workers up to the controller's target, or hand back to one stream."""
         if self._controller is None:
             return
         received = self._start + self._frontier.written
-        target = self._controller.observe(time.monotonic(), received)
-        parts_left = self._next < len(self._parts)
-        if target == 1 and self._may_hand_back and parts_left:
-            # One stream costs less CPU than one part after another (nothing is read back to
-            # be hashed), where enough is left for that to matter.
-            self._handing_back = self._size - self._parts[self._next][0] >= 2 * MIN_PART
-        # At most the missing count: a worker may find the last parts taken and end at once.
-        for _ in range(target - self._running):
-            if self._handing_back or self._next >= len(self._parts):
-                break
+        rest = self._size - self._parts[self._next][0] if self._next < len(self._parts) else 0
+        start, hand_back = self._controller.steer(time.monotonic(), received, self._running, rest)
+        self._handing_back = self._handing_back or (hand_back and self._may_hand_back)
+        for _ in range(0 if self._handing_back else start):
             self._start_worker()
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
@@ -401,17 +388,16 @@ class AsyncParallelChunks:
         self._workers.start(self._work)
 
     def _steer(self) -> None:
-        """Start workers up to the controller's target, while parts are left to take."""
+        """Start workers up to the controller's target, or hand back to one stream."""
         if self._controller is None:
             return
         received = self._parts[0][0] + self._received
-        target = self._controller.observe(time.monotonic(), received)
-        if target == 1 and self._next < len(self._parts):
-            # One stream costs less than one small part after another.
-            self._handing_back = self._parts[-1][1] - self._parts[self._next][0] >= 2 * MIN_PART
-        for _ in range(target - self._running):
-            if self._handing_back or self._next >= len(self._parts):
-                break
+        rest = (
+            self._parts[-1][1] - self._parts[self._next][0] if self._next < len(self._parts) else 0
+        )
+        start, hand_back = self._controller.steer(time.monotonic(), received, self._running, rest)
+        self._handing_back = self._handing_back or hand_back
+        for _ in range(0 if self._handing_back else start):
             self._start_worker()
 
     async def _take(self) -> tuple[int, httpx.Response | None] | None:
