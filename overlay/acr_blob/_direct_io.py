@@ -1,4 +1,5 @@
-"""Appending a large blob to its partial file with ``O_DIRECT``, written by a thread.
+"""A large blob's partial file through ``O_DIRECT``: appended by a thread, or written and read
+back in blocks by parallel parts.
 
 On a small machine, a verified download of a multi-gigabyte blob is short of CPU: the hash,
 the socket copy and the server all want a core. Buffered writes add two more passes over every
@@ -12,19 +13,30 @@ Only whole 4 KiB blocks at 4 KiB offsets go through ``O_DIRECT``; an unaligned h
 download) and the tail go through the ordinary descriptor, from the same thread and in order.
 Where the filesystem refuses ``O_DIRECT`` (at open or at the first write), the writes are
 ordinary ones.
+
+Parallel parts (:class:`BlockFile`, :class:`PartBuffer`) write whole blocks in place the same
+way, and the hash reads them back the same way, a read ahead of the hash: through the page cache
+every byte would be copied in, copied out again and written back, and on a virtual machine whose
+page cache pages are new to it each of those pages costs a fault on the host too.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import mmap
 import os
 import queue
 import threading
+from collections.abc import Iterator
 
 ALIGNMENT = 4096
 BUFFER_SIZE = 4 << 20
 BUFFER_COUNT = 3  # one filling, one being written, one spare: 12 MiB in all
+# Each part's buffer, written when full (a few per part, so the hash keeps moving), and the
+# reads of the hash, two buffers so that the next is read while one is hashed.
+PART_BUFFER_SIZE = 2 << 20
+READ_BACK_SIZE = 4 << 20
 
 
 class DirectAppender:
@@ -132,6 +144,130 @@ class DirectAppender:
             else:
                 data, offset = data[written:], offset + written
         _pwrite_all(self._fd, data, offset)
+
+
+class BlockFile:
+    """``fd``'s file at any offsets, its whole blocks through ``O_DIRECT`` (safe from several
+    threads): parallel parts write into it with :meth:`write_at`, the hash reads it back with
+    :meth:`read_back`.
+
+    Like :class:`DirectAppender`, it opens its own ``O_DIRECT`` descriptor through ``fd``; a
+    filesystem that refuses ``O_DIRECT`` at the first write or read gets ordinary ones from then
+    on. Unaligned heads and tails go through ``fd``: the kernel writes cached pages back before
+    a direct read of their blocks, so what reads back is what was written either way.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._direct_fd = os.open(
+            f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_DIRECT", 0)
+        )
+        self._fd = fd
+        self._direct_writes = self._direct_reads = True
+        self._reads = [mmap.mmap(-1, READ_BACK_SIZE) for _ in range(2)]
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, "acr-blob-read-back")
+
+    def write_at(self, data: memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset``: a view whose address is ``offset`` modulo
+        :data:`ALIGNMENT` past a page's start (as :class:`PartBuffer` lays its bytes out)."""
+        head = min(len(data), (-offset) % ALIGNMENT)
+        if head:
+            _pwrite_all(self._fd, data[:head], offset)
+            data, offset = data[head:], offset + head
+        blocks = len(data) - len(data) % ALIGNMENT
+        if blocks and self._direct_writes:
+            try:
+                _pwrite_all(self._direct_fd, data[:blocks], offset)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                self._direct_writes = False
+            else:
+                data, offset = data[blocks:], offset + blocks
+        _pwrite_all(self._fd, data, offset)
+
+    def read_back(self, offset: int, end: int) -> Iterator[memoryview]:
+        """Bytes ``offset`` to ``end - 1``, in views valid until the next one is taken."""
+        start = offset - offset % ALIGNMENT
+        which = 0
+        pending = self._reader.submit(self._read, which, start)
+        while offset < end:
+            count = pending.result()
+            if count <= offset - start:
+                raise EOFError(f"the file ended at byte {offset}")
+            following = start + count
+            if following < end:
+                pending = self._reader.submit(self._read, 1 - which, following)
+            view = memoryview(self._reads[which])[offset - start : min(count, end - start)]
+            offset += len(view)
+            yield view
+            start, which = following, 1 - which
+
+    def close(self) -> None:
+        self._reader.shutdown()
+        os.close(self._direct_fd)
+
+    def _read(self, which: int, offset: int) -> int:
+        buffer = self._reads[which]
+        if self._direct_reads:
+            try:
+                return os.preadv(self._direct_fd, [buffer], offset)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                self._direct_reads = False
+        return os.preadv(self._fd, [buffer], offset)
+
+
+def open_block_file(fd: int) -> BlockFile | None:
+    """A :class:`BlockFile`, or ``None`` where ``O_DIRECT`` cannot be opened here."""
+    if not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        return BlockFile(fd)
+    except OSError:
+        return None
+
+
+class PartBuffer:
+    """The bytes of one part on their way to the file: received into :meth:`lend`'s views, or
+    copied in by :meth:`write`, laid out for :meth:`BlockFile.write_at`; :attr:`pending` is
+    what to write at :attr:`offset` (then :meth:`written`). A full buffer ends on a block's
+    end, so that only a part's first and last blocks are written the ordinary way."""
+
+    def __init__(self, offset: int, size: int = PART_BUFFER_SIZE) -> None:
+        assert size % ALIGNMENT == 0
+        self._buffer = mmap.mmap(-1, size)  # anonymous maps are page-aligned
+        self._size = size
+        self.offset = offset
+        self._head = self._used = offset % ALIGNMENT
+
+    @property
+    def full(self) -> bool:
+        return self._used == self._size
+
+    @property
+    def pending(self) -> memoryview:
+        return memoryview(self._buffer)[self._head : self._used]
+
+    def lend(self, limit: int) -> memoryview:
+        """The free part of the buffer, at most ``limit`` bytes; never empty but when full."""
+        return memoryview(self._buffer)[self._used : min(self._size, self._used + limit)]
+
+    def write(self, data: bytes | memoryview) -> memoryview:
+        """Take ``data``; return what did not fit (the buffer is then full)."""
+        view = memoryview(data)
+        if isinstance(data, memoryview) and data.obj is self._buffer:
+            self._used += len(view)  # received into what lend() handed out
+            return view[len(view) :]
+        count = min(len(view), self._size - self._used)
+        self._buffer[self._used : self._used + count] = view[:count]
+        self._used += count
+        return view[count:]
+
+    def written(self) -> None:
+        """The pending bytes are in the file: the buffer is empty, for the bytes after them."""
+        self.offset += self._used - self._head
+        self._head = self._used = self.offset % ALIGNMENT
 
 
 def open_direct_appender(fd: int, offset: int) -> DirectAppender | None:

@@ -17,14 +17,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 import attrs
 
-from ._direct_io import open_direct_appender
+from ._direct_io import BlockFile, PartBuffer, open_block_file, open_direct_appender
 from ._fast_read import Lend
 from ._fs import is_at, is_own_file, same_file
 from ._part_map import PartMap, Span
@@ -42,6 +42,7 @@ _FALLOC_FL_KEEP_SIZE = 1
 # From this many bytes to go, appends bypass the page cache (see _direct_io); a smaller blob
 # is cheap to cache and likely to be read soon.
 _DIRECT_MIN_SIZE = 32 << 20
+_READ_BACK = 1 << 20  # per read, where the file cannot bypass the page cache
 # Failures after which the partial data is still good and worth keeping for the next call
 # (asyncio's CancelledError too: see _resumable).
 _RESUMABLE = (TransportError, KeyboardInterrupt)
@@ -129,6 +130,8 @@ class PartialFile:
         self._unsynced = 0
         self._syncer: threading.Thread | None = None
         self._sync_lock = threading.Lock()  # parallel parts write from several threads
+        self._blocks: BlockFile | None = None  # for parallel parts, once they write
+        self._blocks_opened = False
         if self._shared and not resume:
             self.restart()
         elif self._shared and _age(fd) > PARTIAL_MAX_AGE and os.fstat(fd).st_size:
@@ -249,7 +252,7 @@ class PartialFile:
 
         return Appender(direct.write, direct.lend, direct.may_wait, close)
 
-    def write_at(self, pieces: Sequence[bytes], offset: int) -> int:
+    def write_at(self, pieces: Sequence[bytes | memoryview], offset: int) -> int:
         """Write ``pieces`` one after the other from ``offset`` (parallel ranges; safe from
         several threads); return the count written."""
         fd, total = self.file.fileno(), sum(len(piece) for piece in pieces)
@@ -261,6 +264,51 @@ class PartialFile:
                 rest, written = rest[count:], written + count
         self._written(total)
         return total
+
+    def write_part(self, buffer: PartBuffer) -> int:
+        """Write what ``buffer`` holds where it belongs (parallel ranges; safe from several
+        threads), whole blocks bypassing the page cache where the filesystem allows; return
+        the count written."""
+        data = buffer.pending
+        blocks = self._block_file()
+        if blocks is None:
+            self.write_at([data], buffer.offset)
+            return len(data)
+        blocks.write_at(data, buffer.offset)
+        self._written(len(data))
+        return len(data)
+
+    def read_back(self, offset: int, end: int) -> Iterator[bytes | memoryview]:
+        """Bytes ``offset`` to ``end - 1`` of the file, read ahead (the hash of parallel
+        parts); each view is valid until the next one is taken."""
+        blocks = self._block_file()
+        if blocks is not None:
+            try:
+                yield from blocks.read_back(offset, end)
+            except EOFError as error:
+                raise TransportError(str(error)) from None
+            return
+        fd = self.file.fileno()
+        while offset < end:
+            chunk = os.pread(fd, min(_READ_BACK, end - offset), offset)
+            if not chunk:
+                raise TransportError(f"the file ended at byte {offset}")
+            offset += len(chunk)
+            yield chunk
+
+    def _block_file(self) -> BlockFile | None:
+        with self._sync_lock:
+            if not self._blocks_opened:
+                self._blocks_opened = True
+                self.file.flush()
+                self._blocks = open_block_file(self.file.fileno())
+            return self._blocks
+
+    def _close_block_file(self) -> None:
+        with self._sync_lock:
+            blocks, self._blocks, self._blocks_opened = self._blocks, None, False
+        if blocks is not None:
+            blocks.close()
 
     def truncate(self, size: int) -> None:
         """Keep the first ``size`` bytes only: the ones known to be in order and complete."""
@@ -296,6 +344,7 @@ class PartialFile:
         """
         self.file.flush()
         self._join_syncer()
+        self._close_block_file()
         fd = self.file.fileno()
         mode = _final_mode(self.path) & (0o444 if self._read_only else 0o777)
         os.fsync(fd)
@@ -330,6 +379,7 @@ class PartialFile:
         traceback: TracebackType | None,
     ) -> None:
         self._join_syncer()
+        self._close_block_file()
         if self._committed:
             return
         keep = self._shared and self._resume and _resumable(exc)

@@ -2,11 +2,9 @@
 
 Several connections fetch disjoint ``Range`` parts of the same (redirected) URL and write them
 in place; the digest is still computed over the bytes in order, by reading back the prefix of
-the file that is complete (from the page cache), so memory stays a few reads per connection
-whatever the blob's size. An iterated download keeps its parts in memory instead, within a
-window of small parts. This module holds the plans and the bookkeeping; the drivers are in
-``_async/ranged.py``.
-"""
+the file that is complete, so memory stays a buffer per connection whatever the blob's size. An
+iterated download keeps its parts in memory instead, within a window of small parts. This module
+holds the plans and the bookkeeping; the drivers are in ``_async/ranged.py``."""
 
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ logger = logging.getLogger("acr_blob")
 MIN_PART = 8 << 20
 MAX_PART = 64 << 20
 PARTS_PER_CONNECTION = 4
-HASH_READ = 1 << 20
 # Seconds between two writes of a parallel download's part map.
 MAP_INTERVAL = 1.0
 # Iterating (download_blob) keeps the parts ahead of the caller in memory: at most this much.

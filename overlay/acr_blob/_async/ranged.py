@@ -1,11 +1,13 @@
 """Parallel ranges: workers fetch disjoint ``Range`` parts of one blob over several connections.
 
-To a file (:class:`AsyncRangedDownload`), each worker fetches parts in order and writes them in
-place; the caller hashes the complete prefix of the file as it grows (read back from the page
-cache), reports progress, watches the deadline and keeps the part map. Iterating
-(:class:`AsyncParallelChunks`), workers fetch small parts into memory, at most a window of parts
-ahead of the one being handed out, and the caller hands them out in order. A part that breaks
-off is resumed from its last byte, through the registry again (a fresh redirect).
+To a file (:class:`AsyncRangedDownload`), each worker fetches parts in order, receives them into
+a buffer of its own and writes them in place (whole blocks bypassing the page cache where the
+filesystem allows, :mod:`acr_blob._direct_io`); the caller hashes the complete prefix of the
+file as it grows (read back, a read ahead of the hash), reports progress, watches the deadline
+and keeps the part map. Iterating (:class:`AsyncParallelChunks`), workers fetch small parts into
+memory, at most a window of parts ahead of the one being handed out, and the caller hands them
+out in order. A part that breaks off is resumed from its last byte, through the registry again
+(a fresh redirect).
 
 With a :class:`~acr_blob._adaptive.ConcurrencyController` (``max_concurrency="auto"``), the
 caller's loop samples the rate and starts workers up to the controller's target; a worker
@@ -20,20 +22,22 @@ thread there, so that the event loop keeps receiving (:mod:`acr_blob._concurrenc
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import overload
 
 import httpx
 
 from .._adaptive import ConcurrencyController
 from .._concurrency import AsyncLock, AsyncSignal, AsyncWorkers, WorkersStopped, arun_blocking
+from .._direct_io import PartBuffer
+from .._fast_read import Lend
 from .._files import PartialFile
 from .._part_map import Span
 from .._progress import INTERVAL, ProgressReporter
-from .._ranges import HASH_READ, MAP_INTERVAL, Frontier, part_resume_delay, stream_window
+from .._ranges import MAP_INTERVAL, Frontier, part_resume_delay, stream_window
 from .._verify import BodyVerifier
-from ..errors import DeadlineExceededError, TransportError
+from ..errors import DeadlineExceededError
 from ..retry import Resumptions, RetryPolicy
 from .body import abody_chunks
 
@@ -42,12 +46,31 @@ logger = logging.getLogger("acr_blob")
 AsyncOpenPart = Callable[[int, int], Awaitable[httpx.Response]]
 """``open_part(first, end)``: a checked 206 answer for bytes ``first`` to ``end - 1``."""
 
-# Bytes hashed per step (one trip to a worker thread for the async client), and the pieces a
-# part gathers before each write.
-HASH_SPAN = 16 << 20
-WRITE_SPAN = 1 << 20
+# Bytes hashed per step (one trip to a worker thread for the async client).
+HASH_SPAN = 64 << 20
 
 
+@overload
+def apart_pieces(
+    first: int,
+    end: int,
+    response: httpx.Response | None,
+    open_part: AsyncOpenPart,
+    policy: RetryPolicy,
+    workers: AsyncWorkers,
+    controller: ConcurrencyController | None = None,
+) -> AsyncGenerator[bytes, None]: ...
+@overload
+def apart_pieces(
+    first: int,
+    end: int,
+    response: httpx.Response | None,
+    open_part: AsyncOpenPart,
+    policy: RetryPolicy,
+    workers: AsyncWorkers,
+    controller: ConcurrencyController | None,
+    lend: Lend,
+) -> AsyncGenerator[bytes | memoryview, None]: ...
 async def apart_pieces(
     first: int,
     end: int,
@@ -56,17 +79,18 @@ async def apart_pieces(
     policy: RetryPolicy,
     workers: AsyncWorkers,
     controller: ConcurrencyController | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them);
-    a part that breaks off is resumed from its last byte (and ``controller`` told). Close the
-    generator to stop early."""
+    lend: Lend | None = None,
+) -> AsyncGenerator[bytes | memoryview, None]:
+    """Bytes ``first`` to ``end - 1`` in order, from ``response`` (or a part opened for them),
+    received into ``lend``'s views where it can; a part that breaks off is resumed from its last
+    byte (and ``controller`` told). Close the generator to stop early."""
     position, resumptions = first, Resumptions(policy, first)
     while position < end:
         if response is None:
             response = await open_part(position, end)
         try:
             workers.watch(response)
-            async for chunk in abody_chunks(response):
+            async for chunk in abody_chunks(response, lend):
                 piece = chunk[: end - position]
                 position += len(piece)
                 yield piece
@@ -219,38 +243,39 @@ class AsyncRangedDownload:
         return self._controller is not None and self._running > self._controller.target
 
     async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
-        position, pending, gathered = first, list[bytes](), 0
+        buffer = PartBuffer(first)
         pieces = apart_pieces(
-            first, end, response, self._open_part, self._policy, self._workers, self._controller
+            first,
+            end,
+            response,
+            self._open_part,
+            self._policy,
+            self._workers,
+            self._controller,
+            buffer.lend,
         )
         try:
             async for piece in pieces:
-                pending.append(piece)
-                gathered += len(piece)
-                if gathered >= WRITE_SPAN:
-                    batch, pending, gathered = pending, [], 0
-                    position = await self._write(first, position, batch)
+                rest = buffer.write(piece)
+                while buffer.full:
+                    await self._write(first, buffer)
+                    rest = buffer.write(rest)
         finally:
             await pieces.aclose()
-            if pending:  # what arrived is kept, whatever ended the part
-                await self._write(first, position, pending)
+            if buffer.pending:  # what arrived is kept, whatever ended the part
+                await self._write(first, buffer)
 
-    async def _write(self, first: int, position: int, pieces: list[bytes]) -> int:
-        """Write ``pieces`` of the part starting at ``first`` at ``position``; the end."""
+    async def _write(self, first: int, buffer: PartBuffer) -> None:
+        """Write what ``buffer`` holds of the part starting at ``first``."""
         async with self._workers.guard():  # never once stopped: the file is about to close
-            count = await arun_blocking(self._partial.write_at, pieces, position)
-        self._frontier.advance(first, position + count, count)
-        return position + count
+            count = await arun_blocking(self._partial.write_part, buffer)
+        buffer.written()
+        self._frontier.advance(first, buffer.offset, count)
 
     def _hash(self, offset: int, end: int) -> None:
         """Feed bytes ``offset`` to ``end - 1`` of the partial file to the verifier."""
-        fd = self._partial.file.fileno()
-        while offset < end:
-            chunk = os.pread(fd, min(HASH_READ, end - offset), offset)
-            if not chunk:
-                raise TransportError(f"the partial file ended at byte {offset}")
+        for chunk in self._partial.read_back(offset, end):
             self._verifier.feed(chunk)
-            offset += len(chunk)
 
     async def _save_map(self) -> None:
         """Write the part map at the start, then when a part completed since it was last
