@@ -81,8 +81,50 @@ def test_a_per_connection_cap_doubles_the_connections_up_to_the_ceiling() -> Non
     run = Run(capped_per_connection)
     run.windows(20)
     assert run.targets() == [1, 2, 4, 8]
-    # The first window after a change lets it settle; the next one is measured and decides.
-    assert [window for window, _ in run.changes] == [2, 4, 6]
+    # The stream's first window is measured; the first after a change lets it settle (half a
+    # window, but the samples here come a window apart), and the next one decides.
+    assert [window for window, _ in run.changes] == [1, 3, 5]
+
+
+def test_a_change_settles_for_half_a_window_and_the_first_stream_not_at_all() -> None:
+    controller = ConcurrencyController(process_time=lambda: 0.0)
+    now, received, changes = 0.0, 0.0, []
+    for _ in range(100):  # samples a tenth of a window apart, as chunks arrive
+        before = controller.target
+        now += WINDOW / 10 * (1 + 1e-9)
+        received += capped_per_connection(before) * WINDOW / 10
+        if controller.observe(now, int(received)) != before:
+            changes.append(now)
+    # The first sample starts the first window.
+    assert changes[0] == pytest.approx(WINDOW / 10 + WINDOW, rel=0.02)
+    assert changes[1] - changes[0] == pytest.approx(1.5 * WINDOW, rel=0.02)
+
+
+def test_one_fewer_is_judged_once_the_connection_it_takes_away_has_stopped() -> None:
+    # Connections capped at 40 MB/s each; at eight the process is CPU-bound and one fewer is
+    # tried, but the eighth goes on for a few windows to finish its part. Measured meanwhile,
+    # seven would look as fast as eight, and be kept.
+    cpu = 0.0
+    controller = ConcurrencyController(process_time=lambda: cpu)
+    now, received, running = 0.0, 0.0, 1
+    controller.observe(now, 0, running)
+    stops_at: int | None = None
+    targets = [1]
+    for window in range(1, 30):
+        now += STEP
+        received += 40 * MB * running * STEP
+        cpu += STEP * (1.0 if running == 8 else 0.1)
+        target = controller.observe(now, int(received), running)
+        if target != targets[-1]:
+            targets.append(target)
+        if target > running:
+            running = target  # new workers start at once
+        elif target < running and stops_at is None:
+            stops_at = window + 4  # the eighth finishes its part later
+        if stops_at is not None and window >= stops_at:
+            running, stops_at = target, None
+    # CPU-bound at eight, one fewer was tried; seven, measured alone, were slower.
+    assert targets[:6] == [1, 2, 4, 8, 7, 8]
 
 
 def test_the_ceiling_can_be_lower() -> None:
@@ -108,7 +150,7 @@ def test_a_link_capped_in_total_keeps_the_count_that_paid_and_tries_again_later(
     assert run.targets()[:6] == [1, 2, 4, 2, 3, 2]
     assert run.target == 2
     windows = [window for window, _ in run.changes]
-    # Undone at window 6; the next trial comes BACKOFF_FIRST measured windows later (one
+    # Undone at window 5; the next trial comes BACKOFF_FIRST measured windows later (one
     # settles), and the one after that waits twice as long.
     assert windows[3] - windows[2] == BACKOFF_FIRST + 1
     assert windows[5] - windows[4] == 2 * BACKOFF_FIRST + 1
@@ -117,9 +159,9 @@ def test_a_link_capped_in_total_keeps_the_count_that_paid_and_tries_again_later(
 def test_a_window_that_stalled_does_not_make_a_trial_look_like_a_gain() -> None:
     # The link gives 200 MB/s however many connections; one window at one connection stalls
     # (a busy machine) just before the second trial up.
-    # The first trial is undone at window 4; one window settles, then the backoff's measured
+    # The first trial is undone at window 3; one window settles, then the backoff's measured
     # windows pass, the last of which stalls.
-    stalled = 4 + 1 + BACKOFF_FIRST
+    stalled = 3 + 1 + BACKOFF_FIRST
 
     def rate(n: int) -> float:
         return 15 * MB if run.window == stalled else 200 * MB
@@ -366,7 +408,7 @@ class Scripted(ConcurrencyController):
         super().__init__()
         self.first: float | None = None
 
-    def observe(self, now: float, received: int) -> int:
+    def observe(self, now: float, received: int, running: int | None = None) -> int:
         self.first = now if self.first is None else self.first
         self.target = 2 if 0.3 <= now - self.first < 0.6 else 1
         return self.target

@@ -45,8 +45,11 @@ Concurrency: TypeAlias = int | Literal["auto"]
 CEILING = 8
 """The most connections ``"auto"`` uses for one download."""
 WINDOW = 0.1
-"""Seconds of each measurement; the first window after a change is not measured (new
-connections need a round trip or two before they carry bytes)."""
+"""Seconds of each measurement."""
+SETTLE = 0.5
+"""The share of a window after a change that is not measured (new connections need a round
+trip or two before they carry bytes); the one stream a download starts with is measured at
+once."""
 GAIN = 1.15
 """The rise in total rate that more connections must bring to be kept..."""
 MIN_GAIN = 1.05
@@ -96,7 +99,7 @@ class ConcurrencyController:
         self._lock = threading.Lock()
         # The window being measured: where it started, and whether it only lets a change settle.
         self._start: tuple[float, int, float] | None = None
-        self._settling = True
+        self._settling = False
         # The count that was kept, with its last few rates; a trial is `target != kept`. A trial
         # is judged against the best of them: one window that stalled (a busy machine, a
         # garbage collection) must not make any trial look like a gain.
@@ -112,17 +115,24 @@ class ConcurrencyController:
         self.history: list[tuple[float, int]] = []
         """``(seconds, target)`` at the start and at every change, for reports."""
 
-    def observe(self, now: float, received: int) -> int:
-        """Record a sample; return the number of connections to run."""
+    def observe(self, now: float, received: int, running: int | None = None) -> int:
+        """Record a sample; return the number of connections to run. With ``running``, the
+        connections under way: more than the target means a change down has not taken
+        effect yet (a worker finishes its part first), and nothing is measured till it has."""
         with self._lock:
             if not self.history:
                 self.history.append((now, self.target))
             if self._start is None:
                 self._start = (now, received, self._process_time())
                 return self.target
+            if running is not None and running > self.target:
+                # Not measured: the connections the rate comes from are not the target's.
+                self._start = (now, received, self._process_time())
+                self._settling = True
+                return self.target
             began, before, cpu_before = self._start
             elapsed = now - began
-            if elapsed < self._window:
+            if elapsed < self._window * (SETTLE if self._settling else 1.0):
                 return self.target
             cpu = self._process_time()
             self._start = (now, received, cpu)
@@ -140,7 +150,7 @@ class ConcurrencyController:
         no worker has taken: how many workers to start, and whether to hand the rest back to
         one stream (a target of one, and enough left for one stream's lower cost to matter: it
         asks once and reads nothing back to hash)."""
-        target = self.observe(now, received)
+        target = self.observe(now, received, running)
         if not rest:
             return 0, False
         if target == 1 and rest >= HAND_BACK_MIN:

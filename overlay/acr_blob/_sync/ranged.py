@@ -272,6 +272,7 @@ class RangedDownload:
             count = run_blocking(self._partial.write_part, buffer)
         buffer.written()
         self._frontier.advance(first, buffer.offset, count)
+        self._changed.set()  # the hash may go on, and "auto" gets its samples as bytes arrive
 
     def _hash(self, offset: int, end: int) -> None:
         """Feed bytes ``offset`` to ``end - 1`` of the partial file to the verifier."""
