@@ -153,6 +153,35 @@ def test_o_direct_refused_at_the_first_write_and_read_means_ordinary_ones(
     assert refused == ["write", "read"], "after a refusal, every write and read is ordinary"
 
 
+@pytest.mark.usefixtures("o_direct_here")
+def test_a_failed_or_abandoned_read_back_leaves_the_next_one_true(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_preadv = os.preadv
+    failing = True
+
+    def fail_once(fd: int, buffers: list[memoryview], offset: int) -> int:
+        nonlocal failing
+        if failing and offset >= READ_BACK_SIZE:
+            failing = False
+            raise OSError(errno.EIO, "Input/output error")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(_direct_io.os, "preadv", fail_once)
+    data = os.urandom(3 * READ_BACK_SIZE)
+    with _partial(tmp_path, data) as partial:
+        _write_part(partial, data, 0, lend=False)
+        with pytest.raises(OSError, match="Input/output"):
+            for _ in partial.read_back(0, len(data)):
+                pass
+        # Nor does a read under way when its caller stopped early answer the next call.
+        early = partial.read_back(0, len(data))
+        assert bytes(next(early)) == data[:READ_BACK_SIZE]
+        early.close()
+        read = b"".join(bytes(view) for view in partial.read_back(5, len(data)))
+    assert read == data[5:]
+
+
 def test_o_direct_refused_at_open_means_ordinary_writes_and_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,7 +22,6 @@ page cache pages are new to it each of those pages costs a fault on the host too
 
 from __future__ import annotations
 
-import concurrent.futures
 import errno
 import mmap
 import os
@@ -164,7 +163,11 @@ class BlockFile:
         self._fd = fd
         self._direct_writes = self._direct_reads = True
         self._reads = [mmap.mmap(-1, READ_BACK_SIZE) for _ in range(2)]
-        self._reader = concurrent.futures.ThreadPoolExecutor(1, "acr-blob-read-back")
+        # The reading thread takes (buffer, offset) and answers, in order, a count or an error.
+        self._wanted: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._answers: queue.SimpleQueue[int | OSError] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._run, name="acr-blob-read-back", daemon=True)
+        self._reader.start()
 
     def write_at(self, data: memoryview, offset: int) -> None:
         """Write ``data`` at ``offset``: a view whose address is ``offset`` modulo
@@ -189,22 +192,40 @@ class BlockFile:
         """Bytes ``offset`` to ``end - 1``, in views valid until the next one is taken."""
         start = offset - offset % ALIGNMENT
         which = 0
-        pending = self._reader.submit(self._read, which, start)
-        while offset < end:
-            count = pending.result()
-            if count <= offset - start:
-                raise EOFError(f"the file ended at byte {offset}")
-            following = start + count
-            if following < end:
-                pending = self._reader.submit(self._read, 1 - which, following)
-            view = memoryview(self._reads[which])[offset - start : min(count, end - start)]
-            offset += len(view)
-            yield view
-            start, which = following, 1 - which
+        self._wanted.put((which, start))
+        asked = 1
+        try:
+            while offset < end:
+                answer = self._answers.get()
+                asked -= 1
+                if isinstance(answer, OSError):
+                    raise answer
+                count = answer
+                if count <= offset - start:
+                    raise EOFError(f"the file ended at byte {offset}")
+                following = start + count
+                if following < end:
+                    self._wanted.put((1 - which, following))
+                    asked += 1
+                view = memoryview(self._reads[which])[offset - start : min(count, end - start)]
+                offset += len(view)
+                yield view
+                start, which = following, 1 - which
+        finally:
+            for _ in range(asked):  # a read still under way must not answer the next call
+                self._answers.get()
 
     def close(self) -> None:
-        self._reader.shutdown()
+        self._wanted.put(None)
+        self._reader.join()
         os.close(self._direct_fd)
+
+    def _run(self) -> None:
+        while (wanted := self._wanted.get()) is not None:
+            try:
+                self._answers.put(self._read(*wanted))
+            except OSError as error:  # raised in the caller's thread
+                self._answers.put(error)
 
     def _read(self, which: int, offset: int) -> int:
         buffer = self._reads[which]
