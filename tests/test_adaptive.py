@@ -334,6 +334,23 @@ def test_auto_adds_parts_behind_a_capped_link(
         assert (following - 1 if last is None else last) == following - 1 >= first
 
 
+def test_auto_is_the_default(
+    mode: str,
+    proxied: FaultProxy,
+    blob: tuple[str, str, bytes],
+    tmp_path: Path,
+    idle_machine: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "acr_blob")
+    repository, digest, data = blob
+    proxied.add(DRIP, method="GET", path=BLOBS)
+    Driver(mode, proxied.url, retry=NO_WAIT).to_file(repository, digest, tmp_path / "blob")
+    assert (tmp_path / "blob").read_bytes() == data
+    assert "auto: 1 -> 2 connection(s)" in " ".join(_decisions(caplog))
+    assert _ranged(proxied), "behind a capped link, the default fetched parts"
+
+
 def test_auto_stays_one_stream_when_cpu_bound(
     mode: str,
     proxied: FaultProxy,

@@ -243,7 +243,8 @@ def _parser() -> argparse.ArgumentParser:
         type=_connections,
         metavar="N|auto",
         help="download over up to N connections (parallel ranges; to stdout, at most 32 MiB "
-        "of parts wait in memory); auto starts with one and adds connections while they pay",
+        "of parts wait in memory); auto (the default) starts with one and adds connections "
+        "while they pay",
     )
     commands.add_parser("head", parents=[blob, common], help="show a blob's size, type and ETag")
     commands.add_parser(

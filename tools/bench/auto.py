@@ -310,14 +310,15 @@ def default_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
     ]
     if not slower:
         return (
-            "**Default:** auto was nowhere slower than one stream beyond noise in this run, so "
-            "it may be the default."
+            '**Default: `max_concurrency="auto"`**, for auto was nowhere slower than one stream '
+            "beyond noise in this run."
         )
     return (
-        "**Default: `max_concurrency` stays 1**, for auto was slower than one stream here: "
+        "**Default: this run says 1**, for auto was slower than one stream here: "
         + ", ".join(slower)
-        + ". It costs a trial of more connections wherever the process is not CPU-bound "
-        "(a disk-bound write is not), and one trial undone is a loss on a short download."
+        + '. The default is `"auto"`: look into the loss before the next release. It costs a '
+        "trial of more connections wherever the process is not CPU-bound (a disk-bound write is "
+        "not), and one trial undone is a loss on a short download."
     )
 
 

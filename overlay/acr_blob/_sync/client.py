@@ -16,7 +16,7 @@ import httpx
 
 from acr_blob_api.api.blob import check_blob_exists
 
-from .._adaptive import Concurrency
+from .._adaptive import AUTO, Concurrency
 from .._concurrency import run_blocking, sleep
 from .._config import (
     DEFAULT_TIMEOUT,
@@ -69,9 +69,9 @@ class BlobClient:
     failed :meth:`download_blob_to_file`'s partial file for the next call to continue.
 
     ``max_concurrency`` is how many connections one large blob may use as parallel ``Range``
-    parts (default 1: one stream). ``"auto"`` starts each download as one stream and adds
-    parts while they raise the total rate (up to 8), drops them again when the process runs
-    out of CPU, and sheds them on 429/503.
+    parts (1: one stream). ``"auto"``, the default, starts each download as one stream and
+    adds parts while they raise the total rate (up to 8), drops them again when the process
+    runs out of CPU, and sheds them on 429/503.
 
     ``mirrors`` (:class:`~acr_blob.mirrors.Mirror` objects or URLs) and ``hosts_dir``
     (containerd's ``hosts.toml`` folders) name registries that are asked for blobs before the
@@ -104,7 +104,7 @@ class BlobClient:
         verify: VerifyTypes = True,
         max_redirects: int = 10,
         allow_insecure: bool = False,
-        max_concurrency: Concurrency = 1,
+        max_concurrency: Concurrency = AUTO,
         resume: bool = True,
         mirrors: Iterable[Mirror | str] | None = None,
         hosts_dir: str | os.PathLike[str] | None = None,
