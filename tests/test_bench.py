@@ -413,3 +413,18 @@ def test_charts_are_svg_and_the_same_for_the_same_data(tmp_path: Path) -> None:
     # Nothing to draw: no file, and the caller leaves the chart out.
     assert not charts.auto_parts([], 2.0, tmp_path / "none.svg")
     assert not (tmp_path / "none.svg").exists()
+
+
+def test_the_one_stream_rows_pin_one_connection_whatever_the_default() -> None:
+    # The SDK defaults to "auto": its N=1 rows must still be one stream.
+    from acr_blob import AsyncBlobClient, BlobClient
+    from tools.bench import worker
+
+    assert worker._one_stream(BlobClient) == {"max_concurrency": 1}
+    assert worker._one_stream(AsyncBlobClient) == {"max_concurrency": 1}
+
+    class OlderClient:
+        def __init__(self, endpoint: str) -> None:
+            self.endpoint = endpoint
+
+    assert worker._one_stream(OlderClient) == {}

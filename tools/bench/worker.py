@@ -360,7 +360,7 @@ def _acr_versions() -> dict[str, str]:
 def prepare_acr_blob_stream(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
-    client = BlobClient(request.url, verify=request.verify())
+    client = BlobClient(request.url, verify=request.verify(), **_one_stream(BlobClient))
     observations = Observations.start(request)
     extra = observations.download_options(request)
 
@@ -383,7 +383,7 @@ def prepare_acr_blob_stream(request: Request) -> Prepared:
 def prepare_acr_blob_file(request: Request) -> Prepared:
     from acr_blob import BlobClient
 
-    client = BlobClient(request.url, verify=request.verify())
+    client = BlobClient(request.url, verify=request.verify(), **_one_stream(BlobClient))
     target = request.output_dir / "blob"
     observations = Observations.start(request)
     extra = observations.download_options(request)
@@ -402,13 +402,25 @@ def prepare_acr_blob_file(request: Request) -> Prepared:
     )
 
 
+def _one_stream(client_class: type) -> dict[str, Any]:
+    """The client's setting for the rows without a max_concurrency: one stream (N=1), whatever
+    the SDK's default; nothing for an SDK without the setting."""
+    import inspect
+
+    return (
+        {"max_concurrency": 1}
+        if "max_concurrency" in inspect.signature(client_class).parameters
+        else {}
+    )
+
+
 def prepare_acr_blob_async(request: Request) -> Prepared:
     from acr_blob import AsyncBlobClient
 
     loop = asyncio.new_event_loop()
 
     async def make() -> AsyncBlobClient:
-        return AsyncBlobClient(request.url, verify=request.verify())
+        return AsyncBlobClient(request.url, verify=request.verify(), **_one_stream(AsyncBlobClient))
 
     client = loop.run_until_complete(make())
 
@@ -437,7 +449,7 @@ def prepare_acr_blob_async_file(request: Request) -> Prepared:
     loop = asyncio.new_event_loop()
 
     async def make() -> AsyncBlobClient:
-        return AsyncBlobClient(request.url, verify=request.verify())
+        return AsyncBlobClient(request.url, verify=request.verify(), **_one_stream(AsyncBlobClient))
 
     client = loop.run_until_complete(make())
     target = request.output_dir / "blob"
