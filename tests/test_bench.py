@@ -428,3 +428,16 @@ def test_the_one_stream_rows_pin_one_connection_whatever_the_default() -> None:
             self.endpoint = endpoint
 
     assert worker._one_stream(OlderClient) == {}
+
+
+def test_the_lift_section_says_when_one_stream_was_fastest_after_the_lift() -> None:
+    cases = bench.summarize(_synthetic())["cases"]
+    lifted = [case for case in cases if case["scenario"] == bench_auto.CAP_LIFT]
+    assert len(lifted) >= 3
+    explained = "After the lift, one stream was the fastest here"
+    for case in lifted:
+        case["after_lift_mbps"] = 900.0 if case["max_concurrency"] is None else 500.0
+    assert explained in "\n".join(bench_auto._lift_section(lifted, 2.0))
+    for case in lifted:
+        case["after_lift_mbps"] = 500.0 if case["max_concurrency"] is None else 900.0
+    assert explained not in "\n".join(bench_auto._lift_section(lifted, 2.0))

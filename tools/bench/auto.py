@@ -399,6 +399,17 @@ def _lift_section(cases: Sequence[Mapping[str, Any]], lift_after: float) -> list
             fmt_speed(case.get("median_mbps")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    fixed = [c for c in cases if c["max_concurrency"] != AUTO and c.get("after_lift_mbps")]
+    fastest = max(fixed, key=lambda case: float(case["after_lift_mbps"]), default=None)
+    if fastest is not None and (fastest["max_concurrency"] or 1) == 1:
+        lines += [
+            "",
+            "After the lift, one stream was the fastest here. To a file, parallel parts hash "
+            "by reading the file back, a pass over every byte that one stream, hashing as it "
+            "receives, does not make. To match it, auto would have to find out from inside its "
+            "parts that one stream is now faster, go back to one, and wait for its running "
+            "parts and their hash to finish, all within what is left of the download.",
+        ]
     auto = next((case for case in cases if case["max_concurrency"] == AUTO), None)
     if auto is not None:
         lines += [
