@@ -132,17 +132,8 @@ class DirectAppender:
             self._free.put(buffer)
 
     def _write(self, data: memoryview, offset: int) -> None:
-        blocks = len(data) - len(data) % ALIGNMENT if offset % ALIGNMENT == 0 else 0
-        if blocks and self._direct:
-            try:
-                written = os.pwrite(self._direct_fd, data[:blocks], offset)
-            except OSError as error:
-                if error.errno != errno.EINVAL:  # this filesystem wants no O_DIRECT after all
-                    raise
-                self._direct = False
-            else:
-                data, offset = data[written:], offset + written
-        _pwrite_all(self._fd, data, offset)
+        # A buffer at an unaligned offset is the head alone (see _capacity): written plainly.
+        self._direct = _write_blocks(self._fd, self._direct_fd, data, offset, self._direct)
 
 
 class BlockFile:
@@ -172,21 +163,9 @@ class BlockFile:
     def write_at(self, data: memoryview, offset: int) -> None:
         """Write ``data`` at ``offset``: a view whose address is ``offset`` modulo
         :data:`ALIGNMENT` past a page's start (as :class:`PartBuffer` lays its bytes out)."""
-        head = min(len(data), (-offset) % ALIGNMENT)
-        if head:
-            _pwrite_all(self._fd, data[:head], offset)
-            data, offset = data[head:], offset + head
-        blocks = len(data) - len(data) % ALIGNMENT
-        if blocks and self._direct_writes:
-            try:
-                _pwrite_all(self._direct_fd, data[:blocks], offset)
-            except OSError as error:
-                if error.errno != errno.EINVAL:
-                    raise
-                self._direct_writes = False
-            else:
-                data, offset = data[blocks:], offset + blocks
-        _pwrite_all(self._fd, data, offset)
+        self._direct_writes = _write_blocks(
+            self._fd, self._direct_fd, data, offset, self._direct_writes
+        )
 
     def read_back(self, offset: int, end: int) -> Iterator[memoryview]:
         """Bytes ``offset`` to ``end - 1``, in views valid until the next one is taken."""
@@ -299,6 +278,29 @@ def open_direct_appender(fd: int, offset: int) -> DirectAppender | None:
         return DirectAppender(fd, offset)
     except OSError:
         return None
+
+
+def _write_blocks(fd: int, direct_fd: int, data: memoryview, offset: int, direct: bool) -> bool:
+    """Write ``data`` at ``offset``: its whole blocks through ``direct_fd`` while ``direct``, the
+    rest (an unaligned head, the tail, all of it once the filesystem refused ``O_DIRECT``)
+    through ``fd``. ``data``'s address is ``offset`` modulo :data:`ALIGNMENT` past a page's
+    start. Returns whether ``O_DIRECT`` is still to be used."""
+    head = min(len(data), (-offset) % ALIGNMENT)
+    if head:
+        _pwrite_all(fd, data[:head], offset)
+        data, offset = data[head:], offset + head
+    blocks = len(data) - len(data) % ALIGNMENT
+    if blocks and direct:
+        try:
+            written = os.pwrite(direct_fd, data[:blocks], offset)
+        except OSError as error:
+            if error.errno != errno.EINVAL:  # this filesystem wants no O_DIRECT after all
+                raise
+            direct = False
+        else:
+            data, offset = data[written:], offset + written
+    _pwrite_all(fd, data, offset)
+    return direct
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

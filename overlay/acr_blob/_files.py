@@ -269,11 +269,9 @@ class PartialFile:
         """Write what ``buffer`` holds where it belongs (parallel ranges; safe from several
         threads), whole blocks bypassing the page cache where the filesystem allows; return
         the count written."""
-        data = buffer.pending
-        blocks = self._block_file()
+        data, blocks = buffer.pending, self._block_file()
         if blocks is None:
-            self.write_at([data], buffer.offset)
-            return len(data)
+            return self.write_at([data], buffer.offset)
         blocks.write_at(data, buffer.offset)
         self._written(len(data))
         return len(data)

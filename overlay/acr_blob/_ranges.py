@@ -4,7 +4,8 @@ Several connections fetch disjoint ``Range`` parts of the same (redirected) URL 
 in place; the digest is still computed over the bytes in order, by reading back the prefix of
 the file that is complete, so memory stays a buffer per connection whatever the blob's size. An
 iterated download keeps its parts in memory instead, within a window of small parts. This module
-holds the plans and the bookkeeping; the drivers are in ``_async/ranged.py``."""
+holds the plans and the bookkeeping; the drivers are in ``_async/ranged.py``.
+"""
 
 from __future__ import annotations
 
