@@ -299,10 +299,20 @@ def _decisions(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
 
 
-@pytest.mark.parametrize("action", ["to_file", "iterate"])
+# "auto" asked for, or left to the default (which it is).
+@pytest.mark.parametrize(
+    ("action", "setting"),
+    [
+        ("to_file", {"max_concurrency": "auto"}),
+        ("iterate", {"max_concurrency": "auto"}),
+        ("to_file", {}),
+    ],
+    ids=["to_file", "iterate", "to_file-by-default"],
+)
 def test_auto_adds_parts_behind_a_capped_link(
     mode: str,
     action: str,
+    setting: dict[str, str],
     proxied: FaultProxy,
     blob: tuple[str, str, bytes],
     tmp_path: Path,
@@ -312,7 +322,7 @@ def test_auto_adds_parts_behind_a_capped_link(
     caplog.set_level(logging.DEBUG, "acr_blob")
     repository, digest, data = blob
     proxied.add(DRIP, method="GET", path=BLOBS)
-    client = Driver(mode, proxied.url, retry=NO_WAIT, max_concurrency="auto")
+    client = Driver(mode, proxied.url, retry=NO_WAIT, **setting)
     if action == "to_file":
         properties = client.to_file(repository, digest, tmp_path / "blob")
         assert properties.size == SIZE and (tmp_path / "blob").read_bytes() == data
@@ -332,23 +342,6 @@ def test_auto_adds_parts_behind_a_capped_link(
     starts = [first for first, _ in asked[1:]] + [SIZE]
     for (first, last), following in zip(asked, starts, strict=True):
         assert (following - 1 if last is None else last) == following - 1 >= first
-
-
-def test_auto_is_the_default(
-    mode: str,
-    proxied: FaultProxy,
-    blob: tuple[str, str, bytes],
-    tmp_path: Path,
-    idle_machine: None,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG, "acr_blob")
-    repository, digest, data = blob
-    proxied.add(DRIP, method="GET", path=BLOBS)
-    Driver(mode, proxied.url, retry=NO_WAIT).to_file(repository, digest, tmp_path / "blob")
-    assert (tmp_path / "blob").read_bytes() == data
-    assert "auto: 1 -> 2 connection(s)" in " ".join(_decisions(caplog))
-    assert _ranged(proxied), "behind a capped link, the default fetched parts"
 
 
 def test_auto_stays_one_stream_when_cpu_bound(

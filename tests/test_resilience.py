@@ -1,13 +1,14 @@
 """Downloads that survive the network: the real registry behind the fault-injecting proxy.
 
 Every fault ends in one of two ways: the right bytes, or a typed BlobError with nothing at the
-target path. Waits are recorded, not slept, where a test asserts them. The downloads here are one
-stream (max_concurrency=1): under the default "auto", whether a stream that broke off goes on as
-parts depends on timing, and these tests count the requests of its resumptions.
+target path. Waits are recorded, not slept, where a test asserts them. The downloads through the
+proxy are one stream (``OneStream``): under the default "auto", whether a stream that broke off
+goes on as parts depends on timing, and these tests count the requests of its resumptions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -32,6 +33,9 @@ from tools.testbed import Deployment
 SIZE = 64 * 1024 * 1024
 REPOSITORY = "resilience/large"
 BLOBS = r"/blobs/"
+
+# A client of one stream: max_concurrency=1 whatever the default.
+OneStream = functools.partial(Driver, max_concurrency=1)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,7 @@ def check_cut(
 ) -> None:
     digest, data = large
     proxy.add(Fault.cut_after(offset, reset=reset), path=BLOBS, times=1)
-    client = Driver(mode, proxy.url, retry=NO_WAIT, max_concurrency=1)
+    client = OneStream(mode, proxy.url, retry=NO_WAIT)
     if api == "iterate":
         assert client.iterate(REPOSITORY, digest) == data
     else:
@@ -96,10 +100,7 @@ def test_several_cuts_in_one_download(
     digest, data = large
     # Each answer (the first and two resumptions) breaks 5 MiB in.
     proxied.add(Fault.cut_after(5 * 1024 * 1024), path=BLOBS, times=3)
-    assert (
-        Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).iterate(REPOSITORY, digest)
-        == data
-    )
+    assert OneStream(mode, proxied.url, retry=NO_WAIT).iterate(REPOSITORY, digest) == data
     assert [r.header("Range") for r in proxied.requests] == [
         None,
         "bytes=5242880-",
@@ -114,7 +115,7 @@ def test_server_that_ignores_range(
     digest, data = large
     proxied.add(Fault.cut_after(1_000_000), path=BLOBS, times=1)
     proxied.add(Fault.ignore_range(), path=BLOBS, ranged=True)
-    client = Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT)
+    client = OneStream(mode, proxied.url, retry=NO_WAIT)
     client.to_file(REPOSITORY, digest, tmp_path / "blob")
     assert (tmp_path / "blob").read_bytes() == data
     assert len(proxied.requests) == 2
@@ -128,9 +129,7 @@ def test_server_that_ignores_range_and_changed_the_content(
     # The resent start differs from what came first: no splice of two different bodies.
     proxied.add(Fault.ignore_range() | Fault.flip_byte(10), path=BLOBS, ranged=True)
     with pytest.raises(TransportError, match="resent the start"):
-        Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(
-            REPOSITORY, digest, tmp_path / "blob"
-        )
+        OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, tmp_path / "blob")
     assert not (tmp_path / "blob").exists()
 
 
@@ -140,10 +139,7 @@ def test_wrong_content_range_is_refused_then_resumed(
     digest, data = large
     proxied.add(Fault.cut_after(2_000_000), path=BLOBS, times=1)
     proxied.add(Fault.shift_content_range(7), path=BLOBS, ranged=True, times=1)
-    assert (
-        Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).iterate(REPOSITORY, digest)
-        == data
-    )
+    assert OneStream(mode, proxied.url, retry=NO_WAIT).iterate(REPOSITORY, digest) == data
     assert [r.header("Range") for r in proxied.requests] == [None] + ["bytes=2000000-"] * 2
 
 
@@ -154,9 +150,7 @@ def test_always_wrong_content_range_gives_up_saying_how_far(
     proxied.add(Fault.cut_after(2_000_000), path=BLOBS, times=1)
     proxied.add(Fault.shift_content_range(-3), path=BLOBS, ranged=True)
     with pytest.raises(TransportError, match=f"after 2000000 of {SIZE} bytes"):
-        Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(
-            REPOSITORY, digest, tmp_path / "blob"
-        )
+        OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, tmp_path / "blob")
     assert not (tmp_path / "blob").exists()
 
 
@@ -166,9 +160,7 @@ def test_flipped_byte_in_transit(
     digest, _ = large
     proxied.add(Fault.flip_byte(SIZE // 2), path=BLOBS, times=1)
     with pytest.raises(DigestMismatchError):
-        Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(
-            REPOSITORY, digest, tmp_path / "blob"
-        )
+        OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, tmp_path / "blob")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -188,12 +180,7 @@ def test_429_with_retry_after_is_honoured(
     digest, data = large
     proxied.add(Fault.respond(429, {"Retry-After": "7"}), path=BLOBS, times=2)
     recorded = Recorded()
-    assert (
-        Driver(mode, proxied.url, max_concurrency=1, retry=recorded.policy).iterate(
-            REPOSITORY, digest
-        )
-        == data
-    )
+    assert OneStream(mode, proxied.url, retry=recorded.policy).iterate(REPOSITORY, digest) == data
     assert recorded.waits == [7.0, 7.0]
     assert len(proxied.requests) == 3
 
@@ -208,7 +195,7 @@ def test_503_storm_gives_up_after_the_policy_attempts(
         attempts=3, sleep=recorded.waits.append, async_sleep=recorded.policy.async_sleep
     )
     with pytest.raises(RegistryError) as caught:
-        Driver(mode, proxied.url, max_concurrency=1, retry=policy).iterate(REPOSITORY, digest)
+        OneStream(mode, proxied.url, retry=policy).iterate(REPOSITORY, digest)
     assert caught.value.status_code == 503
     assert len(proxied.requests) == 3
     assert len(recorded.waits) == 2
@@ -219,7 +206,7 @@ def test_slow_drip_ends_at_the_deadline(
 ) -> None:
     digest, _ = large
     proxied.add(Fault.drip(4096, 0.05), path=BLOBS)
-    client = Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT, deadline=0.5)
+    client = OneStream(mode, proxied.url, retry=NO_WAIT, deadline=0.5)
     with pytest.raises(DeadlineExceededError, match="deadline passed after"):
         client.to_file(REPOSITORY, digest, tmp_path / "blob")
     assert not (tmp_path / "blob").exists()
@@ -230,12 +217,8 @@ def test_silent_server_ends_in_a_read_timeout(
 ) -> None:
     digest, _ = large
     proxied.add(Fault.stall_before_headers(5), path=BLOBS)
-    client = Driver(
-        mode,
-        proxied.url,
-        max_concurrency=1,
-        retry=RetryPolicy.never(),
-        timeout=httpx.Timeout(5, read=0.3),
+    client = OneStream(
+        mode, proxied.url, retry=RetryPolicy.never(), timeout=httpx.Timeout(5, read=0.3)
     )
     with pytest.raises(TransportError, match="ReadTimeout"):
         client.iterate(REPOSITORY, digest)
@@ -244,9 +227,7 @@ def test_silent_server_ends_in_a_read_timeout(
 def test_stall_once_is_retried(mode: str, proxied: FaultProxy, large: tuple[str, bytes]) -> None:
     digest, data = large
     proxied.add(Fault.stall_before_headers(2), path=BLOBS, times=1)
-    client = Driver(
-        mode, proxied.url, max_concurrency=1, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3)
-    )
+    client = OneStream(mode, proxied.url, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3))
     assert client.iterate(REPOSITORY, digest) == data
 
 
@@ -259,12 +240,8 @@ def test_a_stall_inside_the_body_ends_in_a_read_timeout(
 ) -> None:
     digest, _ = large
     proxied.add(Fault.drip(STALL_AT, 30), path=BLOBS)
-    client = Driver(
-        mode,
-        proxied.url,
-        max_concurrency=1,
-        retry=RetryPolicy.never(),
-        timeout=httpx.Timeout(5, read=0.3),
+    client = OneStream(
+        mode, proxied.url, retry=RetryPolicy.never(), timeout=httpx.Timeout(5, read=0.3)
     )
     started = time.monotonic()
     with pytest.raises(TransportError, match="ReadTimeout"):
@@ -282,9 +259,7 @@ def test_a_stall_inside_the_body_is_resumed_where_it_stopped(
 ) -> None:
     digest, data = large
     proxied.add(Fault.drip(STALL_AT, 30), path=BLOBS, times=1)
-    client = Driver(
-        mode, proxied.url, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3), max_concurrency=1
-    )
+    client = OneStream(mode, proxied.url, retry=NO_WAIT, timeout=httpx.Timeout(5, read=0.3))
     if api == "iterate":
         assert client.iterate(REPOSITORY, digest) == data
     else:
@@ -300,13 +275,11 @@ def test_a_restart_resumes_the_partial_file(
     target = tmp_path / "layer.bin"
     proxied.add(Fault.cut_after(9_000_000), path=BLOBS, times=1)
     with pytest.raises(TransportError):
-        Driver(mode, proxied.url, max_concurrency=1, retry=RetryPolicy.never()).to_file(
-            REPOSITORY, digest, target
-        )
+        OneStream(mode, proxied.url, retry=RetryPolicy.never()).to_file(REPOSITORY, digest, target)
     (partial,) = tmp_path.iterdir()
     assert partial.stat().st_size == 9_000_000
     proxied.clear()
-    Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(REPOSITORY, digest, target)
+    OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, target)
     assert target.read_bytes() == data
     assert [r.header("Range") for r in proxied.requests] == ["bytes=9000000-"]
     assert list(tmp_path.iterdir()) == [target]
@@ -318,7 +291,7 @@ def test_a_bad_partial_file_is_discarded_and_downloaded_again(
     digest, data = large
     target = tmp_path / "layer.bin"
     (tmp_path / f".sha256-{digest[7:]}.partial").write_bytes(b"not the blob's first bytes")
-    Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(REPOSITORY, digest, target)
+    OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, target)
     assert target.read_bytes() == data
     assert [r.header("Range") for r in proxied.requests] == ["bytes=26-", None]
     assert list(tmp_path.iterdir()) == [target]
@@ -330,9 +303,7 @@ def test_a_complete_partial_file_needs_no_body(
     digest, data = large
     target = tmp_path / "layer.bin"
     (tmp_path / f".sha256-{digest[7:]}.partial").write_bytes(data)
-    properties = Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(
-        REPOSITORY, digest, target
-    )
+    properties = OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, target)
     assert (properties.digest, properties.size) == (digest, SIZE)
     assert target.read_bytes() == data
     assert [r.header("Range") for r in proxied.requests] == [f"bytes={SIZE}-"]
@@ -366,7 +337,5 @@ def test_every_fault_is_typed(
         proxied.clear_faults()
         proxied.add(fault, path=BLOBS)
         with pytest.raises(BlobError):
-            Driver(mode, proxied.url, max_concurrency=1, retry=NO_WAIT).to_file(
-                REPOSITORY, digest, tmp_path / "b"
-            )
+            OneStream(mode, proxied.url, retry=NO_WAIT).to_file(REPOSITORY, digest, tmp_path / "b")
         assert not (tmp_path / "b").exists()
