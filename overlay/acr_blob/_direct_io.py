@@ -238,6 +238,10 @@ class PartBuffer:
         assert size % ALIGNMENT == 0
         self._buffer = mmap.mmap(-1, size)  # anonymous maps are page-aligned
         self._size = size
+        self.restart(offset)
+
+    def restart(self, offset: int) -> None:
+        """Empty the buffer, for the bytes from ``offset`` on (the next part's)."""
         self.offset = offset
         self._head = self._used = offset % ALIGNMENT
 
@@ -266,8 +270,7 @@ class PartBuffer:
 
     def written(self) -> None:
         """The pending bytes are in the file: the buffer is empty, for the bytes after them."""
-        self.offset += self._used - self._head
-        self._head = self._used = self.offset % ALIGNMENT
+        self.restart(self.offset + self._used - self._head)
 
 
 def open_direct_appender(fd: int, offset: int) -> DirectAppender | None:

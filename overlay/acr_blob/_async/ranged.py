@@ -220,6 +220,7 @@ class AsyncRangedDownload:
             self._start_worker()
 
     async def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
+        buffer = PartBuffer(0)  # one per worker, reused part after part
         try:
             while True:
                 if part is None:
@@ -232,7 +233,7 @@ class AsyncRangedDownload:
                             self._running -= 1
                             return
                         part, self._next = self._parts[self._next], self._next + 1
-                await self._fetch(*part, response)
+                await self._fetch(*part, response, buffer)
                 self._frontier.complete(part[0])
                 self._changed.set()
                 part, response = None, None
@@ -242,8 +243,10 @@ class AsyncRangedDownload:
     def _above_target(self) -> bool:
         return self._controller is not None and self._running > self._controller.target
 
-    async def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
-        buffer = PartBuffer(first)
+    async def _fetch(
+        self, first: int, end: int, response: httpx.Response | None, buffer: PartBuffer
+    ) -> None:
+        buffer.restart(first)
         pieces = apart_pieces(
             first,
             end,

@@ -221,6 +221,7 @@ class RangedDownload:
             self._start_worker()
 
     def _work(self, part: tuple[int, int] | None, response: httpx.Response | None) -> None:
+        buffer = PartBuffer(0)  # one per worker, reused part after part
         try:
             while True:
                 if part is None:
@@ -233,7 +234,7 @@ class RangedDownload:
                             self._running -= 1
                             return
                         part, self._next = self._parts[self._next], self._next + 1
-                self._fetch(*part, response)
+                self._fetch(*part, response, buffer)
                 self._frontier.complete(part[0])
                 self._changed.set()
                 part, response = None, None
@@ -243,8 +244,10 @@ class RangedDownload:
     def _above_target(self) -> bool:
         return self._controller is not None and self._running > self._controller.target
 
-    def _fetch(self, first: int, end: int, response: httpx.Response | None) -> None:
-        buffer = PartBuffer(first)
+    def _fetch(
+        self, first: int, end: int, response: httpx.Response | None, buffer: PartBuffer
+    ) -> None:
+        buffer.restart(first)
         pieces = part_pieces(
             first,
             end,
