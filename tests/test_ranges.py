@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from acr_blob import AsyncBlobClient, BlobClient, RetryPolicy, TransportError
+from acr_blob._files import PartialFile
 from acr_blob._progress import ProgressReporter
 from acr_blob._ranges import MIN_PART, Frontier, plan_parts, range_header
 from tests.drivers import NO_WAIT, Driver, azure_storage_error
@@ -51,6 +53,21 @@ def test_plan_parts_cover_the_range_in_order() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
     assert all(end - first <= max(MIN_PART, SIZE // 16 + 1) for first, end in parts)
     assert range_header(0, 10) == "bytes=0-9"
+
+
+def test_the_last_parts_are_small_so_that_the_connections_finish_together() -> None:
+    size = 1 << 30
+    parts = plan_parts(0, size, 8)
+    sizes = [end - first for first, end in parts]
+    assert parts[0][0] == 0 and parts[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
+    # 32 MiB parts, but the last 8 of them (one per connection) come as 8 MiB ones.
+    assert sizes[:24] == [32 << 20] * 24
+    assert sizes[24:] == [MIN_PART] * 32
+    # Where parts are no larger than MIN_PART already, nothing changes.
+    assert plan_parts(100, SIZE, 4) == [
+        (first, min(first + MIN_PART, SIZE)) for first in range(100, SIZE, MIN_PART)
+    ]
 
 
 def test_frontier_moves_only_over_complete_parts() -> None:
@@ -166,6 +183,34 @@ def test_a_part_that_breaks_off_is_resumed_inside_the_part(
     ranges = [r.header("Range") or "" for r in proxied.requests]
     probe_first, probe_last = plan_parts(0, SIZE, 2)[1]
     assert f"bytes={probe_first + (3 << 20)}-{probe_last - 1}" in ranges
+
+
+def test_the_hash_follows_the_part_at_the_prefix_before_it_completes(
+    mode: str,
+    proxied: FaultProxy,
+    big: tuple[str, str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    repository, digest, data = big
+    first_part_end = plan_parts(0, SIZE, 2)[0][1]
+    read_back = PartialFile.read_back
+    ends: list[int] = []
+
+    def recorded(partial: PartialFile, offset: int, end: int) -> Iterator[memoryview]:
+        ends.append(end)
+        return read_back(partial, offset, end)
+
+    monkeypatch.setattr(PartialFile, "read_back", recorded)
+    # The first part (the registry's own answer) stops half-way for a while; two whole buffers
+    # of it are written by then, and the other connection fetches the parts after it.
+    proxied.add(Fault.stall_after((4 << 20) + 5, 1.0), path=BLOBS, ranged=False, times=1)
+    Driver(mode, proxied.url, retry=NO_WAIT).to_file(
+        repository, digest, tmp_path / "blob", max_concurrency=2
+    )
+    assert (tmp_path / "blob").read_bytes() == data
+    assert 4 << 20 in ends, f"hashed only up to {ends}, not as far as the first part had got"
+    assert ends[0] < first_part_end
 
 
 def test_a_part_that_keeps_failing_keeps_the_complete_prefix_for_the_next_call(

@@ -52,7 +52,22 @@ def plan_parts(
     gaps = missing(done, start, size)
     wanted = -(-sum(end - first for first, end in gaps) // (concurrency * PARTS_PER_CONNECTION))
     part = min(MAX_PART, max(MIN_PART, wanted))
-    return [cut for first, end in gaps for cut in _cut(first, end, part)]
+    parts = [cut for first, end in gaps[:-1] for cut in _cut(first, end, part)]
+    if gaps:
+        parts += _cut_with_tail(*gaps[-1], part, concurrency)
+    return parts
+
+
+def _cut_with_tail(first: int, end: int, part: int, concurrency: int) -> list[tuple[int, int]]:
+    """``[first, end)`` in parts of ``part`` bytes, but the last ``concurrency`` parts' worth
+    in parts of :data:`MIN_PART`: the connections then finish close together, and the bytes
+    written past the complete prefix, which the hash must still read back once the last byte is
+    in, are a few small parts rather than a large part per connection."""
+    if part <= MIN_PART:
+        return _cut(first, end, part)
+    whole = max(0, -(-(end - first) // part) - concurrency)
+    tail = first + whole * part
+    return _cut(first, tail, part) + _cut(tail, end, MIN_PART)
 
 
 def stream_window(concurrency: int) -> int:
